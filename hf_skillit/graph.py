@@ -1,0 +1,257 @@
+"""The skills graph: a k x m matrix of how much each training skill helps each evaluation skill."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = ["SkillsGraph"]
+
+_PNG_DPI = 100
+
+
+def _check_names(names: Sequence[str], what: str) -> tuple[str, ...]:
+    # A bare string would silently become one skill per character.
+    if isinstance(names, str):
+        raise ValueError(f"{what} skills must be a sequence of names, got the string {names!r}")
+    names = tuple(names)
+    if not names:
+        raise ValueError(f"the graph needs at least one {what} skill")
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{what} skill names must be non-empty strings, got {name!r}")
+    if dupes := [name for name, count in Counter(names).items() if count > 1]:
+        raise ValueError(f"duplicate {what} skill names: {dupes}")
+    return names
+
+
+def _indices(given: Sequence[str], known: tuple[str, ...], what: str) -> list[int]:
+    """Positions of `given` names in `known`, or a ValueError naming the unknown ones."""
+    if isinstance(given, str):
+        raise ValueError(f"{what} skills must be a sequence of names, got the string {given!r}")
+    position = {name: i for i, name in enumerate(known)}
+    if unknown := [name for name in given if name not in position]:
+        raise ValueError(f"unknown {what} skills {unknown}; the graph's {what} skills: {list(known)}")
+    return [position[name] for name in given]
+
+
+def _permutation(given: Sequence[str], known: tuple[str, ...], what: str) -> list[int]:
+    given = _check_names(given, what)
+    missing = [name for name in known if name not in set(given)]
+    extra = [name for name in given if name not in set(known)]
+    if missing or extra:
+        raise ValueError(
+            f"{what} skills must be a permutation of the graph's: missing {missing}, not in the graph {extra}"
+        )
+    return _indices(given, known, what)
+
+
+class SkillsGraph:
+    """Adjacency submatrix `A` of the skills graph (paper §3.1, Table 1).
+
+    `A[i, j]` is how much training skill i helps evaluation skill j. Entries may be negative (the raw loss changes
+    measured by graph learning can be). With `eval_skills` left out, the evaluation skills are the training skills
+    (continual pre-training, k x k).
+
+    Args:
+        matrix: k x m array-like of finite numbers; stored as a read-only float64 copy.
+        train_skills: the k training skill names (rows), in order.
+        eval_skills: the m evaluation skill names (columns), in order. Defaults to `train_skills`.
+        metadata: provenance (method, steps, base model, seed...), kept by `save`/`load`.
+    """
+
+    def __init__(
+        self,
+        matrix: ArrayLike,
+        train_skills: Sequence[str],
+        eval_skills: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.train_skills = _check_names(train_skills, "training")
+        self.eval_skills = self.train_skills if eval_skills is None else _check_names(eval_skills, "evaluation")
+        matrix = np.array(matrix, dtype=np.float64)
+        expected = (len(self.train_skills), len(self.eval_skills))
+        if matrix.shape != expected:
+            raise ValueError(
+                f"matrix has shape {matrix.shape} but there are {expected[0]} training skills and {expected[1]} "
+                f"evaluation skills (expected shape {expected})"
+            )
+        if not np.isfinite(matrix).all():
+            i, j = np.argwhere(~np.isfinite(matrix))[0]
+            raise ValueError(
+                f"matrix entry for training skill {self.train_skills[i]!r} -> evaluation skill "
+                f"{self.eval_skills[j]!r} is {matrix[i, j]}; entries must be finite"
+            )
+        matrix.flags.writeable = False
+        self.matrix = matrix
+        self.metadata = dict(metadata or {})
+
+    @classmethod
+    def identity(cls, skills: Sequence[str]) -> SkillsGraph:
+        """Each skill helps only itself: the no-graph ablation (paper Appendix D.5)."""
+        skills = _check_names(skills, "training")
+        return cls(np.eye(len(skills)), skills, metadata={"method": "identity"})
+
+    @classmethod
+    def complete(cls, train_skills: Sequence[str], eval_skills: Sequence[str] | None = None) -> SkillsGraph:
+        """Every training skill helps every evaluation skill equally (all ones)."""
+        train_skills = _check_names(train_skills, "training")
+        eval_skills = train_skills if eval_skills is None else _check_names(eval_skills, "evaluation")
+        return cls(np.ones((len(train_skills), len(eval_skills))), train_skills, eval_skills, {"method": "complete"})
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    def restrict(self, eval_skills: Sequence[str]) -> SkillsGraph:
+        """Keep only the columns of `eval_skills`, in that order (fine-tuning targets)."""
+        columns = _indices(eval_skills, self.eval_skills, "evaluation")
+        return SkillsGraph(self.matrix[:, columns], self.train_skills, eval_skills, self.metadata)
+
+    def reorder(self, train_skills: Sequence[str], eval_skills: Sequence[str] | None = None) -> SkillsGraph:
+        """The same graph with rows (and columns, if `eval_skills` is given) in the given name order."""
+        rows = _permutation(train_skills, self.train_skills, "training")
+        if eval_skills is None:
+            return SkillsGraph(self.matrix[rows], train_skills, self.eval_skills, self.metadata)
+        columns = _permutation(eval_skills, self.eval_skills, "evaluation")
+        return SkillsGraph(self.matrix[np.ix_(rows, columns)], train_skills, eval_skills, self.metadata)
+
+    def prerequisites(self, eval_skills: Sequence[str] | None = None) -> tuple[str, ...]:
+        """Training skills with a positive edge into any of `eval_skills` (default: all), in training order.
+
+        This is S_prereq = {s_train,i : exists j with A_ij > 0} of paper §3.3.1.
+        """
+        columns = slice(None) if eval_skills is None else _indices(eval_skills, self.eval_skills, "evaluation")
+        has_edge = (self.matrix[:, columns] > 0).any(axis=1)
+        return tuple(name for name, edge in zip(self.train_skills, has_edge, strict=True) if edge)
+
+    def density(self) -> float:
+        """Fraction of positive entries.
+
+        When the evaluation skills are the training skills (in any order), the entries of a skill onto itself are
+        left out, so this is the fraction of edges between distinct skills; otherwise all k x m entries count.
+        A 1 x 1 square graph has no such edge and a density of 0.
+        """
+        positive = self.matrix > 0
+        if set(self.train_skills) == set(self.eval_skills):
+            rows, columns = np.array(self.train_skills, dtype=object), np.array(self.eval_skills, dtype=object)
+            distinct = rows[:, None] != columns[None, :]
+            return float(positive[distinct].mean()) if distinct.any() else 0.0
+        return float(positive.mean())
+
+    def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
+        """Write a PNG heatmap (training skills down, evaluation skills across) and return its path."""
+        # The object-oriented API renders with Agg and touches no pyplot state.
+        from matplotlib.figure import Figure
+
+        k, m = self.shape
+        figure = Figure(figsize=(max(4.0, 2.5 + 0.3 * m), max(3.0, 1.5 + 0.25 * k)), dpi=_PNG_DPI)
+        axes = figure.add_subplot()
+        bound = float(np.abs(self.matrix).max()) or 1.0
+        if (self.matrix < 0).any():
+            image = axes.imshow(self.matrix, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound)
+        else:
+            image = axes.imshow(self.matrix, aspect="auto", cmap="Blues", vmin=0.0, vmax=bound)
+        fontsize = 8 if max(k, m) <= 30 else 7
+        axes.set_xticks(range(m), labels=self.eval_skills, rotation=90, fontsize=fontsize)
+        axes.set_yticks(range(k), labels=self.train_skills, fontsize=fontsize)
+        axes.set_xlabel("evaluation skill")
+        axes.set_ylabel("training skill")
+        if title is not None:
+            axes.set_title(title)
+        figure.colorbar(image, ax=axes)
+        path = Path(path)
+        figure.savefig(path, format="png", bbox_inches="tight")
+        figure.clear()
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "train_skills": list(self.train_skills),
+            "eval_skills": list(self.eval_skills),
+            "matrix": self.matrix.tolist(),
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SkillsGraph:
+        """Inverse of `to_dict`; `eval_skills` and `metadata` are optional (hand-written graphs)."""
+        for key in ("train_skills", "matrix"):
+            if key not in data:
+                raise ValueError(f"skills graph data has no {key!r} key")
+        return cls(data["matrix"], data["train_skills"], data.get("eval_skills"), data.get("metadata"))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the graph as JSON (names, matrix, metadata), atomically."""
+        path = Path(path)
+        if path.suffix != ".json":
+            raise ValueError(f"skills graphs are saved as .json, got {str(path)!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        # Write-then-rename, so a reader (or a crash) never sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        train_skills: Sequence[str] | None = None,
+        eval_skills: Sequence[str] | None = None,
+    ) -> SkillsGraph:
+        """Read a graph from `.json` (as written by `save`) or `.npy` (a bare matrix; names required).
+
+        For `.json`, names given here must be the file's names; the graph is returned in the given order.
+        For `.npy`, `train_skills` is required and `eval_skills` defaults to it.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"skills graph file not found: {str(path)!r}")
+        if path.suffix == ".npy":
+            if train_skills is None:
+                raise ValueError(
+                    f"{str(path)!r} holds no skill names: pass train_skills (and eval_skills if different)"
+                )
+            return cls(np.load(path, allow_pickle=False), train_skills, eval_skills, {"source": str(path)})
+        if path.suffix != ".json":
+            raise ValueError(f"unknown skills graph format {path.suffix!r} for {str(path)!r}: expected .json or .npy")
+
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
+        try:
+            graph = cls.from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"{str(path)!r}: {err}") from err
+        for given, stored, what in (
+            (train_skills, graph.train_skills, "training"),
+            (eval_skills, graph.eval_skills, "evaluation"),
+        ):
+            if given is not None and set(given) != set(stored):
+                raise ValueError(
+                    f"{what} skills differ from those in {str(path)!r}: not in the file "
+                    f"{[s for s in given if s not in stored]}, only in the file {[s for s in stored if s not in set(given)]}"
+                )
+        return graph.reorder(graph.train_skills if train_skills is None else train_skills, eval_skills)
+
+    def __repr__(self) -> str:
+        k, m = self.shape
+        return f"SkillsGraph({k} training x {m} evaluation skills, density={self.density():.2f}, metadata={self.metadata})"

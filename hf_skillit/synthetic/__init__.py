@@ -1,0 +1,21 @@
+"""Synthetic skills of the Skill-It paper (LEGO, digit addition), a local word-level tokenizer and tiny models."""
+
+from .accuracy import answer_accuracy
+from .addition import addition_skills, make_addition
+from .lego import lego_parent, lego_skills, make_lego, skill_counts
+from .models import make_tiny_model, tiny_model_config
+from .tokenizer import build_tokenizer, encode
+
+__all__ = [
+    "addition_skills",
+    "answer_accuracy",
+    "build_tokenizer",
+    "encode",
+    "lego_parent",
+    "lego_skills",
+    "make_addition",
+    "make_lego",
+    "make_tiny_model",
+    "skill_counts",
+    "tiny_model_config",
+]

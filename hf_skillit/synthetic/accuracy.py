@@ -1,0 +1,49 @@
+"""Per-skill exact-match accuracy of greedy answers, as the paper reports for LEGO (Table 5)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from .tokenizer import encode
+
+
+@torch.no_grad()
+def answer_accuracy(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    batch_size: int = 256,
+    skill_column: str = "skill",
+) -> dict[str, float]:
+    """Share of samples per skill whose greedy continuation of the prompt is exactly the answer.
+
+    ``dataset`` holds ``prompt``/``answer``/``text`` columns (it is encoded answer-only here) or is already
+    encoded answer-only (``labels`` -100 except on the answer). Greedy decoding matches every answer token iff the
+    argmax under teacher forcing does at every answer position (the contexts agree up to the first miss), so one
+    forward pass per batch suffices.
+    """
+    if "labels" not in dataset.column_names:
+        dataset = encode(dataset, tokenizer, answer_only=True)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    hits, totals = defaultdict(int), defaultdict(int)
+    try:
+        for start in range(0, len(dataset), batch_size):
+            batch = dataset[start : start + batch_size]
+            input_ids = torch.tensor(batch["input_ids"], device=device)
+            attention_mask = torch.tensor(batch["attention_mask"], device=device)
+            labels = torch.tensor(batch["labels"], device=device)[:, 1:]
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+            scored = labels != -100
+            correct = ((logits.argmax(-1) == labels) | ~scored).all(-1)
+            for skill, ok in zip(batch[skill_column], correct.tolist(), strict=True):
+                hits[skill] += ok
+                totals[skill] += 1
+    finally:
+        model.train(was_training)
+    return {skill: hits[skill] / totals[skill] for skill in totals}

@@ -1,0 +1,400 @@
+"""Mixers: the mixture p_t over the training skills, round by round.
+
+A mixer is pure numpy and stateful. `initial()` is the mixture of round 1; `update(eval_losses)` takes the
+validation losses of the evaluation skills measured at the end of a round and returns the mixture of the next one;
+`state_dict()`/`load_state_dict()` checkpoint it as plain JSON-serialisable data. Mixtures are float64 vectors over
+`train_skills`, non-negative and summing to 1.
+
+- `SkillItMixer`: Algorithm 1 of the paper, with the window counted in rounds (see its docstring).
+- `StaticMixer`: Skill-It with a single round (T = 1): always p_1.
+- `StratifiedMixer`: uniform over the training skills relevant to the evaluation skills (paper §3.3.1).
+- `ProportionalMixer`: random sampling, i.e. in proportion to each skill's number of rows.
+- `FixedMixer`: given weights, or a per-round schedule of weights.
+
+The no-graph ablation (paper Appendix D.5) is `SkillItMixer(SkillsGraph.identity(skills), eta, window)`: each skill
+is weighted by its own windowed loss only. `make_mixer` builds any of these by name.
+
+A round whose losses hold NaN or inf is skipped: the mixer warns, naming the evaluation skills, and returns its
+current mixture; the round is not counted and does not enter the window.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from .graph import SkillsGraph, _check_names
+
+__all__ = [
+    "MIXERS",
+    "FixedMixer",
+    "Mixer",
+    "ProportionalMixer",
+    "SkillItMixer",
+    "StaticMixer",
+    "StratifiedMixer",
+    "make_mixer",
+]
+
+logger = logging.getLogger(__name__)
+
+Losses = Sequence[float] | Mapping[str, float]
+MIXERS = ("skill_it", "static", "stratified", "random", "no_graph", "fixed")
+
+
+@runtime_checkable
+class Mixer(Protocol):
+    """What the trainer needs from a mixer."""
+
+    train_skills: tuple[str, ...]
+    eval_skills: tuple[str, ...]
+
+    def initial(self) -> np.ndarray: ...
+
+    def update(self, eval_losses: Losses) -> np.ndarray: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    # Shifting by the max keeps exp() finite for any finite logits (log-sum-exp).
+    weights = np.exp(logits - logits.max())
+    return weights / weights.sum()
+
+
+def _check_eta(eta: object) -> float:
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not np.isfinite(eta) or eta <= 0:
+        raise ValueError(f"eta must be a finite number > 0, got {eta!r}")
+    return float(eta)
+
+
+def _check_window(window: object) -> int:
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
+        raise ValueError(f"window must be an int >= 1 (rounds), got {window!r}")
+    return int(window)
+
+
+def _loss_vector(eval_losses: Losses, eval_skills: tuple[str, ...]) -> np.ndarray:
+    """The losses as a float64 vector in `eval_skills` order."""
+    if isinstance(eval_losses, Mapping):
+        missing = [name for name in eval_skills if name not in eval_losses]
+        unknown = [name for name in eval_losses if name not in set(eval_skills)]
+        if missing or unknown:
+            raise ValueError(
+                f"eval_losses must have exactly the evaluation skills {list(eval_skills)}: "
+                f"missing {missing}, unknown {unknown}"
+            )
+        values = [eval_losses[name] for name in eval_skills]
+    else:
+        values = list(eval_losses)
+        if len(values) != len(eval_skills):
+            raise ValueError(
+                f"expected {len(eval_skills)} losses (one per evaluation skill {list(eval_skills)}), got {len(values)}"
+            )
+    losses = np.asarray(values, dtype=np.float64)
+    if losses.ndim != 1:
+        raise ValueError(f"eval_losses must be one number per evaluation skill, got shape {losses.shape}")
+    return losses
+
+
+def _normalised(weights: Mapping[str, float] | Sequence[float], skills: tuple[str, ...], label: str) -> np.ndarray:
+    """Non-negative weights over `skills` (a mapping may leave skills out: weight 0), scaled to sum to 1."""
+    if isinstance(weights, Mapping):
+        if unknown := [name for name in weights if name not in set(skills)]:
+            raise ValueError(f"{label}: unknown skills {unknown}; training skills: {list(skills)}")
+        values = [weights.get(name, 0.0) for name in skills]
+    else:
+        values = list(weights)
+        if len(values) != len(skills):
+            raise ValueError(f"{label}: expected {len(skills)} weights (one per training skill), got {len(values)}")
+    vector = np.asarray(values, dtype=np.float64)
+    for name, value in zip(skills, vector, strict=True):
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"{label}: weight of skill {name!r} is {value}; weights must be finite and >= 0")
+    if vector.sum() == 0:
+        raise ValueError(f"{label}: all weights are zero")
+    return vector / vector.sum()
+
+
+class _BaseMixer:
+    """Names, the current mixture, the round counter and checkpoint checks shared by all mixers."""
+
+    name: ClassVar[str]
+
+    def __init__(self, train_skills: tuple[str, ...], eval_skills: tuple[str, ...], initial: np.ndarray) -> None:
+        self.train_skills = train_skills
+        self.eval_skills = eval_skills
+        self.round = 0  # updates applied (skipped rounds excluded)
+        self._initial = initial
+        self._current = initial
+
+    def initial(self) -> np.ndarray:
+        return self._initial.copy()
+
+    @property
+    def current(self) -> np.ndarray:
+        """The mixture for the next round: p_1 before any update, else what the last `update` returned."""
+        return self._current.copy()
+
+    def _finite_losses(self, eval_losses: Losses) -> np.ndarray | None:
+        """The loss vector, or None (after a warning) when it holds NaN or inf."""
+        losses = _loss_vector(eval_losses, self.eval_skills)
+        if np.isfinite(losses).all():
+            return losses
+        bad = {self.eval_skills[j]: float(losses[j]) for j in np.flatnonzero(~np.isfinite(losses))}
+        message = f"{type(self).__name__}: non-finite validation losses {bad}; keeping the current mixture"
+        logger.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        return None
+
+    def _state(self, **fields: Any) -> dict[str, Any]:
+        return {
+            "mixer": self.name,
+            "train_skills": list(self.train_skills),
+            "eval_skills": list(self.eval_skills),
+            "round": self.round,
+            **fields,
+        }
+
+    def _check_state(self, state: Mapping[str, Any], *keys: str, **fields: Any) -> None:
+        """Check that `state` has `keys` and was saved by a mixer configured like this one (`fields` included)."""
+        expected = {"mixer": self.name, "train_skills": self.train_skills, "eval_skills": self.eval_skills, **fields}
+        if missing := [key for key in (*expected, "round", *keys) if key not in state]:
+            raise ValueError(f"{type(self).__name__} state has no {missing} entries")
+        for key, value in expected.items():
+            saved = tuple(state[key]) if isinstance(value, tuple) else state[key]
+            if saved != value:
+                raise ValueError(f"{type(self).__name__} state has {key}={state[key]!r}, this mixer has {value!r}")
+
+
+class SkillItMixer(_BaseMixer):
+    """Skill-It online data selection (paper Algorithm 1) over a k x m skills graph.
+
+    p_1[i] ∝ exp(eta * sum_j A[i, j]); after round t with losses L_t,
+    p_{t+1}[i] ∝ exp(eta * sum_{τ=t-w+1..t} sum_j A[i, j] L_τ[j]). The window w counts rounds (the reference code
+    counts evaluation checkpoints); before w rounds have passed it sums the rounds so far.
+
+    Args:
+        graph: rows are the training skills, columns the evaluation skills whose losses `update` expects.
+        eta: learning rate of the multiplicative update, > 0.
+        window: number of most recent rounds whose losses drive the mixture, >= 1.
+    """
+
+    name = "skill_it"
+
+    def __init__(self, graph: SkillsGraph, eta: float = 0.5, window: int = 3) -> None:
+        self.eta = _check_eta(eta)
+        self.window = _check_window(window)
+        self._matrix = graph.matrix
+        self._history: list[np.ndarray] = []
+        super().__init__(graph.train_skills, graph.eval_skills, _softmax(self.eta * graph.matrix.sum(axis=1)))
+
+    def update(self, eval_losses: Losses) -> np.ndarray:
+        losses = self._finite_losses(eval_losses)
+        if losses is not None:
+            self._history = [*self._history, losses][-self.window :]
+            self.round += 1
+            self._current = self._mixture()
+        return self.current
+
+    def _mixture(self) -> np.ndarray:
+        if not self._history:
+            return self._initial
+        return _softmax(self.eta * (self._matrix @ np.sum(self._history, axis=0)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state(eta=self.eta, window=self.window, history=[losses.tolist() for losses in self._history])
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._check_state(state, "history", eta=self.eta, window=self.window)
+        history = [_loss_vector(losses, self.eval_skills) for losses in state["history"]]
+        if len(history) > self.window or not all(np.isfinite(losses).all() for losses in history):
+            raise ValueError(f"SkillItMixer state history must be at most {self.window} rounds of finite losses")
+        self._history = history
+        self.round = int(state["round"])
+        self._current = self._mixture()
+
+
+class StaticMixer(_BaseMixer):
+    """Skill-It with a single round (T = 1): p_1[i] ∝ exp(eta * sum_j A[i, j]) throughout.
+
+    `update` still checks that it gets one loss per evaluation skill.
+    """
+
+    name = "static"
+
+    def __init__(self, graph: SkillsGraph, eta: float = 0.5) -> None:
+        self.eta = _check_eta(eta)
+        super().__init__(graph.train_skills, graph.eval_skills, _softmax(self.eta * graph.matrix.sum(axis=1)))
+
+    def update(self, eval_losses: Losses) -> np.ndarray:
+        if self._finite_losses(eval_losses) is not None:
+            self.round += 1
+        return self.current
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state(eta=self.eta)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._check_state(state, eta=self.eta)
+        self.round = int(state["round"])
+
+
+class _LossFreeMixer(_BaseMixer):
+    """A mixer whose mixture does not depend on losses: `eval_skills` is empty and `update` accepts losses of any
+    length (or any object) and ignores them."""
+
+    def update(self, eval_losses: Losses) -> np.ndarray:
+        self.round += 1
+        self._current = self._mixture()
+        return self.current
+
+    def _mixture(self) -> np.ndarray:
+        return self._initial
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._check_state(state)
+        self.round = int(state["round"])
+        self._current = self._mixture()
+
+
+class StratifiedMixer(_LossFreeMixer):
+    """Skill-stratified sampling (paper §3.3.1): uniform over the training skills relevant to the evaluation skills.
+
+    The setting follows from the graph's names:
+    - continual pre-training (evaluation skills = training skills): all training skills;
+    - fine-tuning (evaluation skills ⊂ training skills): the targets and their prerequisites, the training skills
+      with a positive edge into a target; a partial overlap is treated the same way (the trainable targets);
+    - out-of-domain (disjoint): the prerequisites of the evaluation skills.
+    """
+
+    name = "stratified"
+
+    def __init__(self, graph: SkillsGraph) -> None:
+        train, evaluation = set(graph.train_skills), set(graph.eval_skills)
+        relevant = train if evaluation == train else (evaluation & train) | set(graph.prerequisites())
+        if not relevant:
+            raise ValueError(
+                f"stratified sampling has nothing to sample: no training skill has a positive edge into the "
+                f"evaluation skills {list(graph.eval_skills)}"
+            )
+        uniform = np.array([1.0 if name in relevant else 0.0 for name in graph.train_skills])
+        super().__init__(graph.train_skills, (), uniform / uniform.sum())
+
+    @classmethod
+    def from_skills(cls, train_skills: Sequence[str]) -> StratifiedMixer:
+        """Uniform over all of `train_skills`."""
+        return cls(SkillsGraph.identity(train_skills))
+
+
+class ProportionalMixer(_LossFreeMixer):
+    """Random sampling: each training skill in proportion to its number of rows (the mapping's order)."""
+
+    name = "random"
+
+    def __init__(self, sizes: Mapping[str, int]) -> None:
+        skills = _check_names(list(sizes), "training")
+        for skill, size in sizes.items():
+            if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0:
+                raise ValueError(
+                    f"skill {skill!r} has size {size!r}; random sampling needs a positive row count per skill "
+                    "(an IterableDataset's is unknown)"
+                )
+        counts = np.array([sizes[skill] for skill in skills], dtype=np.float64)
+        super().__init__(skills, (), counts / counts.sum())
+
+
+class FixedMixer(_LossFreeMixer):
+    """Given weights, or a schedule: round t uses `schedule[t - 1]`, and the last entry once the schedule ends.
+
+    Weights are a mapping skill -> weight (skills left out get 0) or a sequence in `train_skills` order; they are
+    normalised to sum to 1. Give exactly one of `weights` and `schedule`.
+    """
+
+    name = "fixed"
+
+    def __init__(
+        self,
+        train_skills: Sequence[str],
+        weights: Mapping[str, float] | Sequence[float] | None = None,
+        schedule: Sequence[Mapping[str, float] | Sequence[float]] | None = None,
+    ) -> None:
+        skills = _check_names(train_skills, "training")
+        if (weights is None) == (schedule is None):
+            raise ValueError("FixedMixer needs exactly one of weights and schedule")
+        if weights is not None:
+            self._schedule = [_normalised(weights, skills, "weights")]
+        else:
+            if isinstance(schedule, (Mapping, str)) or not schedule:
+                raise ValueError(f"schedule must be a non-empty list of weights, got {schedule!r}")
+            self._schedule = [_normalised(entry, skills, f"schedule[{t}]") for t, entry in enumerate(schedule)]
+        super().__init__(skills, (), self._schedule[0])
+
+    def _mixture(self) -> np.ndarray:
+        return self._schedule[min(self.round, len(self._schedule) - 1)]
+
+
+def _is_schedule(weights: object) -> bool:
+    return (
+        isinstance(weights, Sequence)
+        and not isinstance(weights, str)
+        and len(weights) > 0
+        and isinstance(weights[0], (Mapping, Sequence))
+    )
+
+
+def make_mixer(
+    name: str,
+    *,
+    graph: SkillsGraph,
+    train_sizes: Mapping[str, int | None] | None = None,
+    eta: float = 0.5,
+    window: int = 3,
+    fixed_weights: Any = None,
+    target_skills: Sequence[str] | None = None,
+) -> Mixer:
+    """Build a mixer by name: one of `MIXERS`.
+
+    Args:
+        name: "skill_it", "static", "stratified", "random" (needs `train_sizes`), "no_graph" (Skill-It on the
+            identity graph over the training skills) or "fixed" (needs `fixed_weights`: weights, or a list of weights
+            taken as a per-round schedule).
+        graph: the skills graph; its training skills are the mixture's.
+        target_skills: fine-tuning targets: the graph is restricted to these evaluation columns first.
+    """
+    if name not in MIXERS:
+        raise ValueError(f"unknown mixer {name!r}; valid names: {list(MIXERS)}")
+    if target_skills is not None:
+        graph = graph.restrict(target_skills)
+    if name == "skill_it":
+        return SkillItMixer(graph, eta, window)
+    if name == "static":
+        return StaticMixer(graph, eta)
+    if name == "stratified":
+        return StratifiedMixer(graph)
+    if name == "no_graph":
+        identity = SkillsGraph.identity(graph.train_skills)
+        return SkillItMixer(identity if target_skills is None else identity.restrict(target_skills), eta, window)
+    if name == "random":
+        if train_sizes is None:
+            raise ValueError("the 'random' mixer needs train_sizes (rows per training skill)")
+        if set(train_sizes) != set(graph.train_skills):
+            raise ValueError(
+                f"train_sizes must name the graph's training skills {list(graph.train_skills)}, got {list(train_sizes)}"
+            )
+        return ProportionalMixer({skill: train_sizes[skill] for skill in graph.train_skills})
+    if fixed_weights is None:
+        raise ValueError("the 'fixed' mixer needs fixed_weights")
+    if _is_schedule(fixed_weights):
+        return FixedMixer(graph.train_skills, schedule=fixed_weights)
+    return FixedMixer(graph.train_skills, weights=fixed_weights)

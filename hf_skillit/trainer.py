@@ -1,0 +1,449 @@
+"""`SkillItTrainer`: a `transformers.Trainer` whose training data is an online Skill-It mixture of skills.
+
+How a run is laid out: `max_steps` optimizer steps split into `rounds` rounds. The training DataLoader's
+"epoch" is one round (its length is one round's batches), so the Trainer calls `set_epoch(r)` and re-iterates
+the stream at each round start; the stream is built then, with the mixture computed at the previous round's
+end. The DataLoader reads one batch ahead, but never across a round boundary: a round's stream has exactly
+its own samples, and the next round's stream is only built when the Trainer starts the next epoch, after the
+round-end update. So the boundary is exact: every sample of round t is drawn from p_t.
+
+At each round end (the `on_step_end` of its last step), on every process: the samples each process trained
+on, counted per skill from the batches themselves, are summed across processes; the skills' positions move
+on by those counts; per-skill validation losses are measured (token-weighted, summed across processes so
+every rank has the same numbers); the mixer computes the next p. Everything is logged through `Trainer.log`
+and appended to `output_dir/skillit_trajectory.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .collator import LMCollator, SkillTaggingCollator
+from .config import SkillItConfig
+from .evaluation import per_skill_loss
+from .graph import SkillsGraph
+from .mixing import Mixer, make_mixer
+from .skills import SkillSet
+from .streams import SKILL_KEY, MixtureStream, StreamState
+
+logger = logging.getLogger(__name__)
+
+STATE_NAME = "skillit_state.json"
+TRAJECTORY_NAME = "skillit_trajectory.jsonl"
+_MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
+
+
+def _atomic_write_json(path: str, payload: Any) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def is_complete_checkpoint(path: str) -> bool:
+    """A checkpoint is complete once the Trainer's state (written last) and ours are both on disk."""
+    return os.path.isfile(os.path.join(path, "trainer_state.json")) and os.path.isfile(os.path.join(path, STATE_NAME))
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint in `output_dir` that was fully written, skipping half-written ones."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = []
+    for name in os.listdir(output_dir):
+        prefix, _, step = name.rpartition("-")
+        if prefix == PREFIX_CHECKPOINT_DIR and step.isdigit():
+            steps.append((int(step), os.path.join(output_dir, name)))
+    for _, path in sorted(steps, reverse=True):
+        if is_complete_checkpoint(path):
+            return path
+        logger.warning("Skipping incomplete checkpoint %s", path)
+    return None
+
+
+def _tokenize(dataset, tokenizer, text_field: str, max_length: int | None, skill: str, split: str):
+    columns = dataset.column_names
+    if columns is not None and "input_ids" in columns:
+        return dataset
+    if columns is not None and text_field not in columns:
+        raise ValueError(
+            f"skill {skill!r} ({split}) has neither `input_ids` nor a {text_field!r} column to tokenize "
+            f"(columns: {', '.join(columns)}); set dataset_text_field or tokenize the data first"
+        )
+    if tokenizer is None:
+        raise ValueError(f"skill {skill!r} ({split}) holds raw text: pass processing_class= (a tokenizer)")
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        return tokenizer(batch[text_field], truncation=max_length is not None, max_length=max_length)
+
+    return dataset.map(encode, batched=True, remove_columns=[text_field] if columns else None)
+
+
+class _RoundBoundaryCallback(TrainerCallback):
+    """Ends a Skill-It round after its last optimizer step, before the Trainer logs, saves or evaluates."""
+
+    def __init__(self, trainer: SkillItTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.trainer.args.steps_per_round == 0:
+            self.trainer.end_round()
+
+
+class SkillItTrainer(Trainer):
+    """A drop-in `Trainer` that trains on an online mixture of skills chosen by Skill-It (or a baseline).
+
+    Args:
+        model: the model to train (a `PreTrainedModel`, or a `peft` model).
+        args: a [`SkillItConfig`].
+        skills: a [`SkillSet`]: each training skill's data and each evaluation skill's validation data,
+            tokenized (`input_ids`, optional `labels` with -100 on unscored positions) or as raw text in
+            `args.dataset_text_field`, tokenized here with `processing_class`.
+        graph: the [`SkillsGraph`] (rows = training skills, columns = evaluation skills); else loaded from
+            `args.graph_path`. Not needed by the `random`, `stratified`, `no_graph` and `fixed` mixtures.
+        mixer: a ready-made mixer overriding `args.mixing` (any object with the `Mixer` protocol).
+        Everything else is passed to `transformers.Trainer`.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        args: SkillItConfig | None = None,
+        skills: SkillSet | None = None,
+        graph: SkillsGraph | None = None,
+        mixer: Mixer | None = None,
+        data_collator=None,
+        processing_class=None,
+        **kwargs,
+    ):
+        if not isinstance(args, SkillItConfig):
+            raise ValueError(f"args must be a SkillItConfig, got {type(args).__name__}")
+        if not isinstance(skills, SkillSet):
+            raise ValueError(f"skills must be a SkillSet, got {type(skills).__name__}")
+        for unsupported in ("train_dataset",):
+            if kwargs.get(unsupported) is not None:
+                raise ValueError(f"SkillItTrainer draws its training data from skills=; do not pass {unsupported}=")
+        if data_collator is None:
+            pad_id = getattr(processing_class, "pad_token_id", None)
+            if pad_id is None:
+                raise ValueError(
+                    "the tokenizer (processing_class) has no pad token, which batching needs: set "
+                    "`tokenizer.pad_token = tokenizer.eos_token` (or pass data_collator=)"
+                )
+            data_collator = LMCollator(pad_token_id=pad_id)
+        self.skills = self._tokenized(skills, processing_class, args)
+        self.graph = self._resolve_graph(graph, args)
+        self.mixer = mixer if mixer is not None else self._make_mixer(args)
+        self._check_mixer(self.mixer)
+
+        super().__init__(
+            model=model, args=args, data_collator=data_collator, processing_class=processing_class, **kwargs
+        )
+        self.args: SkillItConfig
+
+        names = self.skills.train_skills
+        self._train_sets = [self.skills.train(name) for name in names]
+        self._sizes = [len(ds) if isinstance(ds, datasets.Dataset) else None for ds in self._train_sets]
+        self._eval_names = self._skills_to_evaluate()
+        self._round_counts = torch.zeros(len(names), dtype=torch.long)
+        self._stream_state = StreamState.fresh(len(names))
+        self._p_history: list[np.ndarray] = [self.mixer.initial()]
+        self._rounds_done = 0
+        samples_per_round = (
+            args.steps_per_round * args.gradient_accumulation_steps * self._train_batch_size * args.world_size
+        )
+        self.train_dataset = MixtureStream(
+            self._model_columns_only(self._train_sets),
+            probabilities_for_round=self._probabilities_for_round,
+            state=self._stream_state,
+            seed=args.data_seed if args.data_seed is not None else args.seed,
+            samples_per_round=samples_per_round,
+            batch_size=self._train_batch_size,
+            skill_names=names,
+        )
+        self.add_callback(_RoundBoundaryCallback(self))
+
+    # ----- construction -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _tokenized(skills: SkillSet, tokenizer, args: SkillItConfig) -> SkillSet:
+        field, max_length = args.dataset_text_field, args.max_length
+        train = {n: _tokenize(skills.train(n), tokenizer, field, max_length, n, "train") for n in skills.train_skills}
+        validation = {
+            n: _tokenize(skills.validation(n), tokenizer, field, max_length, n, "validation")
+            for n in skills.eval_skills
+        }
+        return SkillSet(train, validation)
+
+    def _resolve_graph(self, graph: SkillsGraph | None, args: SkillItConfig) -> SkillsGraph | None:
+        if graph is None and args.graph_path:
+            graph = SkillsGraph.load(args.graph_path, train_skills=list(self.skills.train_skills))
+        if graph is None:
+            return None
+        train = set(self.skills.train_skills)
+        if set(graph.train_skills) != train:
+            missing = [s for s in self.skills.train_skills if s not in graph.train_skills]
+            extra = [s for s in graph.train_skills if s not in train]
+            raise ValueError(
+                "the graph's training skills do not match the data's: "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"not in the graph: {', '.join(missing)}" if missing else "",
+                        f"in the graph but without training data: {', '.join(extra)}" if extra else "",
+                    )
+                    if part
+                )
+            )
+        return graph.reorder(list(self.skills.train_skills), list(graph.eval_skills))
+
+    def _make_mixer(self, args: SkillItConfig) -> Mixer:
+        graph = self.graph
+        if graph is None:
+            if args.mixing in ("skill_it", "static"):
+                raise ValueError(
+                    f"mixing={args.mixing!r} needs a skills graph: pass graph= or set graph_path "
+                    "(or use mixing='no_graph', the identity-graph ablation)"
+                )
+            graph = SkillsGraph.complete(list(self.skills.train_skills))
+        weights, schedule = args.fixed_schedule()
+        return make_mixer(
+            args.mixing,
+            graph=graph,
+            train_sizes=self.skills.train_sizes(),
+            eta=args.eta,
+            window=args.window,
+            fixed_weights=schedule if schedule is not None else weights,
+            target_skills=args.target_skills,
+        )
+
+    def _check_mixer(self, mixer: Mixer) -> None:
+        if tuple(mixer.train_skills) != self.skills.train_skills:
+            raise ValueError(
+                f"the mixer's training skills {list(mixer.train_skills)} are not the data's "
+                f"{list(self.skills.train_skills)} (same names, same order)"
+            )
+        missing = [s for s in mixer.eval_skills if s not in self.skills.eval_skills]
+        if missing:
+            raise ValueError(
+                f"evaluation skill(s) {', '.join(map(repr, missing))} of the graph have no validation data in the "
+                f"SkillSet (validation skills: {', '.join(self.skills.eval_skills)})"
+            )
+
+    def _skills_to_evaluate(self) -> list[str]:
+        needed = set(self.mixer.eval_skills)
+        if self.args.evaluate_skills_every_round:
+            needed |= set(self.skills.eval_skills)
+        return [s for s in self.skills.eval_skills if s in needed]
+
+    def _model_columns_only(self, sets: list) -> list:
+        if not self.args.remove_unused_columns:
+            return sets
+        self._set_signature_columns_if_needed()
+        keep = set(self._signature_columns) | set(_MODEL_COLUMNS)
+        return [
+            ds.select_columns([c for c in ds.column_names if c in keep]) if isinstance(ds, datasets.Dataset) else ds
+            for ds in sets
+        ]
+
+    # ----- data -------------------------------------------------------------------------------------
+
+    def _probabilities_for_round(self, round_index: int) -> np.ndarray:
+        return self._p_history[round_index]
+
+    def get_train_dataloader(self) -> DataLoader:
+        """One round of the mixture per epoch; batches carry their rows' skills for exact counting."""
+        collator = SkillTaggingCollator(self._get_collator_with_removed_columns(self.data_collator, "training"))
+        loader = DataLoader(
+            self.train_dataset,
+            batch_size=self._train_batch_size,
+            collate_fn=collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            prefetch_factor=self.args.dataloader_prefetch_factor,
+        )
+        return self.accelerator.prepare(loader)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        skills = inputs.pop(SKILL_KEY, None)
+        if skills is not None:
+            self._round_counts += torch.bincount(skills.cpu(), minlength=len(self._round_counts))
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    # ----- rounds -----------------------------------------------------------------------------------
+
+    def _sum_across_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes == 1:
+            return tensor
+        return self.accelerator.reduce(tensor.to(self.args.device), reduction="sum").cpu()
+
+    def evaluate_skills(self, names: list[str] | None = None) -> dict[str, float]:
+        """Token-weighted validation loss per skill of the current model; same result on every process."""
+        names = self._eval_names if names is None else names
+        model = self.model_wrapped if self.is_fsdp_enabled else self.model
+        return per_skill_loss(
+            model,
+            {name: self.skills.validation(name) for name in names},
+            collator=self.data_collator,
+            batch_size=self.args.per_device_eval_batch_size,
+            device=self.args.device,
+            process_index=self.accelerator.process_index,
+            num_processes=self.accelerator.num_processes,
+            reduce_sum=self._sum_across_processes if self.accelerator.num_processes > 1 else None,
+            max_samples=self.args.eval_samples_per_skill,
+            autocast=self.autocast_smart_context_manager,
+        )
+
+    def end_round(self) -> dict[str, Any]:
+        """Close the current round: count, evaluate, update the mixture, log. Called on every process."""
+        names = self.skills.train_skills
+        counts = self._sum_across_processes(self._round_counts.clone()).tolist()
+        self._round_counts.zero_()
+        self._stream_state.advance(counts, self._sizes)
+        losses = self.evaluate_skills() if self._eval_names else {}
+        used = self._p_history[self._rounds_done]
+        record: dict[str, Any] = {
+            "round": self._rounds_done + 1,
+            "global_step": self.state.global_step,
+            "p": dict(zip(names, used.tolist(), strict=True)),
+            "samples": dict(zip(names, counts, strict=True)),
+            "eval_loss": losses,
+        }
+        if self._rounds_done + 1 < self.args.rounds:
+            next_p = self.mixer.update({s: losses[s] for s in self.mixer.eval_skills})
+            self._p_history.append(np.asarray(next_p, dtype=np.float64))
+            record["next_p"] = dict(zip(names, self._p_history[-1].tolist(), strict=True))
+        self._rounds_done += 1
+
+        logs = {f"skillit/p/{s}": float(w) for s, w in zip(names, used, strict=True)}
+        logs.update({f"skillit/loss/{s}": v for s, v in losses.items()})
+        self.log(logs)
+        if self.is_world_process_zero():
+            with open(os.path.join(self.args.output_dir, TRAJECTORY_NAME), "a") as f:
+                f.write(json.dumps(record) + "\n")
+            logger.info(
+                "round %d/%d at step %d | p: %s | loss: %s",
+                record["round"],
+                self.args.rounds,
+                record["global_step"],
+                " ".join(f"{s}={w:.3f}" for s, w in record["p"].items()),
+                " ".join(f"{s}={v:.4f}" for s, v in losses.items()),
+            )
+        return record
+
+    # ----- state: checkpoints and resume -------------------------------------------------------------
+
+    def skillit_state(self) -> dict[str, Any]:
+        """Everything needed to continue the mixture exactly; identical on every process."""
+        return {
+            "rounds_done": self._rounds_done,
+            "global_step": self.state.global_step,
+            "p_history": [p.tolist() for p in self._p_history],
+            "mixer": self.mixer.state_dict(),
+            "stream": self._stream_state.to_dict(),
+            "round_counts": self._sum_across_processes(self._round_counts.clone()).tolist(),
+            "train_skills": list(self.skills.train_skills),
+        }
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # Collective (counts are summed across processes), so every process computes it; rank 0 writes it
+        # before the Trainer's own state, whose presence marks a complete checkpoint.
+        state = self.skillit_state()
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save:
+            os.makedirs(folder, exist_ok=True)
+            _atomic_write_json(os.path.join(folder, STATE_NAME), state)
+        super()._save_checkpoint(model, trial)
+
+    def _load_skillit_state(self, checkpoint: str) -> None:
+        path = os.path.join(checkpoint, STATE_NAME)
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"checkpoint {checkpoint} has no {STATE_NAME}: it was not written by SkillItTrainer or is incomplete"
+            )
+        with open(path) as f:
+            state = json.load(f)
+        if state["train_skills"] != list(self.skills.train_skills):
+            raise ValueError(
+                f"checkpoint {checkpoint} was trained on skills {state['train_skills']}, "
+                f"not {list(self.skills.train_skills)}"
+            )
+        in_round = state["global_step"] % self.args.steps_per_round
+        if in_round and self.args.ignore_data_skip:
+            raise ValueError(
+                f"checkpoint {checkpoint} is {in_round} steps into a round; resuming it with ignore_data_skip=True "
+                "would replay that round's data. Resume without ignore_data_skip."
+            )
+        self._rounds_done = state["rounds_done"]
+        self._p_history = [np.asarray(p, dtype=np.float64) for p in state["p_history"]]
+        self.mixer.load_state_dict(state["mixer"])
+        self._stream_state.positions = StreamState.from_dict(state["stream"]).positions
+        # The Trainer skips the resumed round's trained batches without showing them to `training_step`:
+        # carry their counts on the main process so the round's sum across processes stays right.
+        counts = state["round_counts"] if self.accelerator.is_main_process else [0] * len(self._round_counts)
+        self._round_counts = torch.tensor(counts, dtype=torch.long)
+        self._truncate_trajectory(self._rounds_done)
+
+    def _truncate_trajectory(self, rounds_done: int) -> None:
+        path = os.path.join(self.args.output_dir, TRAJECTORY_NAME)
+        if not self.is_world_process_zero() or not os.path.isfile(path):
+            return
+        with open(path) as f:
+            kept = [line for line in f if line.strip() and json.loads(line)["round"] <= rounds_done]
+        with open(f"{path}.tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(f"{path}.tmp", path)
+
+    def _check_fresh_output_dir(self) -> None:
+        path = os.path.join(self.args.output_dir, TRAJECTORY_NAME)
+        if os.path.exists(path) and not self.args.overwrite_output_dir:
+            raise ValueError(
+                f"output_dir {self.args.output_dir} holds another run ({TRAJECTORY_NAME}); resume it with "
+                "train(resume_from_checkpoint=True), choose another output_dir, or set overwrite_output_dir=True"
+            )
+        if self.is_world_process_zero() and os.path.exists(path):
+            os.remove(path)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """`Trainer.train`, restoring the mixture, stream positions and round counts when resuming.
+
+        `resume_from_checkpoint=True` picks the newest *complete* checkpoint in `output_dir` (one whose
+        state files were all written), so a checkpoint cut short by a crash is skipped.
+        """
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
+        if resume_from_checkpoint:
+            self._load_skillit_state(resume_from_checkpoint)
+        else:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            self._check_fresh_output_dir()
+            self.accelerator.wait_for_everyone()
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint or None,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+            **kwargs,
+        )
+
+    @property
+    def trajectory(self) -> list[dict[str, Any]]:
+        """The rounds recorded so far in `output_dir/skillit_trajectory.jsonl`."""
+        path = os.path.join(self.args.output_dir, TRAJECTORY_NAME)
+        if not os.path.isfile(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]

@@ -5,13 +5,26 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import datasets
 import torch
 from torch import nn
 
 from .collator import IGNORE_INDEX
+
+
+@runtime_checkable
+class SkillEvaluator(Protocol):
+    """Evaluation skills measured by something other than a validation set (e.g. lm-eval tasks).
+
+    Called on every process at each round boundary with the trainer; must return the same
+    `{skill: value}` (lower is better) on every process, and leave the model's train/eval mode as it was.
+    """
+
+    skills: tuple[str, ...]
+
+    def __call__(self, trainer: Any) -> dict[str, float]: ...
 
 
 def scored_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .collator import LMCollator, SkillTaggingCollator
 from .config import SkillItConfig
-from .evaluation import per_skill_loss
+from .evaluation import SkillEvaluator, per_skill_loss
 from .graph import SkillsGraph
 from .mixing import Mixer, make_mixer
 from .skills import SkillSet
@@ -114,6 +114,8 @@ class SkillItTrainer(Trainer):
         graph: the [`SkillsGraph`] (rows = training skills, columns = evaluation skills); else loaded from
             `args.graph_path`. Not needed by the `random`, `stratified`, `no_graph` and `fixed` mixtures.
         mixer: a ready-made mixer overriding `args.mixing` (any object with the `Mixer` protocol).
+        evaluators: evaluation skills measured without a validation set, e.g. lm-eval tasks
+            (`hf_skillit.lm_eval_hooks`); their skill names can be columns of the graph (out-of-domain).
         Everything else is passed to `transformers.Trainer`.
     """
 
@@ -124,6 +126,7 @@ class SkillItTrainer(Trainer):
         skills: SkillSet | None = None,
         graph: SkillsGraph | None = None,
         mixer: Mixer | None = None,
+        evaluators: list[SkillEvaluator] | None = None,
         data_collator=None,
         processing_class=None,
         **kwargs,
@@ -144,6 +147,7 @@ class SkillItTrainer(Trainer):
                 )
             data_collator = LMCollator(pad_token_id=pad_id)
         self.skills = self._tokenized(skills, processing_class, args)
+        self.evaluators = list(evaluators or [])
         self.graph = self._resolve_graph(graph, args)
         self.mixer = mixer if mixer is not None else self._make_mixer(args)
         self._check_mixer(self.mixer)
@@ -235,11 +239,12 @@ class SkillItTrainer(Trainer):
                 f"the mixer's training skills {list(mixer.train_skills)} are not the data's "
                 f"{list(self.skills.train_skills)} (same names, same order)"
             )
-        missing = [s for s in mixer.eval_skills if s not in self.skills.eval_skills]
+        known = set(self.skills.eval_skills) | {s for e in self.evaluators for s in e.skills}
+        missing = [s for s in mixer.eval_skills if s not in known]
         if missing:
             raise ValueError(
                 f"evaluation skill(s) {', '.join(map(repr, missing))} of the graph have no validation data in the "
-                f"SkillSet (validation skills: {', '.join(self.skills.eval_skills)})"
+                f"SkillSet and no evaluator (validation skills: {', '.join(self.skills.eval_skills)})"
             )
 
     def _skills_to_evaluate(self) -> list[str]:
@@ -247,6 +252,11 @@ class SkillItTrainer(Trainer):
         if self.args.evaluate_skills_every_round:
             needed |= set(self.skills.eval_skills)
         return [s for s in self.skills.eval_skills if s in needed]
+
+    def _evaluators_to_run(self) -> list[SkillEvaluator]:
+        if self.args.evaluate_skills_every_round:
+            return self.evaluators
+        return [e for e in self.evaluators if set(e.skills) & set(self.mixer.eval_skills)]
 
     def _model_columns_only(self, sets: list) -> list:
         if not self.args.remove_unused_columns:
@@ -290,8 +300,15 @@ class SkillItTrainer(Trainer):
         return self.accelerator.reduce(tensor.to(self.args.device), reduction="sum").cpu()
 
     def evaluate_skills(self, names: list[str] | None = None) -> dict[str, float]:
-        """Token-weighted validation loss per skill of the current model; same result on every process."""
+        """Per-skill validation loss of the current model (token-weighted over the scored positions), plus the
+        evaluators' values; the same result on every process."""
         names = self._eval_names if names is None else names
+        results = self._validation_losses(names) if names else {}
+        for evaluator in self._evaluators_to_run():
+            results.update(evaluator(self))
+        return results
+
+    def _validation_losses(self, names: list[str]) -> dict[str, float]:
         model = self.model_wrapped if self.is_fsdp_enabled else self.model
         return per_skill_loss(
             model,
@@ -312,7 +329,7 @@ class SkillItTrainer(Trainer):
         counts = self._sum_across_processes(self._round_counts.clone()).tolist()
         self._round_counts.zero_()
         self._stream_state.advance(counts, self._sizes)
-        losses = self.evaluate_skills() if self._eval_names else {}
+        losses = self.evaluate_skills()
         used = self._p_history[self._rounds_done]
         record: dict[str, Any] = {
             "round": self._rounds_done + 1,

@@ -23,10 +23,13 @@ from typing import Any
 
 import datasets
 import numpy as np
+import safetensors
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.core_model_loading import revert_weight_conversion
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from .collator import LMCollator, SkillTaggingCollator
 from .config import SkillItConfig
@@ -383,6 +386,31 @@ class SkillItTrainer(Trainer):
             os.makedirs(folder, exist_ok=True)
             _atomic_write_json(os.path.join(folder, STATE_NAME), state)
         super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._load_renamed_weights(resume_from_checkpoint, model if model is not None else self.model)
+
+    def _load_renamed_weights(self, checkpoint: str, model) -> None:
+        """Load the weights that `save_pretrained` stored under another name.
+
+        transformers' Trainer resumes with a plain `load_state_dict` of `model.safetensors`, skipping the key
+        renames `save_pretrained` applied (GPT-NeoX saves `lm_head` as `embed_out`), so such weights would
+        silently stay at their initial values and a resumed run would diverge.
+        """
+        path = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
+        if self.is_fsdp_enabled or not isinstance(model, PreTrainedModel) or not os.path.isfile(path):
+            return
+        live = model.state_dict()
+        name_of = {id(tensor): name for name, tensor in live.items()}
+        saved_as = revert_weight_conversion(model, dict(live))
+        renamed = {saved: name_of[id(t)] for saved, t in saved_as.items() if name_of.get(id(t), saved) != saved}
+        if not renamed:
+            return
+        with safetensors.safe_open(path, framework="pt", device="cpu") as f:
+            stored = set(f.keys())
+            weights = {name: f.get_tensor(saved) for saved, name in renamed.items() if saved in stored}
+        model.load_state_dict(weights, strict=False)
 
     def _load_skillit_state(self, checkpoint: str) -> None:
         path = os.path.join(checkpoint, STATE_NAME)

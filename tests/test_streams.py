@@ -1,0 +1,98 @@
+"""The per-round mixture stream: positions, epochs, determinism and the interleave's draws."""
+
+import datasets
+import numpy as np
+import torch
+
+from hf_skillit import streams
+from hf_skillit.streams import SKILL_KEY, MixtureStream, StreamState, round_index_stream
+
+
+def id_sets(sizes):
+    return [datasets.Dataset.from_dict({"id": [f"{s}-{i}" for i in range(n)]}) for s, n in enumerate(sizes)]
+
+
+def run_rounds(sizes, schedule, samples_per_round, seed=0, batch_size=4):
+    """Iterate a MixtureStream round by round the way the trainer does, advancing positions by the counts."""
+    state = StreamState.fresh(len(sizes))
+    stream = MixtureStream(id_sets(sizes), lambda r: schedule[r], state, seed, samples_per_round, batch_size)
+    rounds = []
+    for r in range(len(schedule)):
+        stream.set_epoch(r)
+        rows = list(stream)
+        counts = np.bincount([row[SKILL_KEY] for row in rows], minlength=len(sizes))
+        state.advance(counts, stream.sizes)
+        rounds.append(rows)
+    return rounds, state
+
+
+def test_no_row_repeats_before_its_skill_is_used_up():
+    sizes = [7, 13, 50]
+    schedule = [[0.5, 0.3, 0.2], [0.2, 0.2, 0.6], [0.6, 0.2, 0.2], [1 / 3, 1 / 3, 1 / 3]]
+    rounds, state = run_rounds(sizes, schedule, samples_per_round=60)
+    seen = {s: [row["id"] for rows in rounds for row in rows if row[SKILL_KEY] == s] for s in range(3)}
+    for s, ids in seen.items():
+        assert len(ids) > sizes[s], "each skill must wrap into a new epoch in this test"
+        for start in range(0, len(ids), sizes[s]):
+            epoch = ids[start : start + sizes[s]]
+            assert len(set(epoch)) == len(epoch), f"skill {s} repeated a row inside one epoch"
+            if len(epoch) == sizes[s]:
+                assert set(epoch) == {f"{s}-{i}" for i in range(sizes[s])}
+        # The saved position is where the next round continues: epochs done and offset into the next.
+        assert (state.positions[s].epoch, state.positions[s].offset) == divmod(len(ids), sizes[s])
+
+
+def test_rounds_are_exactly_sized_and_deterministic():
+    schedule = [[0.5, 0.5, 0.0], [0.1, 0.1, 0.8]]
+    first, _ = run_rounds([20, 20, 20], schedule, samples_per_round=40, seed=3)
+    again, _ = run_rounds([20, 20, 20], schedule, samples_per_round=40, seed=3)
+    other, _ = run_rounds([20, 20, 20], schedule, samples_per_round=40, seed=4)
+    assert [len(rows) for rows in first] == [40, 40]
+    assert all(row[SKILL_KEY] != 2 for row in first[0]), "a skill with p = 0 must never be drawn"
+    assert [r["id"] for rows in first for r in rows] == [r["id"] for rows in again for r in rows]
+    assert [r["id"] for rows in first for r in rows] != [r["id"] for rows in other for r in rows]
+
+
+def test_source_lengths_do_not_change_the_draws(monkeypatch):
+    """The rare retry with longer sources (when a skill is drawn more than its bound) extends, not changes."""
+    state = StreamState.fresh(3)
+    p = [0.2, 0.3, 0.5]
+    expected = round_index_stream([100, 100, 100], p, state, seed=0, round_index=1, num_samples=200)
+    monkeypatch.setattr(streams, "_draw_bound", lambda n, p: 1 if p > 0 else 0)
+    retried = round_index_stream([100, 100, 100], p, state, seed=0, round_index=1, num_samples=200)
+    assert retried["skill"] == expected["skill"] and retried["row"] == expected["row"]
+
+
+def test_counts_follow_probabilities():
+    p = np.array([0.6, 0.3, 0.1])
+    pairs = round_index_stream([10_000] * 3, p, StreamState.fresh(3), seed=0, round_index=0, num_samples=5000)
+    counts = np.bincount(pairs["skill"], minlength=3)
+    chi2 = (((counts - 5000 * p) ** 2) / (5000 * p)).sum()
+    assert chi2 < 13.82  # chi-square, 2 degrees of freedom, p-value 0.001
+
+
+def test_dataloader_workers_keep_the_order():
+    sets = id_sets([50, 50])
+    schedule = [[0.5, 0.5]]
+
+    def ids(workers):
+        stream = MixtureStream(sets, lambda r: schedule[r], StreamState.fresh(2), 0, 48, batch_size=4)
+        loader = torch.utils.data.DataLoader(stream, batch_size=4, num_workers=workers, collate_fn=list)
+        return [row["id"] for batch in loader for row in batch]
+
+    single = ids(0)
+    assert len(single) == 48 and ids(2) == single
+
+
+def test_streaming_skills_continue_across_rounds():
+    streaming = datasets.Dataset.from_dict({"id": [f"s-{i}" for i in range(200)]}).to_iterable_dataset()
+    sets = [streaming, datasets.Dataset.from_dict({"id": [f"m-{i}" for i in range(200)]})]
+    state = StreamState.fresh(2)
+    stream = MixtureStream(sets, lambda r: [0.5, 0.5], state, 0, 40, batch_size=4)
+    seen = []
+    for r in range(3):
+        stream.set_epoch(r)
+        rows = list(stream)
+        state.advance(np.bincount([row[SKILL_KEY] for row in rows], minlength=2), stream.sizes)
+        seen += [row["id"] for row in rows if row[SKILL_KEY] == 0]
+    assert seen == [f"s-{i}" for i in range(len(seen))], "a streaming skill is read in its own order, no repeats"

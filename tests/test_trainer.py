@@ -1,0 +1,282 @@
+"""SkillItTrainer: real training steps on a tiny model built from config."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import lego_skills
+from transformers import TrainerCallback
+
+from hf_skillit import LMCollator, SkillItConfig, SkillItTrainer, SkillsGraph
+from hf_skillit.evaluation import per_skill_loss
+
+SKILLS = ["1", "2", "3"]
+
+
+def config(tmp_path, **overrides) -> SkillItConfig:
+    args = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=16,
+        learning_rate=3e-3,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1000,
+        seed=0,
+    )
+    args.update(overrides)
+    return SkillItConfig(**args)
+
+
+class StopAt(TrainerCallback):
+    """A crash stand-in: stop right after the step whose checkpoint was just written."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+class RecordingCollator(LMCollator):
+    """Records the ids of the rows it batches (all of which are trained on: rounds are consumed whole)."""
+
+    def __init__(self, pad_token_id: int):
+        super().__init__(pad_token_id)
+        self.ids: list[tuple[str, int]] = []
+
+    def __call__(self, features):
+        # Validation batches carry model columns only; training rows keep theirs (remove_unused_columns=False).
+        self.ids += [(f["skill"], f["id"]) for f in features if "id" in f]
+        return super().__call__(features)
+
+
+def chi_square(counts: np.ndarray, p: np.ndarray) -> float:
+    expected = counts.sum() * p
+    keep = expected > 0
+    return float((((counts - expected) ** 2)[keep] / expected[keep]).sum())
+
+
+def test_per_round_counts_follow_a_changing_schedule(tmp_path, tokenizer, tiny_model, skills):
+    schedule = [
+        {"1": 0.7, "2": 0.2, "3": 0.1},
+        {"1": 0.1, "2": 0.1, "3": 0.8},
+        {"1": 0.0, "2": 0.5, "3": 0.5},
+        {"1": 1 / 3, "2": 1 / 3, "3": 1 / 3},
+    ]
+    args = config(
+        tmp_path, mixing="fixed", fixed_weights=schedule, rounds=4, max_steps=160, per_device_train_batch_size=16
+    )
+    trainer = SkillItTrainer(model=tiny_model(), args=args, skills=skills, processing_class=tokenizer)
+    trainer.train()
+    trajectory = trainer.trajectory
+    assert [r["round"] for r in trajectory] == [1, 2, 3, 4]
+    assert [r["global_step"] for r in trajectory] == [40, 80, 120, 160]
+    for record, weights in zip(trajectory, schedule, strict=True):
+        p = np.array([weights[s] for s in SKILLS])
+        counts = np.array([record["samples"][s] for s in SKILLS])
+        assert counts.sum() == 40 * 16
+        assert np.allclose([record["p"][s] for s in SKILLS], p)
+        assert counts[p == 0].sum() == 0
+        # chi-square critical value at p-value 0.001: 2 degrees of freedom, or 1 where one skill is off
+        assert chi_square(counts, p) < (13.82 if (p > 0).all() else 10.83), (counts, p)
+    # The logs carry the mixture and the losses for the Trainer's reporters.
+    logged = [entry for entry in trainer.state.log_history if "skillit/p/1" in entry]
+    assert [entry["step"] for entry in logged] == [40, 80, 120, 160]
+    assert all(np.isfinite(entry[f"skillit/loss/{s}"]) for entry in logged for s in SKILLS)
+
+
+def test_skill_it_moves_weight_towards_higher_loss_skills(tmp_path, tokenizer, tiny_model, skills):
+    """No-graph ablation (identity A): p_{t+1} ∝ exp(eta * sum of the last w rounds' losses), by hand."""
+    eta, window = 2.0, 2
+    args = config(tmp_path, mixing="no_graph", eta=eta, window=window, rounds=3, max_steps=30)
+    trainer = SkillItTrainer(model=tiny_model(), args=args, skills=skills, processing_class=tokenizer)
+    trainer.train()
+    records = trainer.trajectory
+    losses = [np.array([r["eval_loss"][s] for s in SKILLS]) for r in records]
+    assert np.allclose([records[0]["p"][s] for s in SKILLS], 1 / 3)  # p_1 ∝ exp(eta * rowsum(I)): uniform
+    for t, record in enumerate(records[:-1]):
+        windowed = sum(losses[max(0, t - window + 1) : t + 1])
+        expected = np.exp(eta * windowed) / np.exp(eta * windowed).sum()
+        got = np.array([record["next_p"][s] for s in SKILLS])
+        assert np.allclose(got, expected, atol=1e-12)
+        assert np.argmax(got) == np.argmax(windowed), "more weight on the skill with the higher loss"
+        assert np.allclose([records[t + 1]["p"][s] for s in SKILLS], got)
+
+
+def test_graph_edges_move_weight_to_prerequisites(tmp_path, tokenizer, tiny_model, skills):
+    """Only skill 3 is evaluated (fine-tuning); skill 1 has an edge into it, skill 2 none: 2 gets nothing extra."""
+    graph = SkillsGraph(np.array([[1.0, 0, 0.5], [0, 1.0, 0], [0, 0, 1.0]]), SKILLS)
+    args = config(tmp_path, mixing="skill_it", eta=1.0, rounds=2, max_steps=20, target_skills=["3"])
+    trainer = SkillItTrainer(model=tiny_model(), args=args, skills=skills, graph=graph, processing_class=tokenizer)
+    trainer.train()
+    first = trainer.trajectory[0]
+    loss3 = first["eval_loss"]["3"]
+    logits = np.array([0.5, 0.0, 1.0]) * loss3  # A[:, target] * L_target
+    expected = np.exp(logits) / np.exp(logits).sum()
+    assert np.allclose([first["next_p"][s] for s in SKILLS], expected, atol=1e-12)
+
+
+def test_no_skill_row_is_replayed_before_the_skill_is_used_up(tmp_path, tokenizer, tiny_model):
+    sizes = {"1": 30, "2": 50, "3": 70}
+    skills = lego_skills(tokenizer, sizes)
+    collator = RecordingCollator(tokenizer.pad_token_id)
+    args = config(tmp_path, mixing="stratified", rounds=3, max_steps=36, remove_unused_columns=False)
+    trainer = SkillItTrainer(
+        model=tiny_model(), args=args, skills=skills, processing_class=tokenizer, data_collator=collator
+    )
+    trainer.train()
+    assert len(collator.ids) == 36 * 8
+    for skill, size in sizes.items():
+        ids = [i for s, i in collator.ids if s == skill]
+        assert len(ids) == sum(r["samples"][skill] for r in trainer.trajectory)
+        for start in range(0, len(ids), size):
+            epoch = ids[start : start + size]
+            assert len(set(epoch)) == len(epoch), f"skill {skill} replayed a row before its epoch ended"
+        assert len(ids) > size, "each skill wraps into a second epoch here"
+
+
+@pytest.mark.parametrize("stop_step", [10, 7], ids=["round-boundary", "mid-round"])
+def test_resume_continues_the_identical_trajectory(tmp_path, tokenizer, tiny_model, skills, stop_step):
+    def run(output_dir, callbacks=(), resume=None):
+        args = config(
+            output_dir,
+            mixing="skill_it",
+            rounds=4,
+            max_steps=20,
+            save_strategy="steps",
+            save_steps=stop_step,
+            graph_path=None,
+        )
+        graph = SkillsGraph(np.array([[1.0, 0.5, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]]), SKILLS)
+        trainer = SkillItTrainer(
+            model=tiny_model(),
+            args=args,
+            skills=skills,
+            graph=graph,
+            processing_class=tokenizer,
+            callbacks=list(callbacks),
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    whole = run(tmp_path / "whole").trajectory
+    interrupted = run(tmp_path / "cut", callbacks=[StopAt(stop_step)])
+    assert interrupted.state.global_step == stop_step
+    assert os.path.isfile(tmp_path / "cut" / f"checkpoint-{stop_step}" / "skillit_state.json")
+    resumed = run(tmp_path / "cut", resume=True).trajectory
+    assert [r["round"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(whole, resumed, strict=True):
+        assert a["samples"] == b["samples"]
+        assert a["global_step"] == b["global_step"]
+        assert np.allclose(list(a["p"].values()), list(b["p"].values()), rtol=0, atol=1e-9)
+        assert np.allclose(list(a["eval_loss"].values()), list(b["eval_loss"].values()), rtol=0, atol=1e-6)
+
+
+def test_lora_model_trains_and_is_evaluated_per_skill(tmp_path, tokenizer, tiny_model, skills):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(
+        tiny_model(), LoraConfig(r=8, lora_alpha=16, target_modules=["query_key_value", "dense_h_to_4h"])
+    )
+    args = config(tmp_path, mixing="stratified", rounds=3, max_steps=45, learning_rate=1e-2)
+    trainer = SkillItTrainer(model=model, args=args, skills=skills, processing_class=tokenizer)
+    before = trainer.evaluate_skills()
+    trainer.train()
+    after = trainer.trajectory[-1]["eval_loss"]
+    assert all(after[s] < before[s] - 0.1 for s in SKILLS), (before, after)
+    assert model.training, "evaluation restores train mode"
+
+
+def test_validation_loss_is_token_weighted_over_scored_positions(tokenizer, tiny_model, skills):
+    """Each skill's loss is the mean over its answer tokens, not a mean of per-batch means."""
+    import torch
+
+    model = tiny_model()
+    validation = {s: skills.validation(s) for s in SKILLS}
+    losses = per_skill_loss(model, validation, LMCollator(tokenizer.pad_token_id), 5, torch.device("cpu"))
+    for s in SKILLS:
+        total, count = 0.0, 0
+        for row in validation[s]:
+            ids = torch.tensor([row["input_ids"]])
+            logits = model(input_ids=ids).logits[0, :-1]
+            labels = torch.tensor(row["labels"][1:])
+            scored = labels != -100
+            total += torch.nn.functional.cross_entropy(logits[scored], labels[scored], reduction="sum").item()
+            count += int(scored.sum())
+        assert losses[s] == pytest.approx(total / count, rel=1e-5)
+
+
+def test_trajectory_file_and_output_dir_protection(tmp_path, tokenizer, tiny_model, skills):
+    args = config(tmp_path, mixing="stratified", rounds=2, max_steps=4)
+    SkillItTrainer(model=tiny_model(), args=args, skills=skills, processing_class=tokenizer).train()
+    with open(tmp_path / "skillit_trajectory.jsonl") as f:
+        lines = [json.loads(line) for line in f]
+    assert {"round", "global_step", "p", "eval_loss", "samples"} <= set(lines[0])
+    again = SkillItTrainer(model=tiny_model(), args=args, skills=skills, processing_class=tokenizer)
+    with pytest.raises(ValueError, match="holds another run"):
+        again.train()
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        again.train(resume_from_checkpoint=True)
+    overwrite = config(tmp_path, mixing="stratified", rounds=2, max_steps=4, overwrite_output_dir=True)
+    SkillItTrainer(model=tiny_model(), args=overwrite, skills=skills, processing_class=tokenizer).train()
+
+
+def test_half_written_checkpoint_is_skipped(tmp_path, tokenizer, tiny_model, skills):
+    args = config(tmp_path, mixing="stratified", rounds=2, max_steps=4, save_strategy="steps", save_steps=2)
+    trainer = SkillItTrainer(model=tiny_model(), args=args, skills=skills, processing_class=tokenizer)
+    trainer.train()
+    os.remove(tmp_path / "checkpoint-4" / "trainer_state.json")  # as if killed mid-write
+    from hf_skillit import last_complete_checkpoint
+
+    assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(max_steps=10, rounds=3), "not a multiple of rounds=3"),
+        (dict(max_steps=2, rounds=3), "more than max_steps"),
+        (dict(max_steps=-1), "needs max_steps > 0"),
+        (dict(eta=0.0), "eta must be"),
+        (dict(window=0), "window must be"),
+        (dict(mixing="greedy"), "not one of"),
+        (dict(mixing="fixed"), "needs fixed_weights"),
+        (dict(fixed_weights="{not json"), "not valid JSON"),
+    ],
+)
+def test_config_errors(tmp_path, overrides, message):
+    base = dict(max_steps=12, rounds=3)
+    base.update(overrides)
+    with pytest.raises(ValueError, match=message):
+        config(tmp_path, **base)
+
+
+def test_trainer_input_errors(tmp_path, tokenizer, tiny_model, skills):
+    args = config(tmp_path, max_steps=6, rounds=3)
+    model = tiny_model()
+    with pytest.raises(ValueError, match="needs a skills graph"):
+        SkillItTrainer(model=model, args=args, skills=skills, processing_class=tokenizer)
+    wrong = SkillsGraph(np.eye(3), ["1", "2", "4"])
+    with pytest.raises(ValueError, match="not in the graph: 3.*without training data: 4"):
+        SkillItTrainer(model=model, args=args, skills=skills, graph=wrong, processing_class=tokenizer)
+    no_pad = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer)
+    with pytest.raises(ValueError, match="no pad token"):
+        SkillItTrainer(
+            model=model, args=args, skills=skills, graph=SkillsGraph.identity(SKILLS), processing_class=no_pad
+        )
+    targeted = config(tmp_path, max_steps=6, rounds=3, target_skills=["7"])
+    with pytest.raises(ValueError, match="7"):
+        SkillItTrainer(
+            model=model, args=targeted, skills=skills, graph=SkillsGraph.identity(SKILLS), processing_class=tokenizer
+        )
+    with pytest.raises(ValueError, match="do not pass train_dataset"):
+        SkillItTrainer(
+            model=model, args=args, skills=skills, processing_class=tokenizer, train_dataset=skills.train("1")
+        )

@@ -1,0 +1,71 @@
+"""Two-process SkillItTrainer run for tests/test_ddp.py (launched with torchrun)."""
+
+import json
+import os
+import sys
+
+import torch
+from transformers import TrainerCallback
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from conftest import lego_skills  # noqa: E402
+
+from hf_skillit import SkillItConfig, SkillItTrainer, SkillsGraph  # noqa: E402
+from hf_skillit.collator import LMCollator  # noqa: E402
+from hf_skillit.evaluation import per_skill_loss  # noqa: E402
+from hf_skillit.synthetic import build_tokenizer, make_tiny_model, tiny_model_config  # noqa: E402
+
+
+class RecordLogs(TrainerCallback):
+    def __init__(self):
+        self.logs = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and any(k.startswith("skillit/") for k in logs):
+            self.logs.append({"step": state.global_step, **logs})
+
+
+def main(output_dir: str, dispatch: str) -> None:
+    torch.set_num_threads(1)
+    tokenizer = build_tokenizer()
+    skills = lego_skills(tokenizer, {"1": 120, "2": 120, "3": 120}, validation=13)
+    model = make_tiny_model(tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2))
+    args = SkillItConfig(
+        output_dir=output_dir,
+        mixing="skill_it",
+        rounds=3,
+        max_steps=12,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=3,
+        learning_rate=3e-3,
+        use_cpu=True,
+        ddp_backend="gloo",
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        accelerator_config={"dispatch_batches": dispatch == "dispatch"},
+    )
+    graph = SkillsGraph(torch.tensor([[1.0, 0.5, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]]).numpy(), ["1", "2", "3"])
+    recorder = RecordLogs()
+    trainer = SkillItTrainer(
+        model=model, args=args, skills=skills, graph=graph, processing_class=tokenizer, callbacks=[recorder]
+    )
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    result = {"logs": recorder.logs, "world_size": trainer.accelerator.num_processes}
+    if rank == 0:
+        # The same final model, scored by one process alone on the same validation rows.
+        result["single_process_losses"] = per_skill_loss(
+            trainer.model,
+            {s: trainer.skills.validation(s) for s in ["1", "2", "3"]},
+            LMCollator(tokenizer.pad_token_id),
+            batch_size=5,
+            device=torch.device("cpu"),
+        )
+        result["trajectory"] = trainer.trajectory
+    with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,97 @@
+"""`hf-skillit`: train a recipe, or plot a run.
+
+    hf-skillit train RECIPE.yaml [--set section.key=value ...] [--resume]
+    hf-skillit plot RUN_DIR
+
+A recipe or run directory that cannot be used (unknown key, wrong type, missing file, an output directory
+holding another run...) is reported on one line, with exit code 2 and no traceback. Errors raised while
+training are real failures and keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["main"]
+
+USER_ERROR = 2
+
+
+def _fail(err: BaseException) -> int:
+    # One line: library messages may span lines (e.g. transformers' OSError for a missing checkpoint).
+    print(f"hf-skillit: error: {' '.join(str(err).split())}", file=sys.stderr)
+    return USER_ERROR
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .recipes import load_recipe, make_trainer, train_and_report
+
+    try:
+        recipe = load_recipe(args.recipe, args.overrides)
+        trainer = make_trainer(recipe, resume=args.resume)
+    except (ValueError, OSError) as err:
+        return _fail(err)
+    train_and_report(trainer, recipe, resume=args.resume)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .plotting import plot_run
+
+    try:
+        paths = plot_run(args.run_dir)
+    except (ValueError, OSError) as err:
+        return _fail(err)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-skillit", description="Skill-It data selection (arXiv 2307.14430) with transformers.Trainer."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a recipe", description="Train the run a recipe describes.")
+    train.add_argument("recipe", help="recipe YAML file (see docs/recipes.md)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a recipe value, e.g. --set training.max_steps=600 data.generator.k=5 (values are YAML)",
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in training.output_dir from its last checkpoint"
+    )
+    train.set_defaults(handler=_train)
+
+    plot = commands.add_parser(
+        "plot", help="plot a run", description="Write the mixture, loss and graph PNGs of a run into its directory."
+    )
+    plot.add_argument("run_dir", help="a run's output_dir (holding skillit_trajectory.jsonl)")
+    plot.set_defaults(handler=_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `hf-skillit` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits on --help (0) and on usage errors (2)
+        return exit_.code if isinstance(exit_.code, int) else USER_ERROR
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("hf_skillit").setLevel(logging.INFO)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

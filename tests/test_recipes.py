@@ -1,0 +1,224 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hf_skillit import SkillsGraph
+from hf_skillit.recipes import RecipeError, build, lego_reasoning_graph, load_natural_instructions, load_recipe
+from hf_skillit.synthetic import build_tokenizer, make_lego, make_tiny_model, tiny_model_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+# (eta, rounds T, window w, steps) of the paper's Appendix C.3 for each recipe of a paper setting.
+PAPER_SETTINGS = {
+    "lego_pretrain_full.yaml": (0.5, 6, 3, 6000),
+    "lego_finetune_lora.yaml": (0.5, 10, 3, 6000),
+    "addition_pretrain.yaml": (0.1, 5, 3, 6000),
+    "sni_pretrain.yaml": (0.2, 1, None, 5000),
+}
+
+
+def tiny_recipe(**sections) -> dict:
+    """A small LEGO recipe as a mapping; `sections` replace or extend its sections."""
+    raw = {
+        "model": {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}},
+        "data": {"synthetic": "lego", "generator": {"k": 3}, "num_train_samples": 90, "validation_per_skill": 5},
+        "graph": {"reasoning": "chain"},
+        "training": {"output_dir": "unused", "max_steps": 6, "rounds": 3, "report_to": "none"},
+    }
+    for name, values in sections.items():
+        raw[name] = values if values is None else {**(raw.get(name) or {}), **values}
+    return raw
+
+
+def uses_user_data(raw: dict) -> bool:
+    return "synthetic" not in raw["data"]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_validates_offline(path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    raw = yaml.safe_load(path.read_text())
+    if uses_user_data(raw):
+        with pytest.raises(RecipeError, match="not found.*(download|clone|git)"):
+            load_recipe(path)
+        return
+    recipe = load_recipe(path)
+    if path.name in PAPER_SETTINGS:
+        eta, rounds, window, steps = PAPER_SETTINGS[path.name]
+        training = recipe.training
+        assert (training.eta, training.rounds, training.max_steps) == (eta, rounds, steps)
+        assert window is None or training.window == window
+
+
+def test_default_recipe_is_the_cpu_lego_demo(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    recipe = load_recipe("recipes/lego_pretrain.yaml")
+    assert recipe.model.tiny is not None and recipe.data.synthetic == "lego" and recipe.data.answer_only
+    assert recipe.graph.reasoning == "chain" or recipe.graph.path is not None
+
+
+def test_overrides_parse_yaml_values_and_nested_keys():
+    recipe = load_recipe(
+        None,
+        [
+            "training.learning_rate=1e-3",
+            "training.target_skills=[3]",
+            "model.tiny.hidden_size=64",
+            "graph.edge_weight=1",
+        ],
+        raw=tiny_recipe(),
+    )
+    assert recipe.training.learning_rate == 1e-3
+    assert recipe.training.target_skills == ["3"]  # LEGO skill names read as YAML ints become names
+    assert recipe.model.tiny["hidden_size"] == 64
+    assert recipe.graph.edge_weight == 1.0 and isinstance(recipe.graph.edge_weight, float)
+
+
+@pytest.mark.parametrize(
+    ("raw", "overrides", "message"),
+    [
+        (
+            tiny_recipe(),
+            ["training.learning_rat=0.1"],
+            "unknown key 'learning_rat' in training; did you mean 'learning_rate'",
+        ),
+        (tiny_recipe(), ["trainig.max_steps=6"], "unknown key 'trainig' in the recipe; did you mean 'training'"),
+        (
+            tiny_recipe(),
+            ["model.tiny.hidden_sise=8"],
+            "unknown key 'hidden_sise' in model.tiny; did you mean 'hidden_size'",
+        ),
+        (tiny_recipe(), ["data.generator.kk=4"], "unknown key 'kk' in data.generator; did you mean 'k'"),
+        (tiny_recipe(), ["model.lora.rank=4"], "unknown key 'rank' in model.lora"),
+        (tiny_recipe(), ["training.max_steps=many"], "training.max_steps must be int, got 'many'"),
+        (tiny_recipe(), ["data.answer_only=3"], "data.answer_only must be bool"),
+        (tiny_recipe(), ["training.max_steps=7"], "not a multiple of rounds=3"),
+        (tiny_recipe(), ["training.maxsteps"], "must look like section.key=value"),
+        (tiny_recipe(), ["data.synthetic=sudoku"], "data.synthetic must be one of lego, addition"),
+        (tiny_recipe(), ["graph.path=graphs/none.json"], "give one of path, reasoning, matrix"),
+        (tiny_recipe(graph=None), ["graph.path=graphs/none.json"], "graph.path: 'graphs/none.json' not found"),
+        (tiny_recipe(), ["model.name_or_path=./no/such/model"], "exactly one of name_or_path"),
+        (tiny_recipe(), ["training.graph_path=g.json"], "set graph.path instead"),
+        (tiny_recipe(model=None), ["model.name_or_path=./no/model"], "model.name_or_path: './no/model' not found"),
+    ],
+)
+def test_recipe_errors_name_the_key(raw, overrides, message):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(None, overrides, raw=raw)
+    assert message in str(err.value)
+
+
+def test_missing_user_data_says_what_to_download(tmp_path):
+    raw = tiny_recipe(data=None)
+    raw["data"] = {"train_files": {"a": str(tmp_path / "a.jsonl")}, "download": "Fetch a.jsonl from the bucket."}
+    with pytest.raises(RecipeError, match=r"data.train_files\['a'\]: '.*a.jsonl' not found. Fetch a.jsonl"):
+        load_recipe(None, raw=raw)
+    raw["data"] = {"natural_instructions": str(tmp_path / "tasks")}
+    with pytest.raises(RecipeError, match="not found.*git clone https://github.com/allenai/natural-instructions"):
+        load_recipe(None, raw=raw)
+
+
+def test_lego_reasoning_graphs():
+    chain = lego_reasoning_graph(["1", "2", "3"], "chain")
+    np.testing.assert_array_equal(chain.matrix, [[1, 0.5, 0], [0, 1, 0.5], [0, 0, 1]])
+    tree = lego_reasoning_graph(["1", "2", "3", "4"], "tree", edge_weight=0.3)
+    np.testing.assert_array_equal(tree.matrix[0], [1, 0.3, 0.3, 0])
+    assert tree.matrix[1, 3] == 0.3
+
+
+def test_build_synthetic_checks_graph_and_targets(tmp_path):
+    model, tokenizer, skills, graph, config = build(load_recipe(None, raw=tiny_recipe()))
+    assert skills.train_skills == ("1", "2", "3") and graph.train_skills == ("1", "2", "3")
+    assert len(skills.validation("2")) == 5
+    row = skills.train("1")[0]
+    assert sum(label != -100 for label in row["labels"]) == 1  # answer-only: one scored token
+    assert model.config.max_position_embeddings >= len(row["input_ids"])
+
+    with pytest.raises(RecipeError, match="unknown skill '7'"):
+        build(load_recipe(None, ["training.target_skills=[7]"], raw=tiny_recipe()))
+    SkillsGraph(np.eye(2), ["1", "2"]).save(tmp_path / "g.json")
+    overrides = ["graph.reasoning=null", f"graph.path={tmp_path / 'g.json'}"]
+    with pytest.raises(RecipeError, match=r"does not match the data's training skills: not in the graph \['3'\]"):
+        build(load_recipe(None, overrides, raw=tiny_recipe()))
+    overrides = ["graph.reasoning=null", "graph.matrix=[[1, 0], [0, 1]]"]
+    with pytest.raises(RecipeError, match="graph.matrix: matrix has shape"):
+        build(load_recipe(None, overrides, raw=tiny_recipe()))
+    with pytest.raises(RecipeError, match="needs a skills graph"):
+        build(load_recipe(None, ["graph.reasoning=null"], raw=tiny_recipe()))
+
+
+def test_build_user_files_per_skill_and_skill_column(tmp_path):
+    tokenizer_dir = tmp_path / "tok"
+    build_tokenizer().save_pretrained(tokenizer_dir)
+    texts = {s: [f"Input : {s} = val 1 . Output : {s} = 1 ." for _ in range(12)] for s in ("a", "b")}
+    for s, rows in texts.items():
+        (tmp_path / f"{s}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
+    with open(tmp_path / "all.csv", "w") as f:
+        f.write("text,skill\n" + "".join(f"{t},{s}\n" for s, rows in texts.items() for t in rows))
+    model = {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}, "tokenizer": str(tokenizer_dir)}
+    per_skill = {
+        "train_files": {s: str(tmp_path / f"{s}.jsonl") for s in ("a", "b")},
+        "validation_per_skill": 2,
+        "skills": ["b", "a"],
+    }
+    graph = {"matrix": [[1, 0.5], [0, 1]]}
+    parts = build(load_recipe(None, raw={**tiny_recipe(), "model": model, "data": per_skill, "graph": graph}))
+    assert parts.skills.train_skills == ("b", "a") and len(parts.skills.train("a")) == 10
+    assert parts.graph.matrix[0, 1] == 0.5 and parts.graph.train_skills == ("b", "a")
+
+    column = {"train_file": str(tmp_path / "all.csv"), "validation_per_skill": 3}
+    base = tiny_recipe(training={"mixing": "stratified"})
+    parts = build(load_recipe(None, raw={**base, "model": model, "data": column, "graph": None}))
+    assert parts.skills.train_skills == ("a", "b") and len(parts.skills.validation("b")) == 3
+
+
+def test_build_user_data_with_tiny_model_needs_a_tokenizer(tmp_path):
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
+    data = {"train_files": {"a": str(tmp_path / "a.jsonl")}}
+    with pytest.raises(RecipeError, match="needs model.tokenizer"):
+        build(load_recipe(None, raw={**tiny_recipe(), "data": data, "graph": None}))
+
+
+def test_natural_instructions_skills(tmp_path):
+    for i, (category, language) in enumerate([("Question Answering", "English"), ("Question Generation", "Spanish")]):
+        task = {
+            "Categories": [category],
+            "Input_language": [language],
+            "Definition": [f"Do task {i}."],
+            "Instances": [{"input": f"in {j}", "output": [f"out {j}", "alt"]} for j in range(4)],
+        }
+        (tmp_path / f"task00{i}_x.json").write_text(json.dumps(task))
+    ds = load_natural_instructions(str(tmp_path), max_samples_per_task=3)
+    assert sorted(set(ds["skill"])) == ["question_answering", "question_generation"] and len(ds) == 6
+    assert ds[0]["text"] == "Definition: Do task 0.\n\nInput: in 0\nOutput: out 0"
+    ds = load_natural_instructions(str(tmp_path), "category_language", skills=["question_generation_spanish"])
+    assert set(ds["skill"]) == {"question_generation_spanish"} and set(ds["task"]) == {"task001_x"}
+
+
+def test_checkpoint_with_a_bpe_tokenizer_and_lora(tmp_path):
+    """The `name_or_path` code path: from_pretrained on a local checkpoint whose tokenizer is byte-level BPE
+    (like GPT-Neo's), wrapped with LoRA, on LEGO data (answers must tokenize as they do inside the text)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(make_lego(200, k=3)["text"], vocab_size=300, special_tokens=["<|endoftext|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
+    config = tiny_model_config("gpt2", tokenizer=None, vocab_size=len(tokenizer), hidden_size=32, num_layers=1)
+    make_tiny_model(config).save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+
+    raw = tiny_recipe(model=None)
+    raw["model"] = {
+        "name_or_path": str(tmp_path / "ckpt"),
+        "lora": {"r": 4, "target_modules": ["c_attn"], "fan_in_fan_out": True},
+    }
+    model, tokenizer, skills, _, _ = build(load_recipe(None, raw=raw))
+    assert type(model).__name__ == "PeftModelForCausalLM"
+    assert tokenizer.pad_token == "<|endoftext|>"
+    row = skills.validation("3")[0]
+    answer = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
+    assert tokenizer.decode(answer).strip() in ("0", "1")

@@ -14,6 +14,7 @@ and `graph.png`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -237,6 +238,10 @@ def learn_graph(
             record["identity_hash"] = config["identity_hash"]
             _atomic_write_json(_run_path(output_dir, run), record)
             shutil.rmtree(output_dir / WORK_DIR / run.id, ignore_errors=True)
+    if state.is_main_process:
+        # Other shards may still be using it.
+        with contextlib.suppress(OSError):
+            (output_dir / WORK_DIR).rmdir()
     state.wait_for_everyone()
 
     missing = _missing_runs(output_dir, plan)
@@ -256,12 +261,14 @@ def merge_runs(
     target_loss: float | None = None,
     diagonal: float | None = None,
     measure_at: int | None = None,
+    write: bool = True,
 ) -> SkillsGraph:
     """Build the graph from the finished runs in `output_dir` and write `graph.json`, `measurements.json`, `graph.png`.
 
     With `edge_rule` left out, the edge settings are those `learn_graph` was called with. Pass `edge_rule` (and with
     it `target_loss`, `diagonal`, `measure_at` as needed) to derive another graph from the same runs, with no
-    training. Raises a ValueError listing the missing runs if some are not finished.
+    training; `write=False` leaves the files as they are. Raises a ValueError listing the missing runs if some are
+    not finished.
     """
     output_dir = Path(output_dir)
     config = _read_config(output_dir)
@@ -304,6 +311,8 @@ def merge_runs(
         "cost": cost,
     }
     graph = SkillsGraph(matrix, train_skills, eval_skills, metadata)
+    if not write:
+        return graph
     graph.save(output_dir / GRAPH_NAME)
     measurements["runs"] = runs
     measurements["cost"] = cost

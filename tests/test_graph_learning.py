@@ -120,7 +120,7 @@ def test_brute_force_recovers_planted_edges(planted):
 
 
 def test_other_edge_rules_from_the_same_runs(planted):
-    out, _, init = planted
+    out, graph, init = planted
     calls = init.calls
     lego = merge_runs(out, edge_rule="lego", target_loss=1.5, diagonal=1.0)
     # A alone never learns B's half of the lookup, the pair (A, B) does; C only takes data away from A and B.
@@ -130,6 +130,10 @@ def test_other_edge_rules_from_the_same_runs(planted):
     np.testing.assert_allclose(delta.matrix, measurements["delta_pair"])
     assert measurements["measured_at_step"] == 20
     assert init.calls == calls  # no training
+    written = (out / "graph.json").read_text()
+    positive = merge_runs(out, edge_rule="positive", write=False)
+    assert (out / "graph.json").read_text() == written
+    np.testing.assert_array_equal(positive.matrix, graph.matrix)  # the rule learn_graph used
 
 
 def test_approximate_out_of_domain(tmp_path):

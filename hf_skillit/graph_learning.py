@@ -234,7 +234,7 @@ def learn_graph(
             data_collator=data_collator,
             evaluators=evaluators,
         )
-        if state.is_main_process:
+        if record is not None:
             record["identity_hash"] = config["identity_hash"]
             _atomic_write_json(_run_path(output_dir, run), record)
             shutil.rmtree(output_dir / WORK_DIR / run.id, ignore_errors=True)
@@ -449,8 +449,8 @@ def _train_run(
     processing_class: Any,
     data_collator: Callable | None,
     evaluators: list[SkillEvaluator],
-) -> dict[str, Any]:
-    """Train one run and return its loss curve (read on the main process, which writes the trajectory)."""
+) -> dict[str, Any] | None:
+    """Train one run; return its loss curve on the main process (which writes the files), None on the others."""
     validation = {s: skills.validation(s) for s in eval_skills if s in skills.eval_skills}
     run_skills = SkillSet({s: skills.train(s) for s in run.train_skills}, validation)
     set_seed(args.seed)
@@ -468,9 +468,14 @@ def _train_run(
     initial = trainer.evaluate_skills()
     trainer.train()
     seconds = time.perf_counter() - start
-    rounds = trainer.trajectory
+    main = trainer.is_world_process_zero()
+    # The main process wrote the trajectory; another one could read it while the last line is being appended.
+    rounds = trainer.trajectory if main else []
+    # The trainer and its callbacks hold each other: collect them now, so two models never sit in memory together.
     del trainer, model
     gc.collect()
+    if not main:
+        return None
 
     samples = dict.fromkeys(run.train_skills, 0)
     curve_samples = {s: [0] for s in run.train_skills}

@@ -92,6 +92,10 @@ class SkillItConfig(TrainingArguments):
                 raise ValueError(f"fixed_weights is not valid JSON: {err}") from None
         if self.mixing == "fixed" and self.fixed_weights is None:
             raise ValueError("mixing='fixed' needs fixed_weights ({skill: weight} or a per-round schedule)")
+        if self.auto_find_batch_size:
+            raise ValueError(
+                "auto_find_batch_size=True is not supported: rounds are sized from the batch size when training starts"
+            )
         if self.dataloader_persistent_workers:
             raise ValueError(
                 "dataloader_persistent_workers=True is not supported: workers must see each round's new mixture"

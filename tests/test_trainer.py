@@ -249,6 +249,7 @@ def test_half_written_checkpoint_is_skipped(tmp_path, tokenizer, tiny_model, ski
         (dict(mixing="greedy"), "not one of"),
         (dict(mixing="fixed"), "needs fixed_weights"),
         (dict(fixed_weights="{not json"), "not valid JSON"),
+        (dict(auto_find_batch_size=True), "auto_find_batch_size"),
     ],
 )
 def test_config_errors(tmp_path, overrides, message):
@@ -280,3 +281,29 @@ def test_trainer_input_errors(tmp_path, tokenizer, tiny_model, skills):
         SkillItTrainer(
             model=model, args=args, skills=skills, processing_class=tokenizer, train_dataset=skills.train("1")
         )
+
+
+def test_plain_trainer_evaluation_still_works(tmp_path, tokenizer, tiny_model, skills):
+    """eval_dataset / compute_metrics / callbacks pass through to transformers.Trainer unchanged."""
+    seen = []
+
+    class Seen(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            seen.append(metrics)
+
+    def metrics(prediction):
+        return {"rows": float(len(prediction.label_ids))}
+
+    args = config(tmp_path, mixing="stratified", rounds=2, max_steps=4, eval_strategy="steps", eval_steps=2)
+    trainer = SkillItTrainer(
+        model=tiny_model(),
+        args=args,
+        skills=skills,
+        processing_class=tokenizer,
+        eval_dataset=skills.validation("2").select_columns(["input_ids", "labels"]),
+        compute_metrics=metrics,
+        callbacks=[Seen()],
+    )
+    trainer.train()
+    assert [m["eval_rows"] for m in seen] == [16.0, 16.0]
+    assert all(np.isfinite(m["eval_loss"]) for m in seen)

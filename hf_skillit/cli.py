@@ -1,6 +1,7 @@
-"""`hf-skillit`: train a recipe, or plot a run.
+"""`hf-skillit`: train a recipe, learn its skills graph, or plot a run.
 
     hf-skillit train RECIPE.yaml [--set section.key=value ...] [--resume]
+    hf-skillit learn-graph RECIPE.yaml [--set section.key=value ...]
     hf-skillit plot RUN_DIR
 
 A recipe or run directory that cannot be used (unknown key, wrong type, missing file, an output directory
@@ -38,6 +39,28 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learn_graph(args: argparse.Namespace) -> int:
+    from .graph_learning import learn_graph
+    from .recipes import graph_learning_kwargs, load_recipe
+
+    try:
+        recipe = load_recipe(args.recipe, args.overrides, check_graph=False)
+        kwargs = graph_learning_kwargs(recipe)
+    except (ValueError, OSError) as err:
+        return _fail(err)
+    graph = learn_graph(**kwargs)
+    where = f"{kwargs['output_dir']}/graph.json"
+    if graph is None:
+        print(f"This shard's runs are done; run the other shards, then this command again to write {where}.")
+    else:
+        k, m = graph.shape
+        # The recipe's own graph (built in code or inline) must make way for the learned one.
+        cleared = [f"graph.{name}=null" for name in ("reasoning", "matrix") if getattr(recipe.graph, name) is not None]
+        use = " ".join([f"graph.path={where}", *cleared])
+        print(f"Wrote {where} ({k} x {m}, density {graph.density():.2f}); train with it: --set {use}")
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from .plotting import plot_run
 
@@ -71,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in training.output_dir from its last checkpoint"
     )
     train.set_defaults(handler=_train)
+
+    learn = commands.add_parser(
+        "learn-graph",
+        help="learn a recipe's skills graph",
+        description="Learn the skills graph of a recipe's data with short training runs (its learn_graph: section).",
+    )
+    learn.add_argument("recipe", help="recipe YAML file (see docs/recipes.md)")
+    learn.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE")
+    learn.set_defaults(handler=_learn_graph)
 
     plot = commands.add_parser(
         "plot", help="plot a run", description="Write the mixture, loss and graph PNGs of a run into its directory."

@@ -58,7 +58,9 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "RunParts",
+    "GraphLearningArguments",
     "build",
+    "graph_learning_kwargs",
     "lego_reasoning_graph",
     "load_natural_instructions",
     "load_recipe",
@@ -426,11 +428,54 @@ class GraphArguments:
             raise RecipeError("graph.train_skills and graph.eval_skills name the rows and columns of graph.matrix")
 
 
+@dataclass
+class GraphLearningArguments:
+    """`learn_graph:` section: how `hf-skillit learn-graph` learns the graph (`hf_skillit.graph_learning.learn_graph`).
+
+    Every run trains the recipe's model from its starting point with the recipe's `training` settings (learning
+    rate, batch size...), for `steps` steps on one skill or a balanced pair of skills.
+    """
+
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where runs and graph.json go. Default: training.output_dir + '_graph'."}
+    )
+    method: str = field(
+        default="brute_force", metadata={"help": "brute_force (Algorithm 2) or approximate (Algorithm 3)."}
+    )
+    steps: int | None = field(default=None, metadata={"help": "Steps H of each run. Default: training.max_steps."})
+    eval_every: int | None = field(
+        default=None, metadata={"help": "Steps between two validation losses of a run (must divide steps)."}
+    )
+    edge_rule: str | None = field(
+        default=None,
+        metadata={"help": "delta, delta_diff, positive or lego (see learn_graph). Default: the method's."},
+    )
+    target_loss: float | None = field(default=None, metadata={"help": "Loss the lego rule counts steps to (0.01)."})
+    diagonal: float | None = field(default=None, metadata={"help": "Set every A_jj to this (paper LEGO: 1)."})
+    measure_at: int | None = field(
+        default=None, metadata={"help": "Step at which loss changes are read (paper NI: 100 of 600)."}
+    )
+    eval_skills: list[str] | None = field(default=None, metadata={"help": "Graph columns. Default: learn_graph's."})
+    num_shards: int = field(default=1, metadata={"help": "Split the runs over this many processes..."})
+    shard_index: int = field(default=0, metadata={"help": "...and train this one's share of them."})
+
+    def __post_init__(self) -> None:
+        from .graph_learning import EDGE_RULES, METHODS
+
+        if self.method not in METHODS:
+            raise RecipeError(f"learn_graph.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.edge_rule is not None and self.edge_rule not in EDGE_RULES:
+            raise RecipeError(f"learn_graph.edge_rule must be one of {', '.join(EDGE_RULES)}, got {self.edge_rule!r}")
+        if (self.edge_rule == "lego") != (self.target_loss is not None):
+            raise RecipeError("learn_graph.target_loss goes with edge_rule: lego, and edge_rule: lego needs it")
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelArguments,
     "data": DataArguments,
     "graph": GraphArguments,
     "training": SkillItConfig,
+    "learn_graph": GraphLearningArguments,
 }
 
 
@@ -442,6 +487,7 @@ class Recipe:
     data: DataArguments
     graph: GraphArguments
     training: SkillItConfig
+    learn_graph: GraphLearningArguments
     raw: dict[str, Any]
     source: str | None = None
 
@@ -480,7 +526,7 @@ def _missing_data(where: str, path: str, hint: str | None) -> RecipeError:
     return RecipeError(f"{message}. {hint}" if hint else message)
 
 
-def _check_paths(recipe: Recipe) -> None:
+def _check_paths(recipe: Recipe, check_graph: bool) -> None:
     """Every local path the recipe reads exists; otherwise say what is missing and how to get it."""
     data = recipe.data
     if data.natural_instructions is not None:
@@ -505,8 +551,11 @@ def _check_paths(recipe: Recipe) -> None:
         if _local_path_missing(path):
             raise _missing_data(where, path, data.download)
         _builder(path, where)
-    if recipe.graph.path is not None and not os.path.isfile(recipe.graph.path):
-        raise RecipeError(f"graph.path: {recipe.graph.path!r} not found (learn one with `hf-skillit learn-graph`)")
+    if check_graph and recipe.graph.path is not None and not os.path.isfile(recipe.graph.path):
+        raise RecipeError(
+            f"graph.path: {recipe.graph.path!r} not found; learn it with "
+            f"`hf-skillit learn-graph {recipe.source or 'RECIPE.yaml'}` (its learn_graph: section says where it goes)"
+        )
     model = recipe.model
     for where, name in (("model.name_or_path", model.name_or_path), ("model.tokenizer", model.tokenizer)):
         # A name that does not exist locally is a hub id, unless it is spelled as a path.
@@ -525,13 +574,19 @@ def _builder(path: str, where: str) -> str:
     return _BUILDERS[extension]
 
 
-def load_recipe(path: str | os.PathLike | None, overrides: Sequence[str] = (), raw: dict | None = None) -> Recipe:
+def load_recipe(
+    path: str | os.PathLike | None,
+    overrides: Sequence[str] = (),
+    raw: dict | None = None,
+    check_graph: bool = True,
+) -> Recipe:
     """Read, override and check a recipe, without loading data or models.
 
     Args:
         path: the recipe YAML file (or None with `raw`).
         overrides: `section.key=value` strings (nested: `model.tiny.hidden_size=64`); values are YAML.
         raw: the recipe as a mapping instead of a file.
+        check_graph: whether `graph.path` must exist (not when the graph is about to be learned).
 
     Raises:
         RecipeError: unknown section or key (with the closest known key), a wrongly typed value, an inconsistent
@@ -566,7 +621,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: Sequence[str] = (), r
     if parsed["training"].graph_path is not None:
         raise RecipeError("training.graph_path: set graph.path instead (the recipe checks the graph against the data)")
     recipe = Recipe(**parsed, raw=raw, source=None if path is None else os.fspath(path))
-    _check_paths(recipe)
+    _check_paths(recipe, check_graph)
     return recipe
 
 
@@ -597,25 +652,34 @@ def load_natural_instructions(
     the category and the input language (`question_generation_spanish`, paper Table 2). The text is the task
     definition, the instance input and its first reference output.
     """
-    files = sorted(glob.glob(os.path.join(tasks_dir, "task*.json")))
     wanted = None if skills is None else set(skills)
-
-    def rows():
-        for file in files:
-            with open(file) as f:
-                task = json.load(f)
-            name = _snake(task["Categories"][0])
-            if skill == "category_language":
-                name = f"{name}_{_snake(task['Input_language'][0])}"
-            if wanted is not None and name not in wanted:
-                continue
-            definition = task["Definition"][0]
-            task_name = os.path.splitext(os.path.basename(file))[0]
-            for instance in task["Instances"][:max_samples_per_task]:
-                text = f"Definition: {definition}\n\nInput: {instance['input']}\nOutput: {instance['output'][0]}"
-                yield {"text": text, "skill": name, "task": task_name}
-
-    return datasets.Dataset.from_list(list(rows()))
+    # One table per task, concatenated: Arrow holds the text compactly, where one list of dicts of the whole
+    # collection (over a million instances) would not fit comfortably in memory.
+    tables = []
+    for file in sorted(glob.glob(os.path.join(tasks_dir, "task*.json"))):
+        with open(file) as f:
+            task = json.load(f)
+        name = _snake(task["Categories"][0])
+        if skill == "category_language":
+            name = f"{name}_{_snake(task['Input_language'][0])}"
+        if wanted is not None and name not in wanted:
+            continue
+        definition = task["Definition"][0]
+        instances = task["Instances"][:max_samples_per_task]
+        tables.append(
+            datasets.Dataset.from_dict(
+                {
+                    "text": [
+                        f"Definition: {definition}\n\nInput: {i['input']}\nOutput: {i['output'][0]}" for i in instances
+                    ],
+                    "skill": [name] * len(instances),
+                    "task": [os.path.splitext(os.path.basename(file))[0]] * len(instances),
+                }
+            )
+        )
+    if not tables:
+        raise RecipeError(f"no task of skills {sorted(wanted or [])} in {tasks_dir!r} (skill: {skill})")
+    return datasets.concatenate_datasets(tables)
 
 
 def _select_skills(ds: datasets.Dataset, column: str, skills: Sequence[str] | None, where: str) -> list[str]:
@@ -685,10 +749,6 @@ def _user_skills(data: DataArguments) -> SkillSet:
         ds = load_natural_instructions(
             data.natural_instructions, data.sni_skill, data.skills, data.max_samples_per_task
         )
-        if len(ds) == 0:
-            raise RecipeError(
-                f"data.natural_instructions: no task of skills {data.skills} in {data.natural_instructions!r}"
-            )
         return _by_column(ds, None, data, "skill", data.natural_instructions)
     if data.train_file is not None:
         train = _load_files(data.train_file, "data.train_file")
@@ -812,21 +872,59 @@ class RunParts(NamedTuple):
     config: SkillItConfig
 
 
-def build(recipe: Recipe) -> RunParts:
-    """Load the recipe's data, graph, tokenizer and model, checking that data, graph and targets fit together
-    before the (possibly large) model is loaded."""
+def _data(recipe: Recipe):
+    """The tokenizer, the SkillSet and the sequence length of the recipe's data."""
     tokenizer = _load_tokenizer(recipe.model)
     if recipe.data.synthetic is not None:
         skills, seq_len = _synthetic_skills(recipe.data, tokenizer)
-    else:
-        if recipe.model.tiny is not None and recipe.model.tokenizer is None:
-            raise RecipeError(
-                "model.tiny with user data needs model.tokenizer: the built-in tokenizer only knows the synthetic tasks"
-            )
-        skills, seq_len = _user_skills(recipe.data), recipe.training.max_length
+        return tokenizer, skills, seq_len
+    if recipe.model.tiny is not None and recipe.model.tokenizer is None:
+        raise RecipeError(
+            "model.tiny with user data needs model.tokenizer: the built-in tokenizer only knows the synthetic tasks"
+        )
+    return tokenizer, _user_skills(recipe.data), recipe.training.max_length
+
+
+def build(recipe: Recipe) -> RunParts:
+    """Load the recipe's data, graph, tokenizer and model, checking that data, graph and targets fit together
+    before the (possibly large) model is loaded."""
+    tokenizer, skills, seq_len = _data(recipe)
     graph = _build_graph(recipe, skills)
     model = _load_model(recipe.model, tokenizer, seq_len)
     return RunParts(model, tokenizer, skills, graph, recipe.training)
+
+
+def graph_learning_kwargs(recipe: Recipe) -> dict[str, Any]:
+    """The keyword arguments of `hf_skillit.graph_learning.learn_graph` for the recipe's `learn_graph:` section,
+    with the recipe's data loaded and the settings checked (so mistakes show before the first run trains)."""
+    args = recipe.learn_graph
+    steps = args.steps or recipe.training.max_steps
+    eval_every = args.eval_every or steps
+    if steps % eval_every:
+        raise RecipeError(f"learn_graph.eval_every={eval_every} does not divide learn_graph.steps={steps}")
+    if args.measure_at is not None and (args.measure_at > steps or args.measure_at % eval_every):
+        raise RecipeError(
+            f"learn_graph.measure_at={args.measure_at} must be a multiple of eval_every={eval_every} up to {steps}"
+        )
+    tokenizer, skills, seq_len = _data(recipe)
+    return {
+        "skills": skills,
+        "model_init": lambda: _load_model(recipe.model, tokenizer, seq_len),
+        "output_dir": args.output_dir or recipe.training.output_dir.rstrip("/") + "_graph",
+        "steps": steps,
+        "method": args.method,
+        "eval_skills": args.eval_skills,
+        "eval_every": eval_every,
+        "edge_rule": args.edge_rule,
+        "target_loss": args.target_loss,
+        "diagonal": args.diagonal,
+        "measure_at": args.measure_at,
+        "args": recipe.training,
+        "processing_class": tokenizer,
+        "num_shards": args.num_shards,
+        "shard_index": args.shard_index,
+        "model_description": recipe.model.name_or_path or f"tiny {recipe.model.tiny}",
+    }
 
 
 # ----- running ------------------------------------------------------------------------------------------------

@@ -41,16 +41,23 @@ def uses_user_data(raw: dict) -> bool:
 def test_every_recipe_validates_offline(path, monkeypatch):
     monkeypatch.chdir(ROOT)
     raw = yaml.safe_load(path.read_text())
+    if path.name in PAPER_SETTINGS:
+        eta, rounds, window, steps = PAPER_SETTINGS[path.name]
+        training = raw["training"]
+        assert (training["eta"], training["rounds"], training["max_steps"]) == (eta, rounds, steps)
+        assert window is None or training["window"] == window
     if uses_user_data(raw):
         with pytest.raises(RecipeError, match="not found.*(download|clone|git)"):
             load_recipe(path)
         return
-    recipe = load_recipe(path)
-    if path.name in PAPER_SETTINGS:
-        eta, rounds, window, steps = PAPER_SETTINGS[path.name]
-        training = recipe.training
-        assert (training.eta, training.rounds, training.max_steps) == (eta, rounds, steps)
-        assert window is None or training.window == window
+    graph_path = (raw.get("graph") or {}).get("path")
+    if graph_path is not None and not (ROOT / graph_path).exists():
+        # A graph to be learned first: the error says how; the rest of the recipe is valid.
+        with pytest.raises(RecipeError, match=f"not found; learn it with `hf-skillit learn-graph {path}`"):
+            load_recipe(path)
+        load_recipe(path, check_graph=False)
+        return
+    load_recipe(path)
 
 
 def test_default_recipe_is_the_cpu_lego_demo(monkeypatch):
@@ -102,6 +109,12 @@ def test_overrides_parse_yaml_values_and_nested_keys():
         (tiny_recipe(graph=None), ["graph.path=graphs/none.json"], "graph.path: 'graphs/none.json' not found"),
         (tiny_recipe(), ["model.name_or_path=./no/such/model"], "exactly one of name_or_path"),
         (tiny_recipe(), ["training.graph_path=g.json"], "set graph.path instead"),
+        (
+            tiny_recipe(),
+            ["learn_graph.method=exhaustive"],
+            "learn_graph.method must be one of brute_force, approximate",
+        ),
+        (tiny_recipe(), ["learn_graph.edge_rule=lego"], "edge_rule: lego needs it"),
         (tiny_recipe(model=None), ["model.name_or_path=./no/model"], "model.name_or_path: './no/model' not found"),
     ],
 )
@@ -196,6 +209,15 @@ def test_natural_instructions_skills(tmp_path):
     assert ds[0]["text"] == "Definition: Do task 0.\n\nInput: in 0\nOutput: out 0"
     ds = load_natural_instructions(str(tmp_path), "category_language", skills=["question_generation_spanish"])
     assert set(ds["skill"]) == {"question_generation_spanish"} and set(ds["task"]) == {"task001_x"}
+
+    build_tokenizer().save_pretrained(tmp_path / "tok")
+    raw = tiny_recipe(graph=None, training={"mixing": "stratified"})
+    raw["model"]["tokenizer"] = str(tmp_path / "tok")
+    raw["data"] = {"natural_instructions": str(tmp_path), "validation_per_skill": 1, "skills": ["question_generation"]}
+    skills = build(load_recipe(None, raw=raw)).skills
+    assert skills.train_skills == ("question_generation",) and len(skills.train("question_generation")) == 3
+    with pytest.raises(RecipeError, match="no task of skills"):
+        build(load_recipe(None, ["data.skills=[poetry]"], raw=raw))
 
 
 def test_checkpoint_with_a_bpe_tokenizer_and_lora(tmp_path):

@@ -121,9 +121,9 @@ def _type_name(tp: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (list, tuple, Sequence):
-        return f"a list of {_type_name(args[0])}" if args else "a list"
+        return f"list of {_type_name(args[0])}" if args else "list"
     if origin in (dict, Mapping) or tp in (dict, Mapping):
-        return "a mapping"
+        return "mapping"
     if isinstance(tp, type) and issubclass(tp, Enum):
         return "one of " + ", ".join(repr(e.value) for e in tp)
     return getattr(tp, "__name__", str(tp))
@@ -309,7 +309,7 @@ class DataArguments:
         },
     )
     num_train_samples: int = field(default=30000, metadata={"help": "Synthetic: training rows generated in all."})
-    validation_per_skill: int | None = field(
+    validation_per_skill: int = field(
         default=100,
         metadata={
             "help": "Validation rows per skill (paper: 100 for LEGO/addition): generated for synthetic tasks, held out "
@@ -707,7 +707,7 @@ def _by_column(
         train = train.cast_column(column, datasets.Value("string"))
     if validation is not None and str(validation.features[column].dtype) != "string":
         validation = validation.cast_column(column, datasets.Value("string"))
-    held_out = validation if validation is not None else data.validation_per_skill or 100
+    held_out = validation if validation is not None else data.validation_per_skill
     return SkillSet.from_column(train, column=column, validation=held_out, order=order, seed=data.seed)
 
 
@@ -727,7 +727,7 @@ def _synthetic_skills(data: DataArguments, tokenizer) -> tuple[SkillSet, int]:
     train = generate(data.num_train_samples, seed=data.seed, **kwargs)
     # Validation is balanced whatever the training proportions, from its own seed, without rows seen in training.
     validation_kwargs = {k: v for k, v in kwargs.items() if k != "proportions"}
-    validation = generate((data.validation_per_skill or 100) * len(names), seed=data.seed + 1, **validation_kwargs)
+    validation = generate(data.validation_per_skill * len(names), seed=data.seed + 1, **validation_kwargs)
     seen = set(validation["text"])
     train = train.filter(lambda batch: [t not in seen for t in batch["text"]], batched=True)
     train, validation = (
@@ -765,7 +765,7 @@ def _user_skills(data: DataArguments) -> SkillSet:
     if data.validation_files is not None:
         validation = {s: _load_files(p, f"data.validation_files[{s!r}]") for s, p in data.validation_files.items()}
         return SkillSet(train, validation)
-    return SkillSet.from_dict(train, validation=data.validation_per_skill or 100, seed=data.seed)
+    return SkillSet.from_dict(train, validation=data.validation_per_skill, seed=data.seed)
 
 
 # ----- graph and model ----------------------------------------------------------------------------------------

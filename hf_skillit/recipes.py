@@ -16,6 +16,7 @@ that they fit together; `run` trains and reports. Relative paths are relative to
 
 from __future__ import annotations
 
+import copy
 import difflib
 import glob
 import inspect
@@ -559,7 +560,7 @@ def _check_paths(recipe: Recipe, check_graph: bool) -> None:
     model = recipe.model
     for where, name in (("model.name_or_path", model.name_or_path), ("model.tokenizer", model.tokenizer)):
         # A name that does not exist locally is a hub id, unless it is spelled as a path.
-        if name is not None and not os.path.exists(name) and name.startswith(("/", ".", "~")):
+        if name is not None and not os.path.exists(name) and name.startswith(("/", ".")):
             raise RecipeError(f"{where}: {name!r} not found")
 
 
@@ -600,7 +601,7 @@ def load_recipe(
             raise RecipeError(f"recipe {path!r} not found")
         with open(path) as f:
             raw = _yaml_load(f.read(), f"recipe {path!r}")
-    raw = json.loads(json.dumps(raw or {}))  # a deep copy that overrides may edit
+    raw = copy.deepcopy(raw or {})  # overrides edit it
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path!r} must be a mapping with sections {', '.join(SECTIONS)}")
     for override in overrides:

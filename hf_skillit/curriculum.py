@@ -1,0 +1,230 @@
+"""Curriculum baselines of the Skill-It paper, expressed as per-round `FixedMixer` schedules.
+
+Every baseline here is a SkillSet plus a schedule `[{skill: weight}, ...]` (one entry per round) that
+[`SkillItTrainer`] runs with `mixing="fixed"`, `fixed_weights=schedule`, `rounds=len(schedule)`:
+
+- Sample-level curriculum / anticurriculum (Bengio et al. 2009; Wu et al. 2021; paper §4.1 and Appendix C.3):
+  every training row is scored by a model's loss on its scored tokens and ranked easiest -> hardest (anti:
+  the reverse). With the pacing function g(i) = i N / M, epoch i of M samples uniformly from the g(i)
+  top-ranked rows. The ranked pool is cut into M equal difficulty buckets, which become the training skills;
+  phase i weights buckets 1..i by their sizes, i.e. uniform over exactly the top g(i) rows. The validation
+  skills stay the original ones, so the per-skill losses remain comparable with every other method.
+- Skill-curriculum / skill-anticurriculum (Varshney et al. 2022, Algorithm 1; paper Appendix D.3.1): the skills
+  are ranked by their rows' average loss and trained one after another, each phase mixing in `frac` of every
+  previously seen skill against forgetting, followed by a final phase over all skills (the reference
+  implementation's, which produced the paper's numbers). Skills count as equal-sized groups: the paper draws
+  this baseline from a skill-stratified pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch import nn
+
+from .collator import IGNORE_INDEX
+from .skills import SkillSet
+
+__all__ = [
+    "CURRICULA",
+    "curriculum_baseline",
+    "curriculum_setup",
+    "difficulty_order",
+    "pacing_buckets",
+    "pacing_schedule",
+    "sample_losses",
+    "skill_curriculum_schedule",
+    "skill_curriculum_setup",
+    "skill_losses",
+]
+
+CURRICULA = ("curriculum", "anticurriculum", "skill_curriculum", "skill_anticurriculum")
+_MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
+
+Collator = Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
+Schedule = list[dict[str, float]]
+
+
+@torch.no_grad()
+def sample_losses(model: nn.Module, dataset: datasets.Dataset, collator: Collator, batch_size: int = 64) -> np.ndarray:
+    """Each row's mean next-token loss over its scored positions (`labels != -100`; all tokens without labels).
+
+    Batched forward passes on the model's device, in eval mode (restored afterwards).
+    """
+    if "input_ids" not in dataset.column_names:
+        raise ValueError(f"scoring needs tokenized rows (`input_ids`); columns: {dataset.column_names}")
+    columns = [c for c in _MODEL_COLUMNS if c in dataset.column_names]
+    rows = dataset.select_columns(columns)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    losses = []
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            batch = collator([dict(zip(chunk, values, strict=True)) for values in zip(*chunk.values(), strict=True)])
+            logits = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits[:, :-1]
+            labels = batch["labels"][:, 1:].to(device)
+            token_loss = nn.functional.cross_entropy(
+                logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+            )
+            counts = (labels != IGNORE_INDEX).sum(-1)
+            if (counts == 0).any():
+                row = start + int(torch.nonzero(counts == 0)[0])
+                raise ValueError(f"row {row} has no scored token (all labels are -100): it cannot be ranked")
+            losses.append((token_loss.sum(-1) / counts).double().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(losses).numpy() if losses else np.zeros(0)
+
+
+def difficulty_order(scores: Sequence[float] | np.ndarray, anti: bool = False) -> np.ndarray:
+    """Row indices from easiest (lowest score) to hardest, ties in row order; `anti` reverses the ranking."""
+    order = np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")
+    return order[::-1].copy() if anti else order
+
+
+def pacing_buckets(order: np.ndarray, num_epochs: int) -> list[np.ndarray]:
+    """Cut a ranking into `num_epochs` = M consecutive buckets; bucket i holds ranks floor((i-1)N/M) .. floor(iN/M)-1,
+    so buckets 1..i are exactly the top g(i) = floor(iN/M) rows of the linear pacing function."""
+    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
+        raise ValueError(f"num_epochs (M) must be a positive integer, got {num_epochs!r}")
+    if len(order) < num_epochs:
+        raise ValueError(f"cannot cut {len(order)} rows into {num_epochs} non-empty difficulty buckets")
+    bounds = [i * len(order) // num_epochs for i in range(num_epochs + 1)]
+    return [order[bounds[i] : bounds[i + 1]] for i in range(num_epochs)]
+
+
+def pacing_schedule(sizes: Mapping[str, int]) -> Schedule:
+    """Phase i (1-based) samples uniformly from the rows of the first i buckets: weight ∝ size on buckets 1..i."""
+    names = list(sizes)
+    total = np.cumsum([sizes[name] for name in names])
+    return [
+        {name: (sizes[name] / total[phase] if b <= phase else 0.0) for b, name in enumerate(names)}
+        for phase in range(len(names))
+    ]
+
+
+def curriculum_setup(
+    skills: SkillSet,
+    model: nn.Module,
+    collator: Collator,
+    num_epochs: int,
+    anti: bool = False,
+    batch_size: int = 64,
+) -> tuple[SkillSet, Schedule]:
+    """The sample-level (anti)curriculum: a SkillSet of M difficulty buckets and its pacing schedule (M rounds).
+
+    All training rows of `skills` (tokenized `Dataset`s with the same columns) are scored by `model` (the
+    pretrained or current model), ranked, and cut into `num_epochs` buckets named `"difficulty_1"` (easiest;
+    hardest for `anti`) .. `"difficulty_M"`. The returned SkillSet trains on the buckets and keeps `skills`'
+    validation data, so the evaluation skills are the original ones. Train it with `mixing="fixed"`,
+    `fixed_weights=schedule` and `rounds=num_epochs`.
+    """
+    parts = []
+    for name in skills.train_skills:
+        data = skills.train(name)
+        if not isinstance(data, datasets.Dataset):
+            raise ValueError(f"skill {name!r}: curriculum ranking needs map-style Datasets, not {type(data).__name__}")
+        parts.append(data)
+    shared = [c for c in parts[0].column_names if all(c in p.column_names for p in parts)]
+    pool = datasets.concatenate_datasets([p.select_columns(shared) for p in parts])
+    order = difficulty_order(sample_losses(model, pool, collator, batch_size), anti=anti)
+    buckets = {f"difficulty_{i + 1}": pool.select(rows) for i, rows in enumerate(pacing_buckets(order, num_epochs))}
+    validation = {name: skills.validation(name) for name in skills.eval_skills}
+    return SkillSet(buckets, validation), pacing_schedule({name: len(data) for name, data in buckets.items()})
+
+
+def skill_losses(skills: SkillSet, model: nn.Module, collator: Collator, batch_size: int = 64) -> dict[str, float]:
+    """Each training skill's average per-row loss under `model` (the group score of Varshney et al.)."""
+    return {
+        name: float(sample_losses(model, skills.train(name), collator, batch_size).mean())
+        for name in skills.train_skills
+    }
+
+
+def _apportion(lengths: np.ndarray, rounds: int) -> np.ndarray:
+    """Rounds per phase, proportional to `lengths`: one each, then one at a time to the phase furthest below its
+    share (exact whenever the shares are whole numbers)."""
+    quotas = rounds * lengths / lengths.sum()
+    counts = np.ones(len(lengths), dtype=int)
+    for _ in range(rounds - len(lengths)):
+        counts[np.argmax(quotas - counts)] += 1
+    return counts
+
+
+def skill_curriculum_schedule(order: Sequence[str], rounds: int, frac: float = 0.4) -> Schedule:
+    """Varshney et al.'s group curriculum over skills in `order`, as a `rounds`-long schedule.
+
+    Phase i (0-based, one per skill) trains on skill `order[i]` with weight 1 and on each earlier skill with
+    weight `frac`; a last phase trains on all skills uniformly. As in the reference implementation, phase i
+    lasts in proportion to the data it reads, 1 + i * frac groups, and the last phase len(order) groups; those
+    lengths are apportioned over `rounds` equal rounds (at least one round per phase, so rounds >= k + 1).
+    """
+    order = list(order)
+    k = len(order)
+    if not k or len(set(order)) != k:
+        raise ValueError(f"order must list distinct skills, got {order}")
+    if not 0 <= frac <= 1:
+        raise ValueError(f"frac must be in [0, 1], got {frac}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < k + 1:
+        raise ValueError(
+            f"the skill curriculum has {k + 1} phases (one per skill, then all): rounds must be >= {k + 1}"
+        )
+    phases = []
+    for i, current in enumerate(order):
+        weights = {name: (frac if j < i else 0.0) for j, name in enumerate(order)}
+        weights[current] = 1.0
+        phases.append(weights)
+    phases.append(dict.fromkeys(order, 1.0))
+    lengths = np.array([1 + i * frac for i in range(k)] + [k], dtype=np.float64)
+    schedule = []
+    for weights, count in zip(phases, _apportion(lengths, rounds), strict=True):
+        total = sum(weights.values())
+        schedule += [{name: w / total for name, w in weights.items()} for _ in range(count)]
+    return schedule
+
+
+def skill_curriculum_setup(
+    skills: SkillSet,
+    model: nn.Module,
+    collator: Collator,
+    rounds: int,
+    anti: bool = False,
+    frac: float = 0.4,
+    batch_size: int = 64,
+) -> tuple[list[str], Schedule]:
+    """Skill-(anti)curriculum: the skills ranked by `model`'s average loss on their training rows (easiest first;
+    hardest first for `anti`) and the `rounds`-long schedule of `skill_curriculum_schedule` over that order."""
+    scores = skill_losses(skills, model, collator, batch_size)
+    names = list(skills.train_skills)
+    order = [names[i] for i in difficulty_order([scores[n] for n in names], anti=anti)]
+    return order, skill_curriculum_schedule(order, rounds, frac)
+
+
+def curriculum_baseline(
+    name: str,
+    skills: SkillSet,
+    model: nn.Module,
+    collator: Collator,
+    rounds: int,
+    frac: float = 0.4,
+    batch_size: int = 64,
+) -> tuple[SkillSet, Schedule]:
+    """Any of `CURRICULA` by name: the SkillSet to train on and its `rounds`-long schedule for `mixing="fixed"`.
+
+    `"curriculum"`/`"anticurriculum"` use M = `rounds` pacing epochs and return the difficulty-bucket SkillSet;
+    `"skill_curriculum"`/`"skill_anticurriculum"` return `skills` itself (train it from a skill-stratified pool).
+    """
+    if name not in CURRICULA:
+        raise ValueError(f"unknown curriculum {name!r}; choose one of {', '.join(CURRICULA)}")
+    anti = name.endswith("anticurriculum")
+    if name.startswith("skill_"):
+        return skills, skill_curriculum_setup(skills, model, collator, rounds, anti, frac, batch_size)[1]
+    return curriculum_setup(skills, model, collator, rounds, anti, batch_size)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +263,76 @@ def test_dry_run_mixture_reproduces_figure_7():
     total = sum(figure_7.values())
     assert parsed == pytest.approx({k: v / total for k, v in figure_7.items()}, abs=1e-4)
     assert math.isclose(sum(parsed.values()), 1.0, abs_tol=1e-3)
+
+
+def test_continuation_without_tokens_is_reported_before_scoring(tmp_path, tokenizer, tiny_model):
+    # A lone space passes the text checks, but the word-level tokenizer gives it no token to score.
+    write_task(
+        tmp_path, "blank", "loglikelihood", [{"context": "a b", "target": " c"}, {"context": "a b", "target": " "}]
+    )
+    skills = LMEvalSkills(["blank"], include_path=tmp_path, include_defaults=False)
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"lm-eval task 'blank', row 1: the continuation ' ' tokenizes to no tokens"):
+        skills.evaluate(model, tokenizer)
+    assert model.training
+
+
+DDP_SCRIPT = """
+import json, os, sys
+import numpy as np, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {tests!r})
+from test_lm_eval_hooks import LL_TASK, MC_TASK, config, text_sources
+from hf_skillit import SkillItTrainer, SkillsGraph
+from hf_skillit.lm_eval_hooks import LMEvalCallback, LMEvalSkills
+from hf_skillit.synthetic import build_tokenizer, make_tiny_model, tiny_model_config
+
+out = {out!r}
+tokenizer = build_tokenizer()
+model = make_tiny_model(tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2))
+skills = LMEvalSkills([LL_TASK, MC_TASK], include_path={tasks!r}, include_defaults=False)
+graph = SkillsGraph(np.eye(2), ["cycle", "noise"], [LL_TASK, MC_TASK])
+args = config(out, mixing="skill_it", rounds=2, max_steps=8, per_device_train_batch_size=4)
+trainer = SkillItTrainer(model=model, args=args, skills=text_sources(64), graph=graph, evaluators=[skills],
+                         processing_class=tokenizer)
+trainer.add_callback(LMEvalCallback(trainer, skills))
+trainer.train()
+rank = trainer.accelerator.process_index
+
+def fail(*args, **kwargs):
+    raise KeyError("boom")
+
+if rank == 0:
+    skills.evaluate = fail
+try:
+    skills.evaluate_trainer(trainer)
+    error = None
+except Exception as err:
+    error = f"{{type(err).__name__}}: {{err}}"
+logs = [{{k: v for k, v in e.items() if k.startswith(("skillit/", "lm_eval/"))}} for e in trainer.state.log_history]
+record = {{"world_size": trainer.accelerator.num_processes, "logs": logs, "training": trainer.model.training,
+          "error": error}}
+json.dump(record, open(os.path.join(out, f"rank{{rank}}.json"), "w"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_get_the_main_process_results(tmp_path, task_dir):
+    script = tmp_path / "run.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path), tasks=str(task_dir)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    done = subprocess.run([*command, str(script)], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["logs"] == ranks[1]["logs"], "every rank must get the same lm-eval results"
+    assert any(f"lm_eval/{MC_TASK}/nll" in entry for entry in ranks[0]["logs"])
+    assert all(r["training"] for r in ranks)
+    # A failure on the main process is raised on every process instead of leaving the others waiting.
+    assert ranks[0]["error"] == "KeyError: 'boom'"
+    assert ranks[1]["error"] == "RuntimeError: lm-eval evaluation failed on the main process: KeyError: 'boom'"

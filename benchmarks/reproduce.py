@@ -146,19 +146,28 @@ def task_setup(task: str, setting: str, num_skills: int) -> TaskSetup:
 
 
 def default_graph(setup: TaskSetup) -> tuple[SkillsGraph, str]:
-    """`recipes/graphs/<task>_k<k>.json` when the graph-learning work has shipped it, else the hand-made graph."""
+    """`recipes/graphs/<task>_k<k>.json` when the graph-learning work has shipped it, else the hand-made graph;
+    restricted to the setting's training skills."""
     shipped = REPO / "recipes" / "graphs" / f"{setup.task}_k{setup.num_skills}.json"
     if shipped.is_file():
-        graph = SkillsGraph.load(shipped)
-        return graph.reorder(setup.all_skills, setup.all_skills), str(shipped.relative_to(REPO))
-    if setup.task == "lego":
-        return lego_reasoning_graph(setup.all_skills, "chain", 0.5), "LEGO reasoning chain (diagonal 1, i -> i+1 0.5)"
-    # Paper Figure 11 (and the reference script's --graph 1 0 0 1 1 0 0 0 1): skill 2 -> skill 1, diagonal 1; the
-    # edge weight is the paper's 0.5 rule.
-    matrix = np.eye(setup.num_skills)
-    if setup.num_skills >= 2:
+        graph, source = (
+            SkillsGraph.load(shipped).reorder(setup.all_skills, setup.all_skills),
+            str(shipped.relative_to(REPO)),
+        )
+    elif setup.task == "lego":
+        graph = lego_reasoning_graph(setup.all_skills, "chain", 0.5)
+        source = "LEGO reasoning chain (diagonal 1, i -> i+1 0.5)"
+    else:
+        # Paper Figure 11 (the reference script's --graph 1 0 0 1 1 0 0 0 1): skill 2 -> skill 1 and the diagonal;
+        # the edge weight is the 0.5 of the paper's rule.
+        matrix = np.eye(setup.num_skills)
         matrix[1, 0] = 0.5
-    return SkillsGraph(matrix, setup.all_skills), "addition graph of paper Figure 11 (diagonal 1, 2 -> 1 0.5)"
+        graph, source = (
+            SkillsGraph(matrix, setup.all_skills),
+            "addition graph of paper Figure 11 (diagonal 1, 2 -> 1 0.5)",
+        )
+    rows = [setup.all_skills.index(s) for s in setup.train_skills]
+    return SkillsGraph(graph.matrix[np.ix_(rows, rows)], setup.train_skills, metadata=graph.metadata), source
 
 
 # ----- data ---------------------------------------------------------------------------------------------------
@@ -404,7 +413,9 @@ def threshold_table(results: dict[str, list[dict]], target: str, threshold: floa
         lines.append(f"| {LABELS[method]} | {steps} | {len(hits)}/{len(runs)} | {mean_std(finals)} |")
     if "skill_it" in reached and "target_only" in reached:
         pairs = [
-            (a, b) for a, b in zip(reached["skill_it"], reached["target_only"], strict=True) if None not in (a, b)
+            (a, b)
+            for a, b in zip(reached["skill_it"], reached["target_only"], strict=True)
+            if a is not None and b  # target-only at 0 steps: already there before training, no ratio
         ]
         if pairs:
             fewer = [100.0 * (b - a) / b for a, b in pairs]
@@ -495,29 +506,34 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=["lego", "addition"], default="lego")
     p.add_argument("--setting", choices=["pretrain", "finetune"], default="pretrain")
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=None, help="default 5 (--quick: 2)")
     p.add_argument("--methods", default=None, help="comma-separated subset of the setting's methods")
-    p.add_argument("--quick", action="store_true", help="smoke run: tiny model, few steps, 1 seed, no claims")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny model, few steps, 2 seeds, no claims")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--k", type=int, default=3, help="LEGO variables / addition digits (paper: 5 / 3)")
-    p.add_argument("--steps", type=int, default=1800, help="must be a multiple of every method's rounds")
+    p.add_argument(
+        "--steps", type=int, default=None, help="a multiple of every method's rounds; default 1800 (--quick: 180)"
+    )
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--family", choices=["gpt_neox", "llama", "gpt2"], default="gpt_neox")
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=None, help="default 128 (--quick: 32)")
+    p.add_argument("--layers", type=int, default=None, help="default 2 (--quick: 1)")
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--schedule", default="constant_with_warmup")
-    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=None, help="default 100 (--quick: 10)")
     p.add_argument("--beta2", type=float, default=0.999)
-    p.add_argument("--eval-every", type=int, default=60)
+    p.add_argument("--eval-every", type=int, default=None, help="default: steps / 30")
     p.add_argument("--validation-per-skill", type=int, default=100, help="paper: 100")
     p.add_argument("--threshold", type=float, default=0.1, help="fine-tuning target loss (paper: 0.01)")
     p.add_argument("--output-dir", default=None, help="default: runs/reproduce/<task>_<setting>[_quick]")
     args = p.parse_args()
-    if args.quick:
-        args.seeds, args.steps, args.eval_every = 1, 180, 30
-        args.hidden, args.layers, args.warmup = 32, 1, 10
+    defaults = dict(seeds=2, steps=180, hidden=32, layers=1, warmup=10) if args.quick else {}
+    defaults = {**dict(seeds=5, steps=1800, hidden=128, layers=2, warmup=100), **defaults}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.eval_every = args.eval_every or max(1, args.steps // 30)
     args.output_dir = args.output_dir or f"runs/reproduce/{args.task}_{args.setting}{'_quick' if args.quick else ''}"
     return args
 

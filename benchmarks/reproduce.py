@@ -512,7 +512,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--k", type=int, default=3, help="LEGO variables / addition digits (paper: 5 / 3)")
     p.add_argument(
-        "--steps", type=int, default=None, help="a multiple of every method's rounds; default 1800 (--quick: 180)"
+        "--steps", type=int, default=None, help="a multiple of every method's rounds; default 1080 (--quick: 180)"
     )
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--family", choices=["gpt_neox", "llama", "gpt2"], default="gpt_neox")
@@ -525,11 +525,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--beta2", type=float, default=0.999)
     p.add_argument("--eval-every", type=int, default=None, help="default: steps / 30")
     p.add_argument("--validation-per-skill", type=int, default=100, help="paper: 100")
-    p.add_argument("--threshold", type=float, default=0.1, help="fine-tuning target loss (paper: 0.01)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.6,
+        help="fine-tuning target loss; default: the target loss recipes/graphs/lego_k3.json was learned at (paper: 0.01)",
+    )
     p.add_argument("--output-dir", default=None, help="default: runs/reproduce/<task>_<setting>[_quick]")
     args = p.parse_args()
     defaults = dict(seeds=2, steps=180, hidden=32, layers=1, warmup=10) if args.quick else {}
-    defaults = {**dict(seeds=5, steps=1800, hidden=128, layers=2, warmup=100), **defaults}
+    defaults = {**dict(seeds=5, steps=1080, hidden=128, layers=2, warmup=100), **defaults}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)

@@ -113,7 +113,7 @@ def main() -> None:
 
     name = Path(args.save).stem if args.save else Path(args.recipe).stem
     output_dir = Path(args.output_dir or f"runs/graphs/{name}")
-    description = f"from-scratch {config.model_type}, " + ", ".join(f"{k}={v}" for k, v in tiny.items())
+    description = "from-scratch " + ", ".join(f"{k}={v}" for k, v in tiny.items())
     start = time.perf_counter()
     graph = learn_graph(
         skills=skills,

@@ -304,7 +304,7 @@ def merge_runs(
         "edge_rule_description": _describe_rule(method, edge, steps),
         "target_loss": edge["target_loss"],
         "diagonal": edge["diagonal"],
-        "measure_at": edge["measure_at"] or steps,
+        "measure_at": None if edge["edge_rule"] == "lego" else edge["measure_at"] or steps,
         "base_model": config["model_description"] or "; ".join(models),
         "seed": identity["training"]["seed"],
         "training": identity["training"],

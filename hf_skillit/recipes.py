@@ -26,7 +26,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from typing import Any, Literal, NamedTuple
 
@@ -471,13 +471,21 @@ class GraphLearningArguments:
             raise RecipeError("learn_graph.target_loss goes with edge_rule: lego, and edge_rule: lego needs it")
 
 
-SECTIONS: dict[str, type] = {
-    "model": ModelArguments,
-    "data": DataArguments,
-    "graph": GraphArguments,
-    "training": SkillItConfig,
-    "learn_graph": GraphLearningArguments,
-}
+SECTIONS = ("model", "data", "graph", "training", "learn_graph", "lm_eval")
+
+
+def _section_class(name: str) -> type:
+    if name == "lm_eval":
+        from .lm_eval_hooks import LMEvalArguments  # imports lm-eval: only for recipes that use it
+
+        return LMEvalArguments
+    return {
+        "model": ModelArguments,
+        "data": DataArguments,
+        "graph": GraphArguments,
+        "training": SkillItConfig,
+        "learn_graph": GraphLearningArguments,
+    }[name]
 
 
 @dataclass
@@ -489,6 +497,7 @@ class Recipe:
     graph: GraphArguments
     training: SkillItConfig
     learn_graph: GraphLearningArguments
+    lm_eval: Any  # hf_skillit.lm_eval_hooks.LMEvalArguments, or None
     raw: dict[str, Any]
     source: str | None = None
 
@@ -552,6 +561,10 @@ def _check_paths(recipe: Recipe, check_graph: bool) -> None:
         if _local_path_missing(path):
             raise _missing_data(where, path, data.download)
         _builder(path, where)
+    if recipe.lm_eval is not None and recipe.lm_eval.include_path is not None:
+        for path in _as_list(recipe.lm_eval.include_path):
+            if not os.path.exists(path):
+                raise _missing_data("lm_eval.include_path", path, data.download)
     if check_graph and recipe.graph.path is not None and not os.path.isfile(recipe.graph.path):
         raise RecipeError(
             f"graph.path: {recipe.graph.path!r} not found; learn it with "
@@ -559,8 +572,8 @@ def _check_paths(recipe: Recipe, check_graph: bool) -> None:
         )
     model = recipe.model
     for where, name in (("model.name_or_path", model.name_or_path), ("model.tokenizer", model.tokenizer)):
-        # A name that does not exist locally is a hub id, unless it is spelled as a path.
-        if name is not None and not os.path.exists(name) and name.startswith(("/", ".")):
+        # A name that does not exist locally is a Hub id ("name" or "owner/name"), unless it is spelled as a path.
+        if name is not None and not os.path.exists(name) and (name.startswith(("/", ".")) or name.count("/") > 1):
             raise RecipeError(f"{where}: {name!r} not found")
 
 
@@ -611,8 +624,15 @@ def load_recipe(
             raise _unknown_key(section, "the recipe", list(SECTIONS))
 
     parsed: dict[str, Any] = {}
-    for section, cls in SECTIONS.items():
+    for section in SECTIONS:
+        if section == "lm_eval" and raw.get(section) is None:
+            parsed[section] = None
+            continue
+        cls = _section_class(section)
         kwargs = _check_mapping(raw.get(section), _dataclass_schema(cls), section)
+        required = [f.name for f in fields(cls) if f.init and f.default is MISSING and f.default_factory is MISSING]
+        if missing := [name for name in required if name not in kwargs]:
+            raise RecipeError(f"{section}.{missing[0]} is required")
         try:
             parsed[section] = cls(**kwargs)
         except RecipeError:
@@ -784,7 +804,7 @@ def lego_reasoning_graph(skills: Sequence[str], structure: str = "chain", edge_w
     return SkillsGraph(matrix, skills, metadata={"method": f"lego_{structure}", "edge_weight": edge_weight})
 
 
-def _build_graph(recipe: Recipe, skills: SkillSet) -> SkillsGraph | None:
+def _build_graph(recipe: Recipe, skills: SkillSet, evaluators: Sequence[Any] = ()) -> SkillsGraph | None:
     args, data, training = recipe.graph, recipe.data, recipe.training
     graph = None
     if args.reasoning is not None:
@@ -813,11 +833,14 @@ def _build_graph(recipe: Recipe, skills: SkillSet) -> SkillsGraph | None:
             "graph.reasoning, "
             "or use mixing no_graph, stratified, random or fixed"
         )
-    evaluable = set(skills.eval_skills)
+    evaluable = list(skills.eval_skills) + [s for e in evaluators for s in e.skills]
     if graph is not None and (no_data := [s for s in graph.eval_skills if s not in evaluable]):
-        raise RecipeError(f"the graph's evaluation skill(s) {no_data} have no validation data")
+        raise RecipeError(
+            f"the graph's evaluation skill(s) {no_data} have neither validation data nor an lm_eval task "
+            f"(evaluation skills: {evaluable})"
+        )
     for target in training.target_skills or []:
-        known = graph.eval_skills if graph is not None else skills.eval_skills
+        known = graph.eval_skills if graph is not None else evaluable
         if target not in known:
             close = difflib.get_close_matches(target, list(known), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
@@ -871,6 +894,16 @@ class RunParts(NamedTuple):
     skills: SkillSet
     graph: SkillsGraph | None
     config: SkillItConfig
+    evaluators: Sequence[Any] = ()  # lm-eval tasks as evaluation skills (the recipe's lm_eval: section)
+
+
+def _evaluators(recipe: Recipe, tokenizer) -> list:
+    if recipe.lm_eval is None:
+        return []
+    try:
+        return [recipe.lm_eval.skills(tokenizer)]
+    except RuntimeError as err:  # a task whose dataset cannot be loaded: the message says what to download
+        raise RecipeError(f"lm_eval: {err}") from None
 
 
 def _data(recipe: Recipe):
@@ -887,12 +920,13 @@ def _data(recipe: Recipe):
 
 
 def build(recipe: Recipe) -> RunParts:
-    """Load the recipe's data, graph, tokenizer and model, checking that data, graph and targets fit together
-    before the (possibly large) model is loaded."""
+    """Load the recipe's data, lm-eval tasks, graph, tokenizer and model, checking that data, graph and targets fit
+    together before the (possibly large) model is loaded."""
     tokenizer, skills, seq_len = _data(recipe)
-    graph = _build_graph(recipe, skills)
+    evaluators = _evaluators(recipe, tokenizer)
+    graph = _build_graph(recipe, skills, evaluators)
     model = _load_model(recipe.model, tokenizer, seq_len)
-    return RunParts(model, tokenizer, skills, graph, recipe.training)
+    return RunParts(model, tokenizer, skills, graph, recipe.training, evaluators)
 
 
 def graph_learning_kwargs(recipe: Recipe) -> dict[str, Any]:
@@ -910,6 +944,7 @@ def graph_learning_kwargs(recipe: Recipe) -> dict[str, Any]:
     tokenizer, skills, seq_len = _data(recipe)
     return {
         "skills": skills,
+        "evaluators": _evaluators(recipe, tokenizer),
         "model_init": lambda: _load_model(recipe.model, tokenizer, seq_len),
         "output_dir": args.output_dir or recipe.training.output_dir.rstrip("/") + "_graph",
         "steps": steps,
@@ -947,13 +982,17 @@ def make_trainer(recipe: Recipe, resume: bool = False) -> SkillItTrainer:
     """Check the output directory, `build` the recipe, and return its `SkillItTrainer` (not yet trained)."""
     _check_output_dir(recipe.training, resume)
     parts = build(recipe)
-    return SkillItTrainer(
+    trainer = SkillItTrainer(
         model=parts.model,
         args=parts.config,
         skills=parts.skills,
         graph=parts.graph,
+        evaluators=parts.evaluators,
         processing_class=parts.tokenizer,
     )
+    if parts.evaluators and (callback := recipe.lm_eval.callback(trainer, parts.evaluators[0])) is not None:
+        trainer.add_callback(callback)
+    return trainer
 
 
 def _summary(trainer: SkillItTrainer, recipe: Recipe) -> dict[str, dict[str, float]]:

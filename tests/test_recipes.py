@@ -38,8 +38,11 @@ def uses_user_data(raw: dict) -> bool:
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
-def test_every_recipe_validates_offline(path, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_every_recipe_validates_offline(path, tmp_path, monkeypatch):
+    # A working directory with the shipped recipes (and graphs) but nothing a run or a download would produce.
+    (tmp_path / "recipes").symlink_to(ROOT / "recipes")
+    monkeypatch.chdir(tmp_path)
+    recipe_path = f"recipes/{path.name}"
     raw = yaml.safe_load(path.read_text())
     if path.name in PAPER_SETTINGS:
         eta, rounds, window, steps = PAPER_SETTINGS[path.name]
@@ -47,17 +50,19 @@ def test_every_recipe_validates_offline(path, monkeypatch):
         assert (training["eta"], training["rounds"], training["max_steps"]) == (eta, rounds, steps)
         assert window is None or training["window"] == window
     if uses_user_data(raw):
-        with pytest.raises(RecipeError, match="not found.*(download|clone|git)"):
-            load_recipe(path)
+        # The error names the missing path and says how to get the data.
+        with pytest.raises(RecipeError, match="not found") as err:
+            load_recipe(recipe_path)
+        assert " ".join(raw["data"]["download"].split()) in str(err.value)
         return
     graph_path = (raw.get("graph") or {}).get("path")
-    if graph_path is not None and not (ROOT / graph_path).exists():
+    if graph_path is not None and not Path(graph_path).exists():
         # A graph to be learned first: the error says how; the rest of the recipe is valid.
-        with pytest.raises(RecipeError, match=f"not found; learn it with `hf-skillit learn-graph {path}`"):
-            load_recipe(path)
-        load_recipe(path, check_graph=False)
+        with pytest.raises(RecipeError, match=f"not found; learn it with `hf-skillit learn-graph {recipe_path}`"):
+            load_recipe(recipe_path)
+        load_recipe(recipe_path, check_graph=False)
         return
-    load_recipe(path)
+    load_recipe(recipe_path)
 
 
 def test_default_recipe_is_the_cpu_lego_demo(monkeypatch):
@@ -115,6 +120,22 @@ def test_overrides_parse_yaml_values_and_nested_keys():
             "learn_graph.method must be one of brute_force, approximate",
         ),
         (tiny_recipe(), ["learn_graph.edge_rule=lego"], "edge_rule: lego needs it"),
+        (tiny_recipe(), ["lm_eval.metric=nll"], "lm_eval.tasks is required"),
+        (
+            tiny_recipe(),
+            ["lm_eval.tasks=[x]", "lm_eval.limt=3"],
+            "unknown key 'limt' in lm_eval; did you mean 'limit'",
+        ),
+        (
+            tiny_recipe(),
+            ["lm_eval.tasks=[x]", "lm_eval.include_path=no/tasks"],
+            "lm_eval.include_path: 'no/tasks' not found",
+        ),
+        (
+            tiny_recipe(model=None),
+            ["model.name_or_path=runs/no/model"],
+            "model.name_or_path: 'runs/no/model' not found",
+        ),
         (tiny_recipe(model=None), ["model.name_or_path=./no/model"], "model.name_or_path: './no/model' not found"),
     ],
 )
@@ -143,7 +164,8 @@ def test_lego_reasoning_graphs():
 
 
 def test_build_synthetic_checks_graph_and_targets(tmp_path):
-    model, tokenizer, skills, graph, config = build(load_recipe(None, raw=tiny_recipe()))
+    model, tokenizer, skills, graph, config, evaluators = build(load_recipe(None, raw=tiny_recipe()))
+    assert evaluators == []
     assert skills.train_skills == ("1", "2", "3") and graph.train_skills == ("1", "2", "3")
     assert len(skills.validation("2")) == 5
     row = skills.train("1")[0]
@@ -238,9 +260,36 @@ def test_checkpoint_with_a_bpe_tokenizer_and_lora(tmp_path):
         "name_or_path": str(tmp_path / "ckpt"),
         "lora": {"r": 4, "target_modules": ["c_attn"], "fan_in_fan_out": True},
     }
-    model, tokenizer, skills, _, _ = build(load_recipe(None, raw=raw))
+    model, tokenizer, skills, *_ = build(load_recipe(None, raw=raw))
     assert type(model).__name__ == "PeftModelForCausalLM"
     assert tokenizer.pad_token == "<|endoftext|>"
     row = skills.validation("3")[0]
     answer = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
     assert tokenizer.decode(answer).strip() in ("0", "1")
+
+
+def test_out_of_domain_recipe_with_lm_eval_tasks(tmp_path, capsys):
+    """Evaluation skills that are lm-eval tasks (a local task here): the graph's columns, scored every round."""
+    from hf_skillit.cli import main
+
+    rows = [{"context": f"Input : {v} = val", "target": f" {i % 2}"} for i, v in enumerate("abcdefgh")]
+    (tmp_path / "val_copy.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "val_copy.yaml").write_text(
+        "task: val_copy\ndataset_path: json\n"
+        f"dataset_kwargs: {{data_files: {{test: {tmp_path / 'val_copy.jsonl'}}}}}\n"
+        "test_split: test\noutput_type: loglikelihood\ndoc_to_text: '{{context}}'\ndoc_to_target: '{{target}}'\n"
+    )
+    raw = tiny_recipe(graph={"reasoning": None, "matrix": [[1.0], [0.5], [0.0]], "eval_skills": ["val_copy"]})
+    raw["training"].update({"output_dir": str(tmp_path / "run"), "max_steps": 4, "rounds": 2, "use_cpu": True})
+    raw["lm_eval"] = {"tasks": ["val_copy"], "include_path": str(tmp_path), "include_defaults": False}
+    (tmp_path / "ood.yaml").write_text(yaml.safe_dump(raw))
+
+    parts = build(load_recipe(tmp_path / "ood.yaml"))
+    assert parts.graph.eval_skills == ("val_copy",) and parts.evaluators[0].skills == ("val_copy",)
+    with pytest.raises(RecipeError, match=r"evaluation skill\(s\) \['other'\] have neither validation data"):
+        build(load_recipe(tmp_path / "ood.yaml", ["graph.eval_skills=[other]"]))
+
+    assert main(["train", str(tmp_path / "ood.yaml")]) == 0
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "skillit_trajectory.jsonl").read_text().splitlines()]
+    assert len(rounds) == 2 and "val_copy" in rounds[0]["eval_loss"]
+    assert "val_copy" in capsys.readouterr().out

@@ -313,11 +313,15 @@ def merge_runs(
     graph = SkillsGraph(matrix, train_skills, eval_skills, metadata)
     if not write:
         return graph
-    graph.save(output_dir / GRAPH_NAME)
+    # Every file is replaced whole, and graph.json last: a reader never sees half a file, nor a graph without
+    # the measurements it came from.
     measurements["runs"] = runs
     measurements["cost"] = cost
     _atomic_write_json(output_dir / MEASUREMENTS_NAME, measurements, indent=1)
-    graph.plot(output_dir / PLOT_NAME, title=f"{method}, H={steps}, {edge['edge_rule']}")
+    plot_tmp = output_dir / f".{PLOT_NAME}.{os.getpid()}.tmp"
+    graph.plot(plot_tmp, title=f"{method}, H={steps}, {edge['edge_rule']}")
+    os.replace(plot_tmp, output_dir / PLOT_NAME)
+    graph.save(output_dir / GRAPH_NAME)
     return graph
 
 

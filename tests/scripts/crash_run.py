@@ -1,0 +1,249 @@
+"""A small SkillItTrainer run that SIGKILLs itself at a chosen point, for tests/test_reliability.py.
+
+    python crash_run.py OUTPUT_DIR ROWS_FILE [--kill POINT:N] [--rank R] [--ddp-timeout S] [--resume]
+
+Kill points (N counts from 1):
+
+- `forward:N`: during the N-th training forward pass (mid-step, with half of the step's micro-batches done or not).
+- `eval:N`: inside the round-N boundary evaluation (a `SkillEvaluator` kills its own process).
+- `save:N`: while checkpoint-N is written: after `skillit_state.json`, the weights, the optimizer and the RNG
+  state, before `trainer_state.json`.
+- `save_partial:N`: the same, with half of `trainer_state.json` on disk.
+- `trajectory:N`: halfway through appending round N's line to `skillit_trajectory.jsonl`.
+
+Under torchrun only rank `--rank` (default 0) kills itself. Every training batch's row ids are appended to ROWS_FILE
+(one JSON list per batch, flushed at once) so that the data order can be compared with an uninterrupted run's.
+The test imports `build_trainer` to run the uninterrupted and the resumed runs in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainerState
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from conftest import lego_skills  # noqa: E402
+
+import hf_skillit.trainer as trainer_module  # noqa: E402
+from hf_skillit import LMCollator, SkillItConfig, SkillItTrainer, SkillsGraph  # noqa: E402
+from hf_skillit.synthetic import build_tokenizer, make_tiny_model, tiny_model_config  # noqa: E402
+
+SKILLS = ("1", "2", "3")
+ROUNDS, MAX_STEPS, SAVE_STEPS = 4, 16, 3
+KILL_POINTS = ("forward", "eval", "save", "save_partial", "trajectory")
+GRAPH = np.array([[1.0, 0.0, 0.0], [0.5, 1.0, 0.0], [0.0, 0.5, 1.0]])
+
+
+def die() -> None:
+    """SIGKILL this process, as `kill -9` would (no exception, no cleanup), or with CRASH_HANG=1 hang forever.
+
+    With CRASH_STAMP=FILE, the time of the fault is written to FILE first.
+    """
+    if stamp := os.environ.get("CRASH_STAMP"):
+        with open(f"{stamp}.tmp", "w") as f:
+            f.write(repr(time.time()))
+        os.replace(f"{stamp}.tmp", stamp)  # the test polls for it
+    while os.environ.get("CRASH_HANG"):
+        time.sleep(3600)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RecordingCollator(LMCollator):
+    """Appends the ids of every training batch to a file at once, so the rows batched before a kill are on disk."""
+
+    def __init__(self, pad_token_id: int, rows_path: str):
+        super().__init__(pad_token_id)
+        self.rows_path = rows_path
+
+    def __call__(self, features):
+        # Validation rows carry model columns only; training rows keep `id` (remove_unused_columns=False).
+        if features and "id" in features[0]:
+            with open(self.rows_path, "a") as f:
+                f.write(json.dumps([int(row["id"]) for row in features]) + "\n")
+        return super().__call__(features)
+
+
+class Probe:
+    """A `SkillEvaluator` with a constant score that can kill its process inside one round-boundary evaluation."""
+
+    skills = ("probe",)
+
+    def __init__(self, kill_round: int | None = None):
+        self.kill_round = kill_round
+
+    def __call__(self, trainer: SkillItTrainer) -> dict[str, float]:
+        if trainer.state.global_step // trainer.args.steps_per_round == self.kill_round:
+            die()
+        return {"probe": 0.0}
+
+
+def kill_in_forward(model: torch.nn.Module, n: int) -> None:
+    calls = 0
+
+    def hook(module, args, kwargs):
+        nonlocal calls
+        if module.training:  # validation forwards do not count
+            calls += 1
+            if calls == n:
+                die()
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def kill_in_save(step: int, partial: bool) -> None:
+    # The Trainer writes trainer_state.json last in `_save_checkpoint`, after every other file of the checkpoint.
+    save_to_json = TrainerState.save_to_json
+
+    def save(self, json_path: str) -> None:
+        if os.path.basename(os.path.dirname(json_path)) != f"checkpoint-{step}":
+            return save_to_json(self, json_path)
+        if partial:
+            text = json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+            with open(json_path, "w") as f:
+                f.write(text[: len(text) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+        die()
+
+    TrainerState.save_to_json = save
+
+
+def kill_in_trajectory_append(round_index: int) -> None:
+    appends = 0
+
+    class HalfWrite:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text: str) -> int:
+            self.f.write(text[: len(text) // 2])
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            die()
+
+    def open_(file, mode="r", *args, **kwargs):
+        nonlocal appends
+        f = builtins.open(file, mode, *args, **kwargs)
+        if str(file).endswith(trainer_module.TRAJECTORY_NAME) and mode == "a":
+            appends += 1
+            if appends == round_index:
+                return HalfWrite(f)
+        return f
+
+    # Module globals shadow builtins: only the trainer module's `open` is replaced.
+    trainer_module.open = open_
+
+
+def build_trainer(
+    output_dir: str,
+    rows_path: str,
+    kill: str | None = None,
+    ddp_timeout: int = 1800,
+    **overrides: Any,
+) -> SkillItTrainer:
+    """The run under test: Skill-It over 3 LEGO skills, 4 rounds of 4 steps, a checkpoint every 3 steps."""
+    torch.set_num_threads(1)
+    tokenizer = build_tokenizer()
+    skills = lego_skills(tokenizer, {s: 60 for s in SKILLS}, validation=8)
+    model = make_tiny_model(tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2), seed=0)
+    args = dict(
+        output_dir=output_dir,
+        mixing="skill_it",
+        rounds=ROUNDS,
+        max_steps=MAX_STEPS,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        per_device_eval_batch_size=8,
+        learning_rate=3e-3,
+        save_strategy="steps",
+        save_steps=SAVE_STEPS,
+        remove_unused_columns=False,
+        use_cpu=True,
+        # gloo and the timeout only matter under torchrun (transformers sets up gloo at once when asked for it).
+        ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None,
+        ddp_timeout=ddp_timeout,
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=1000,
+        seed=0,
+    )
+    args.update(overrides)
+    point, _, n = (kill or "").partition(":")
+    if point == "forward":
+        kill_in_forward(model, int(n))
+    elif point in ("save", "save_partial"):
+        kill_in_save(int(n), partial=point == "save_partial")
+    elif point == "trajectory":
+        kill_in_trajectory_append(int(n))
+    elif point and point != "eval":
+        raise ValueError(f"unknown kill point {kill!r}; one of {', '.join(KILL_POINTS)}")
+    return SkillItTrainer(
+        model=model,
+        args=SkillItConfig(**args),
+        skills=skills,
+        graph=SkillsGraph(GRAPH, list(SKILLS)),
+        evaluators=[Probe(int(n) if point == "eval" else None)],
+        data_collator=RecordingCollator(tokenizer.pad_token_id, rows_path),
+        processing_class=tokenizer,
+    )
+
+
+def run_killed(root: str, kill: str) -> None:
+    """Train in a forked child that kills itself at `kill`; record how the child ended in `root/<kill>.status`."""
+    name = kill.replace(":", "-")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            trainer = build_trainer(os.path.join(root, name), os.path.join(root, f"{name}.rows.jsonl"), kill=kill)
+            trainer.train()
+        finally:
+            os._exit(0)  # only reached when the kill point was never hit
+    _, status = os.waitpid(pid, 0)
+    ended = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit_code": os.WEXITSTATUS(status)}
+    with open(os.path.join(root, f"{name}.status"), "w") as f:
+        json.dump(ended, f)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output_dir", help="the run's output_dir; the root of one directory per kill without torchrun")
+    parser.add_argument("--rows", help="under torchrun: the rows file ({rank} is replaced by the rank)")
+    parser.add_argument("--kill", action="append", default=[], help="POINT:N, POINT one of " + ", ".join(KILL_POINTS))
+    parser.add_argument("--rank", type=int, default=0, help="under torchrun: the rank that kills itself")
+    parser.add_argument("--ddp-timeout", type=int, default=1800)
+    args = parser.parse_args()
+    if "WORLD_SIZE" not in os.environ:
+        # One import for all kill points: each is trained in its own forked process.
+        os.makedirs(args.output_dir, exist_ok=True)
+        for kill in args.kill:
+            run_killed(args.output_dir, kill)
+        return
+    rank = int(os.environ["RANK"])
+    trainer = build_trainer(
+        args.output_dir,
+        args.rows.replace("{rank}", str(rank)),
+        kill=args.kill[0] if args.kill and rank == args.rank else None,
+        ddp_timeout=args.ddp_timeout,
+    )
+    trainer.train()
+
+
+if __name__ == "__main__":
+    main()

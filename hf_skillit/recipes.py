@@ -469,6 +469,9 @@ class GraphLearningArguments:
             raise RecipeError(f"learn_graph.edge_rule must be one of {', '.join(EDGE_RULES)}, got {self.edge_rule!r}")
         if (self.edge_rule == "lego") != (self.target_loss is not None):
             raise RecipeError("learn_graph.target_loss goes with edge_rule: lego, and edge_rule: lego needs it")
+        # These rules compare pair runs with single runs, which only Algorithm 2 trains.
+        if self.method == "approximate" and self.edge_rule in ("delta_diff", "lego"):
+            raise RecipeError(f"learn_graph.edge_rule {self.edge_rule} needs method: brute_force")
 
 
 SECTIONS = ("model", "data", "graph", "training", "learn_graph", "lm_eval")

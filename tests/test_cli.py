@@ -44,13 +44,16 @@ def test_default_recipe_end_to_end(tmp_path, capsys):
 
 def test_learn_graph_writes_a_graph_to_train_with(tmp_path, capsys):
     out = tmp_path / "run"
-    learn = ["learn_graph.method=approximate", "learn_graph.steps=2", "learn_graph.eval_every=1"]
+    learn = ["learn_graph.method=approximate", "learn_graph.edge_rule=delta", "learn_graph.target_loss=null"]
+    learn += ["learn_graph.steps=2", "learn_graph.eval_every=1", "graph.path=null", "graph.reasoning=chain"]
     assert main(["learn-graph", DEFAULT, "--set", *SHORT, f"training.output_dir={out}", *learn]) == 0
     graph = tmp_path / "run_graph" / "graph.json"
     assert graph.is_file()
     assert f"--set graph.path={graph} graph.reasoning=null" in capsys.readouterr().out
     assert main(["learn-graph", DEFAULT, "--set", "learn_graph.eval_every=7"]) == 2
     assert "does not divide" in capsys.readouterr().err
+    assert main(["learn-graph", DEFAULT, "--set", "learn_graph.method=approximate"]) == 2
+    assert "edge_rule lego needs method: brute_force" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,7 @@ def test_default_recipe_is_the_cpu_lego_demo(monkeypatch):
     monkeypatch.chdir(ROOT)
     recipe = load_recipe("recipes/lego_pretrain.yaml")
     assert recipe.model.tiny is not None and recipe.data.synthetic == "lego" and recipe.data.answer_only
-    assert recipe.graph.reasoning == "chain" or recipe.graph.path is not None
+    assert recipe.graph.path == "recipes/graphs/lego_k3.json" and recipe.learn_graph.edge_rule == "lego"
 
 
 def test_overrides_parse_yaml_values_and_nested_keys():

@@ -34,8 +34,8 @@ def test_default_recipe_end_to_end(tmp_path, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["loss"]) == set(summary["accuracy"]) == {"1", "2", "3"}
 
-    # A second run into the same directory is refused, then allowed with overwrite_output_dir.
-    assert main(argv) == 2
+    # Another run into the same directory is refused unless overwrite_output_dir (the demo recipe sets it).
+    assert main([*argv, "training.overwrite_output_dir=false"]) == 2
     assert "holds another run" in capsys.readouterr().err
     (run_dir / MIXTURE_PNG).unlink()
     assert main(["plot", str(run_dir)]) == 0

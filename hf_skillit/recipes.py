@@ -1,13 +1,15 @@
 """Recipes: one YAML file describing a Skill-It run, parsed into dataclasses and checked before any training.
 
-A recipe has four sections, each parsed into a dataclass in the style of `HfArgumentParser`:
+A recipe has these sections, each parsed into a dataclass in the style of `HfArgumentParser`:
 
 - `model:` [`ModelArguments`]: a checkpoint (`name_or_path`, loaded with `AutoModelForCausalLM.from_pretrained`)
   or a `tiny:` config for `hf_skillit.synthetic.tiny_model_config`; optional `lora:` (peft `LoraConfig` kwargs).
 - `data:` [`DataArguments`]: a synthetic task (`synthetic: lego | addition`), or the user's files (one file per
   skill, or one file with a skill column), or a Super-NaturalInstructions checkout.
-- `graph:` [`GraphArguments`]: a graph JSON file, or the LEGO reasoning graph built in code, or none.
+- `graph:` [`GraphArguments`]: a graph JSON file, the LEGO reasoning graph built in code, an inline matrix, or none.
 - `training:` [`SkillItConfig`] fields.
+- `learn_graph:` (optional) [`GraphLearningArguments`]: how `hf-skillit learn-graph` learns the graph.
+- `lm_eval:` (optional) `hf_skillit.lm_eval_hooks.LMEvalArguments`: lm-eval tasks as evaluation skills.
 
 `load_recipe` reads the file, applies `section.key=value` overrides, rejects unknown keys (with a did-you-mean)
 and wrongly typed values, and checks that every local path exists; `build` loads data, graph and model and checks
@@ -55,11 +57,11 @@ from .trainer import TRAJECTORY_NAME, SkillItTrainer, last_complete_checkpoint
 __all__ = [
     "DataArguments",
     "GraphArguments",
+    "GraphLearningArguments",
     "ModelArguments",
     "Recipe",
     "RecipeError",
     "RunParts",
-    "GraphLearningArguments",
     "build",
     "graph_learning_kwargs",
     "lego_reasoning_graph",
@@ -998,9 +1000,22 @@ def make_trainer(recipe: Recipe, resume: bool = False) -> SkillItTrainer:
     return trainer
 
 
+def _final_losses(trainer: SkillItTrainer) -> dict[str, float]:
+    """Every evaluation skill's value for the final model."""
+    # The last round ends at the last step, so its logged losses (the same on every process) are the final
+    # model's: reuse them rather than run the validation sets and lm-eval tasks once more.
+    prefix = "skillit/loss/"
+    for entry in reversed(trainer.state.log_history):
+        if entry.get("step") == trainer.state.global_step and any(key.startswith(prefix) for key in entry):
+            losses = {key.removeprefix(prefix): value for key, value in entry.items() if key.startswith(prefix)}
+            if set(trainer.skills.eval_skills) <= set(losses):
+                return losses
+    return trainer.evaluate_skills(list(trainer.skills.eval_skills))
+
+
 def _summary(trainer: SkillItTrainer, recipe: Recipe) -> dict[str, dict[str, float]]:
     names = list(trainer.skills.eval_skills)
-    summary = {"loss": trainer.evaluate_skills(names)}
+    summary = {"loss": _final_losses(trainer)}
     if recipe.data.synthetic is not None:
         validation = datasets.concatenate_datasets([trainer.skills.validation(n) for n in names])
         summary["accuracy"] = answer_accuracy(
@@ -1033,7 +1048,7 @@ def train_and_report(trainer: SkillItTrainer, recipe: Recipe, resume: bool = Fal
             trainer.graph.save(os.path.join(output_dir, GRAPH_JSON))
     trainer.train(resume_from_checkpoint=True if resume else None)
     trainer.save_model()
-    summary = _summary(trainer, recipe)  # every process evaluates: the losses are summed across them
+    summary = _summary(trainer, recipe)  # on every process: a fallback evaluation is collective
     if trainer.is_world_process_zero():
         with open(os.path.join(output_dir, SUMMARY_NAME), "w") as f:
             json.dump(summary, f, indent=1)

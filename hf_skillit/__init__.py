@@ -3,6 +3,7 @@
 from .collator import LMCollator
 from .config import SkillItConfig
 from .graph import SkillsGraph
+from .graph_learning import learn_graph, merge_runs
 from .mixing import (
     MIXERS,
     FixedMixer,
@@ -32,5 +33,7 @@ __all__ = [
     "StaticMixer",
     "StratifiedMixer",
     "last_complete_checkpoint",
+    "learn_graph",
     "make_mixer",
+    "merge_runs",
 ]

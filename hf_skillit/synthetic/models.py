@@ -29,6 +29,10 @@ def tiny_model_config(
 ) -> PretrainedConfig:
     """Config of a small ``family`` model (``"gpt_neox"``, ``"llama"`` or ``"gpt2"``) with a 4x MLP and no dropout.
 
+    The defaults (GPT-NeoX, hidden 128, 2 layers, 4 heads) are the CPU recipe's model: no width, rotary fraction or
+    lr tried in ``benchmarks/feasibility.py`` learned more of a LEGO mixture within a few thousand steps, and two
+    layers run about twice as fast as four (see the feasibility section of ``benchmarks/RESULTS.md``).
+
     ``tokenizer`` (optional) supplies ``vocab_size`` and the pad/bos/eos ids. ``rotary_fraction`` is the share of
     each head rotated by RoPE (gpt_neox and llama; gpt2 has learned absolute positions). ``kwargs`` go to the
     config class unchanged.

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from accelerate import PartialState
 from transformers import TrainingArguments
 
 MIXING_CHOICES = ("skill_it", "stratified", "random", "static", "no_graph", "fixed")
@@ -62,6 +65,10 @@ class SkillItConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        if self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and PartialState._shared_state == {}:
+            # transformers 5.23 starts the CPU process group without `ddp_timeout`, so a dead or stuck rank
+            # would hang the others for the default 30 minutes; start it here with the timeout instead.
+            PartialState(cpu=True, backend=self.ddp_backend, timeout=timedelta(seconds=self.ddp_timeout))
         super().__post_init__()
         if self.mixing not in MIXING_CHOICES:
             raise ValueError(f"mixing={self.mixing!r} is not one of {', '.join(MIXING_CHOICES)}")

@@ -55,9 +55,18 @@ def _atomic_write_json(path: str, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def _is_json(path: str) -> bool:
+    try:
+        with open(path) as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def is_complete_checkpoint(path: str) -> bool:
-    """A checkpoint is complete once the Trainer's state (written last) and ours are both on disk."""
-    return os.path.isfile(os.path.join(path, "trainer_state.json")) and os.path.isfile(os.path.join(path, STATE_NAME))
+    """A checkpoint is complete once the Trainer's state (written last) and ours are both on disk, whole."""
+    return _is_json(os.path.join(path, "trainer_state.json")) and _is_json(os.path.join(path, STATE_NAME))
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
@@ -74,6 +83,17 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
             return path
         logger.warning("Skipping incomplete checkpoint %s", path)
     return None
+
+
+def _read_records(lines) -> list[dict[str, Any]]:
+    """Trajectory records; a line torn by a crash mid-write (always the last one) is dropped."""
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def _tokenize(dataset, tokenizer, text_field: str, max_length: int | None, skill: str, split: str):
@@ -225,6 +245,8 @@ class SkillItTrainer(Trainer):
                     "(or use mixing='no_graph', the identity-graph ablation)"
                 )
             graph = SkillsGraph.complete(list(self.skills.train_skills))
+        if args.mixing in ("skill_it", "static") and args.target_skills:
+            self._check_targets_have_prerequisites(graph, args.target_skills)
         weights, schedule = args.fixed_schedule()
         return make_mixer(
             args.mixing,
@@ -235,6 +257,18 @@ class SkillItTrainer(Trainer):
             fixed_weights=schedule if schedule is not None else weights,
             target_skills=args.target_skills,
         )
+
+    @staticmethod
+    def _check_targets_have_prerequisites(graph: SkillsGraph, targets: list[str]) -> None:
+        unknown = [t for t in targets if t not in graph.eval_skills]
+        if unknown:
+            return  # make_mixer names them
+        orphans = [t for t in targets if not graph.prerequisites([t])]
+        if orphans:
+            raise ValueError(
+                f"target skill(s) {', '.join(map(repr, orphans))} have no positive entry in their graph column "
+                "(no training skill, itself included, helps them): Skill-It's mixture could never respond to them"
+            )
 
     def _check_mixer(self, mixer: Mixer) -> None:
         if tuple(mixer.train_skills) != self.skills.train_skills:
@@ -375,6 +409,16 @@ class SkillItTrainer(Trainer):
             "stream": self._stream_state.to_dict(),
             "round_counts": self._sum_across_processes(self._round_counts.clone()).tolist(),
             "train_skills": list(self.skills.train_skills),
+            "layout": self._layout(),
+        }
+
+    def _layout(self) -> dict[str, int]:
+        """What a resumed run must share with the checkpoint for its data to continue exactly."""
+        return {
+            "rounds": self.args.rounds,
+            "steps_per_round": self.args.steps_per_round,
+            "samples_per_round": self.train_dataset.samples_per_round,
+            "data_seed": self.train_dataset.seed,
         }
 
     def _save_checkpoint(self, model, trial) -> None:
@@ -425,6 +469,7 @@ class SkillItTrainer(Trainer):
                 f"checkpoint {checkpoint} was trained on skills {state['train_skills']}, "
                 f"not {list(self.skills.train_skills)}"
             )
+        self._check_layout(checkpoint, state["layout"])
         in_round = state["global_step"] % self.args.steps_per_round
         if in_round and self.args.ignore_data_skip:
             raise ValueError(
@@ -441,12 +486,32 @@ class SkillItTrainer(Trainer):
         self._round_counts = torch.tensor(counts, dtype=torch.long)
         self._truncate_trajectory(self._rounds_done)
 
+    def _check_layout(self, checkpoint: str, saved: dict[str, int]) -> None:
+        now = self._layout()
+        if (saved["rounds"], saved["steps_per_round"]) != (now["rounds"], now["steps_per_round"]):
+            raise ValueError(
+                f"checkpoint {checkpoint} was trained with {saved['rounds']} rounds of {saved['steps_per_round']} "
+                f"steps (steps_per_round = max_steps / rounds); this run has {now['rounds']} rounds of "
+                f"{now['steps_per_round']} steps. Resume with the same max_steps and rounds."
+            )
+        if saved["samples_per_round"] != now["samples_per_round"]:
+            raise ValueError(
+                f"checkpoint {checkpoint} drew {saved['samples_per_round']} samples per round, this run would draw "
+                f"{now['samples_per_round']}: resume with the same batch size, gradient accumulation and number of "
+                "processes"
+            )
+        if saved["data_seed"] != now["data_seed"]:
+            raise ValueError(
+                f"checkpoint {checkpoint} shuffled each skill with seed {saved['data_seed']} (data_seed, else seed); "
+                f"this run has {now['data_seed']}, which would reorder every skill mid-epoch"
+            )
+
     def _truncate_trajectory(self, rounds_done: int) -> None:
         path = os.path.join(self.args.output_dir, TRAJECTORY_NAME)
         if not self.is_world_process_zero() or not os.path.isfile(path):
             return
         with open(path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["round"] <= rounds_done]
+            kept = [json.dumps(record) + "\n" for record in _read_records(f) if record["round"] <= rounds_done]
         with open(f"{path}.tmp", "w") as f:
             f.writelines(kept)
         os.replace(f"{path}.tmp", path)
@@ -491,4 +556,4 @@ class SkillItTrainer(Trainer):
         if not os.path.isfile(path):
             return []
         with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            return _read_records(f)

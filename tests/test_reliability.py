@@ -8,8 +8,6 @@
 - A NaN or inf validation loss keeps the last mixture, warns naming the skill, and training goes on.
 - Every bad input of docs/reliability.md is refused before the first training step, naming the thing at fault.
 - Same seed, same run; another seed or data_seed, another data order.
-
-Known bugs are `xfail(strict=True)`: fixing one turns its test into a failure until the mark is removed.
 """
 
 from __future__ import annotations
@@ -103,24 +101,7 @@ def killed_runs(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "point",
-    [
-        "forward",
-        "eval",
-        "save",
-        pytest.param(
-            "save_partial",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: a truncated trainer_state.json counts as complete (trainer.is_complete_checkpoint)",
-            ),
-        ),
-        pytest.param(
-            "trajectory",
-            marks=pytest.mark.xfail(
-                strict=True, reason="bug: a half-written trajectory line breaks the resume (_truncate_trajectory)"
-            ),
-        ),
-    ],
+    [pytest.param(point, id=kill) for point, kill in KILLS.items()],
 )
 def test_sigkilled_run_resumes_the_uninterrupted_run(killed_runs, reference, point):
     kill = KILLS[point]
@@ -176,13 +157,7 @@ def _kill_tree(process: subprocess.Popen) -> None:
     "fault",
     [
         "dies",
-        pytest.param(
-            "hangs",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug (transformers 5.23): with use_cpu=True, ddp_timeout never reaches the process group",
-            ),
-        ),
+        "hangs",
     ],
 )
 def test_rank_fault_fails_the_job_within_ddp_timeout(tmp_path, fault):
@@ -238,7 +213,7 @@ def killed_learn_graph(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["train", "run_file"])
+@pytest.mark.parametrize("point", ["train", "run_file"], ids=[GRAPH_KILLS["train"], GRAPH_KILLS["run_file"]])
 def test_learn_graph_killed_mid_run_resumes_without_redoing_runs(killed_learn_graph, point):
     from hf_skillit.graph_learning import merge_runs
 
@@ -487,10 +462,6 @@ def _no_pad_token(a: Attempt) -> None:
     a.train(processing_class=tokenizer, data_collator=None)
 
 
-def _xfail(reason: str):
-    return pytest.mark.xfail(strict=True, reason=f"bug: {reason}")
-
-
 # Every input error of docs/reliability.md, in its order.
 BAD_INPUTS = [
     pytest.param(
@@ -580,7 +551,6 @@ BAD_INPUTS = [
     pytest.param(
         Bad(lambda a: _target_without_prerequisites(a, "skill_it"), r"'3'"),
         id="target-without-prerequisites-or-data-skill-it",
-        marks=_xfail("Skill-It accepts a target no training skill can help: its mixture never depends on it"),
     ),
     pytest.param(
         Bad(
@@ -647,7 +617,6 @@ BAD_INPUTS = [
     pytest.param(
         Bad(lambda a: a.resume(rounds=2), "(?i)steps.per.round", prepare=lambda a: a.finished_run(keep=6)),
         id="resume-other-steps-per-round",
-        marks=_xfail("resuming with another max_steps / rounds is accepted: wrong data, then an IndexError"),
     ),
     pytest.param(
         Bad(
@@ -656,12 +625,10 @@ BAD_INPUTS = [
             prepare=lambda a: a.finished_run(keep=6),
         ),
         id="resume-other-batch-size",
-        marks=_xfail("resuming mid-round with another batch size replays rows and makes rounds unequal"),
     ),
     pytest.param(
         Bad(lambda a: a.resume(data_seed=1), "(?i)seed", prepare=lambda a: a.finished_run(keep=6)),
         id="resume-other-data-seed",
-        marks=_xfail("resuming with another data seed reshuffles every skill mid-epoch: rows repeat before the end"),
     ),
     pytest.param(
         Bad(

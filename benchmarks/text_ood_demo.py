@@ -1,0 +1,185 @@
+"""The out-of-domain demo on real text, end to end on CPU: `recipes/text_ood_demo.yaml`.
+
+Stages (each is skipped when its output exists, so an interrupted run continues):
+
+1. data: `text_sources.build` (sources, held-out lm-eval tasks, BPE tokenizer);
+2. base: a tiny GPT-NeoX pre-trained on a uniform mix of the sources (the model continual pre-training starts from);
+3. graph: Algorithm 3 from the base, one run per source, the lm-eval tasks as evaluation skills (k x m);
+4. runs: continual pre-training from the base with the static Skill-It mixture (the recipe) and with uniform
+   sampling over the sources, lm-eval task scores logged before and after by `LMEvalCallback`.
+
+Prints the mixture as the paper's Figure 7 table and a before/after table, and writes `results.json`.
+
+    python benchmarks/text_ood_demo.py [--recipe recipes/text_ood_demo.yaml] [--base-steps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from text_sources import build as build_data
+
+from hf_skillit import SkillItConfig, SkillItTrainer, SkillsGraph, StratifiedMixer
+from hf_skillit.graph_learning import learn_graph
+from hf_skillit.lm_eval_hooks import LMEvalArguments, dry_run_mixture
+from hf_skillit.recipes import build, graph_learning_kwargs, load_recipe
+
+BASE_MODEL = {
+    "family": "gpt_neox",
+    "hidden_size": 128,
+    "num_layers": 2,
+    "num_heads": 4,
+    "max_position_embeddings": 128,
+}
+
+
+def _recipe(raw: dict[str, Any], **training: Any):
+    """The recipe as `hf_skillit.recipes` reads it today: without the `lm_eval:` section and the graph (whose
+    columns are lm-eval tasks, which its graph check does not know), with `training` overrides."""
+    raw = copy.deepcopy(raw)
+    raw.pop("lm_eval")
+    raw.pop("graph")
+    raw["training"].update(training)
+    return load_recipe(None, raw=raw, check_graph=False)
+
+
+def _lm_eval_logs(trainer: SkillItTrainer) -> list[dict[str, float]]:
+    return [
+        {k.removeprefix("lm_eval/"): v for k, v in entry.items() if k.startswith("lm_eval/")}
+        for entry in trainer.state.log_history
+        if any(k.startswith("lm_eval/") for k in entry)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", default="recipes/text_ood_demo.yaml")
+    parser.add_argument("--base-steps", type=int, default=300)
+    parser.add_argument("--out", default="runs/text_ood", help="where the runs and results.json go")
+    parser.add_argument("--etas", default=None, help="comma-separated etas of Skill-It runs (default: the recipe's)")
+    args = parser.parse_args()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("hf_skillit").setLevel(logging.INFO)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    raw = yaml.safe_load(Path(args.recipe).read_text())
+    times: dict[str, float] = {}
+
+    # 1. data
+    start = time.perf_counter()
+    data_dir = Path(raw["data"]["train_files"]["python"]).parent.parent
+    if not (data_dir / "manifest.json").is_file():
+        build_data(data_dir)
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    times["data"] = time.perf_counter() - start
+
+    # 2. base model: the recipe's model directory, trained on a uniform mix when missing
+    start = time.perf_counter()
+    base_dir = raw["model"]["name_or_path"]
+    if not os.path.isfile(os.path.join(base_dir, "config.json")):
+        base_raw = copy.deepcopy(raw)
+        base_raw["model"] = {"tiny": {**BASE_MODEL, "seed": 0}, "tokenizer": str(data_dir / "tokenizer")}
+        recipe = _recipe(
+            base_raw,
+            mixing="stratified",
+            max_steps=args.base_steps,
+            output_dir=base_dir,
+            overwrite_output_dir=True,
+            lr_scheduler_type="constant_with_warmup",
+            warmup_steps=30,
+        )
+        parts = build(recipe)
+        trainer = SkillItTrainer(
+            model=parts.model, args=parts.config, skills=parts.skills, processing_class=parts.tokenizer
+        )
+        trainer.train()
+        trainer.save_model(base_dir)
+        parts.tokenizer.save_pretrained(base_dir)
+    times["base"] = time.perf_counter() - start
+
+    # 3. graph (Algorithm 3 with the lm-eval tasks as evaluation skills)
+    start = time.perf_counter()
+    section = LMEvalArguments(**raw["lm_eval"])
+    recipe = _recipe(raw)
+    lm_skills = section.skills()
+    graph_path = Path(raw["graph"]["path"])
+    if graph_path.is_file():
+        graph = SkillsGraph.load(graph_path)
+    else:
+        graph = learn_graph(**graph_learning_kwargs(recipe), evaluators=[lm_skills])
+    times["graph"] = time.perf_counter() - start
+    eta = recipe.training.eta
+    table = dry_run_mixture(graph, eta)
+    print(f"\nGraph (rows: sources, columns: lm-eval tasks; per-token NLL change):\n{graph.matrix.round(4)}")
+    print(f"\nStatic Skill-It mixture, eta = {eta}:\n{table}\n")
+
+    # 4. continual pre-training from the base: the static Skill-It mixture at each eta, and uniform sampling
+    results: dict[str, Any] = {}
+    etas = [float(e) for e in args.etas.split(",")] if args.etas else [eta]
+    for name, run_eta in [*((f"skill_it_eta{e:g}", e) for e in etas), ("uniform", None)]:
+        start = time.perf_counter()
+        output_dir = os.path.join(args.out, name)
+        # `build` loads a fresh copy of the base model and the data (its mixing only matters to its graph check).
+        parts = build(_recipe(raw, mixing="stratified"))
+        config = SkillItConfig(
+            **{**raw["training"], "eta": run_eta or eta, "output_dir": output_dir, "overwrite_output_dir": True}
+        )
+        # Uniform over every source (stratified sampling on this graph would drop sources without a positive edge).
+        mixer = None if run_eta else StratifiedMixer.from_skills(parts.skills.train_skills)
+        trainer = SkillItTrainer(
+            model=parts.model,
+            args=config,
+            skills=parts.skills,
+            graph=graph,
+            mixer=mixer,
+            evaluators=[lm_skills],
+            processing_class=parts.tokenizer,
+        )
+        trainer.add_callback(section.callback(trainer, lm_skills))
+        trainer.train()
+        before, after = _lm_eval_logs(trainer)
+        results[name] = {
+            "p": trainer.trajectory[0]["p"],
+            "lm_eval_before": before,
+            "lm_eval_after": after,
+            "source_loss_after": {s: trainer.trajectory[-1]["eval_loss"][s] for s in parts.skills.eval_skills},
+        }
+        times[name] = time.perf_counter() - start
+
+    tasks = list(graph.eval_skills)
+    cells = [f"{t} {m}" for t in tasks for m in ("nll", "acc")]
+    lines = [f"| run | p ({', '.join(graph.train_skills)}) | " + " | ".join(cells) + " | mean task nll |"]
+    lines.append("|---" * (len(cells) + 3) + "|")
+
+    def row(label: str, p: str, metrics: dict[str, float]) -> str:
+        values = [f"{metrics[f'{t}/{m}']:.4f}" for t in tasks for m in ("nll", "acc")]
+        mean = sum(metrics[f"{t}/nll"] for t in tasks) / len(tasks)
+        return f"| {label} | {p} | " + " | ".join(values) + f" | {mean:.4f} |"
+
+    lines.append(row("base (before)", "-", results["uniform"]["lm_eval_before"]))
+    for name, result in results.items():
+        p = " / ".join(f"{result['p'][s]:.3f}" for s in graph.train_skills)
+        lines.append(row(f"{name} (after)", p, result["lm_eval_after"]))
+    print("\n".join(lines))
+    print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    record = {
+        "manifest": {k: manifest[k] for k in ("python", "sources", "tasks")},
+        "graph": graph.to_dict(),
+        "eta": eta,
+        "mixture_table": table,
+        "runs": results,
+        "seconds": {k: round(v, 1) for k, v in times.items()},
+    }
+    Path(args.out, "results.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

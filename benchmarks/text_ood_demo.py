@@ -4,9 +4,11 @@ Stages (each is skipped when its output exists, so an interrupted run continues)
 
 1. data: `text_sources.build` (sources, held-out lm-eval tasks, BPE tokenizer);
 2. base: a tiny GPT-NeoX pre-trained on a uniform mix of the sources (the model continual pre-training starts from);
-3. graph: Algorithm 3 from the base, one run per source, the lm-eval tasks as evaluation skills (k x m);
-4. runs: continual pre-training from the base with the static Skill-It mixture (the recipe) and with uniform
-   sampling over the sources, lm-eval task scores logged before and after by `LMEvalCallback`.
+3. graph: Algorithm 3 from the base, one run per source, the lm-eval tasks as evaluation skills (k x m), as
+   `hf-skillit learn-graph recipes/text_ood_demo.yaml` does;
+4. runs: continual pre-training from the base with the static Skill-It mixture (`hf-skillit train
+   recipes/text_ood_demo.yaml`, at each `--etas`) and with uniform sampling over the sources, lm-eval task scores
+   logged before and after by `LMEvalCallback`.
 
 Prints the mixture as the paper's Figure 7 table and a before/after table, and writes `results.json`.
 
@@ -28,10 +30,10 @@ import torch
 import yaml
 from text_sources import build as build_data
 
-from hf_skillit import SkillItConfig, SkillItTrainer, SkillsGraph, StratifiedMixer
+from hf_skillit import SkillItTrainer, SkillsGraph
 from hf_skillit.graph_learning import learn_graph
-from hf_skillit.lm_eval_hooks import LMEvalArguments, dry_run_mixture
-from hf_skillit.recipes import build, graph_learning_kwargs, load_recipe
+from hf_skillit.lm_eval_hooks import dry_run_mixture
+from hf_skillit.recipes import graph_learning_kwargs, load_recipe, make_trainer
 
 BASE_MODEL = {
     "family": "gpt_neox",
@@ -40,16 +42,6 @@ BASE_MODEL = {
     "num_heads": 4,
     "max_position_embeddings": 128,
 }
-
-
-def _recipe(raw: dict[str, Any], **training: Any):
-    """The recipe as `hf_skillit.recipes` reads it today: without the `lm_eval:` section and the graph (whose
-    columns are lm-eval tasks, which its graph check does not know), with `training` overrides."""
-    raw = copy.deepcopy(raw)
-    raw.pop("lm_eval")
-    raw.pop("graph")
-    raw["training"].update(training)
-    return load_recipe(None, raw=raw, check_graph=False)
 
 
 def _lm_eval_logs(trainer: SkillItTrainer) -> list[dict[str, float]]:
@@ -81,76 +73,56 @@ def main() -> None:
     manifest = json.loads((data_dir / "manifest.json").read_text())
     times["data"] = time.perf_counter() - start
 
-    # 2. base model: the recipe's model directory, trained on a uniform mix when missing
+    # 2. base model: the recipe's model directory, trained on a uniform mix of the sources when missing
     start = time.perf_counter()
     base_dir = raw["model"]["name_or_path"]
     if not os.path.isfile(os.path.join(base_dir, "config.json")):
-        base_raw = copy.deepcopy(raw)
+        base_raw = {key: copy.deepcopy(raw[key]) for key in ("data", "training")}
         base_raw["model"] = {"tiny": {**BASE_MODEL, "seed": 0}, "tokenizer": str(data_dir / "tokenizer")}
-        recipe = _recipe(
-            base_raw,
-            mixing="stratified",
+        base_raw["training"].update(
+            mixing="random",
             max_steps=args.base_steps,
             output_dir=base_dir,
             overwrite_output_dir=True,
             lr_scheduler_type="constant_with_warmup",
             warmup_steps=30,
         )
-        parts = build(recipe)
-        trainer = SkillItTrainer(
-            model=parts.model, args=parts.config, skills=parts.skills, processing_class=parts.tokenizer
-        )
+        trainer = make_trainer(load_recipe(None, raw=base_raw))
         trainer.train()
         trainer.save_model(base_dir)
-        parts.tokenizer.save_pretrained(base_dir)
+        trainer.processing_class.save_pretrained(base_dir)
     times["base"] = time.perf_counter() - start
 
-    # 3. graph (Algorithm 3 with the lm-eval tasks as evaluation skills)
+    # 3. graph: Algorithm 3 from the base, the lm-eval tasks as evaluation skills (hf-skillit learn-graph)
     start = time.perf_counter()
-    section = LMEvalArguments(**raw["lm_eval"])
-    recipe = _recipe(raw)
-    lm_skills = section.skills()
-    graph_path = Path(raw["graph"]["path"])
-    if graph_path.is_file():
-        graph = SkillsGraph.load(graph_path)
-    else:
-        graph = learn_graph(**graph_learning_kwargs(recipe), evaluators=[lm_skills])
+    recipe = load_recipe(args.recipe, check_graph=False)
+    graph_path = Path(recipe.graph.path)
+    graph = SkillsGraph.load(graph_path) if graph_path.is_file() else learn_graph(**graph_learning_kwargs(recipe))
     times["graph"] = time.perf_counter() - start
     eta = recipe.training.eta
     table = dry_run_mixture(graph, eta)
     print(f"\nGraph (rows: sources, columns: lm-eval tasks; per-token NLL change):\n{graph.matrix.round(4)}")
     print(f"\nStatic Skill-It mixture, eta = {eta}:\n{table}\n")
 
-    # 4. continual pre-training from the base: the static Skill-It mixture at each eta, and uniform sampling
+    # 4. continual pre-training from the base (hf-skillit train): the static Skill-It mixture at each eta, and
+    # random sampling, which is uniform here (every source has the same number of rows).
     results: dict[str, Any] = {}
     etas = [float(e) for e in args.etas.split(",")] if args.etas else [eta]
-    for name, run_eta in [*((f"skill_it_eta{e:g}", e) for e in etas), ("uniform", None)]:
+    runs = [(f"skill_it_eta{e:g}", [f"training.eta={e}"]) for e in etas] + [("uniform", ["training.mixing=random"])]
+    for name, overrides in runs:
         start = time.perf_counter()
         output_dir = os.path.join(args.out, name)
-        # `build` loads a fresh copy of the base model and the data (its mixing only matters to its graph check).
-        parts = build(_recipe(raw, mixing="stratified"))
-        config = SkillItConfig(
-            **{**raw["training"], "eta": run_eta or eta, "output_dir": output_dir, "overwrite_output_dir": True}
+        recipe = load_recipe(
+            args.recipe, [*overrides, f"training.output_dir={output_dir}", "training.overwrite_output_dir=true"]
         )
-        # Uniform over every source (stratified sampling on this graph would drop sources without a positive edge).
-        mixer = None if run_eta else StratifiedMixer.from_skills(parts.skills.train_skills)
-        trainer = SkillItTrainer(
-            model=parts.model,
-            args=config,
-            skills=parts.skills,
-            graph=graph,
-            mixer=mixer,
-            evaluators=[lm_skills],
-            processing_class=parts.tokenizer,
-        )
-        trainer.add_callback(section.callback(trainer, lm_skills))
+        trainer = make_trainer(recipe)
         trainer.train()
         before, after = _lm_eval_logs(trainer)
         results[name] = {
             "p": trainer.trajectory[0]["p"],
             "lm_eval_before": before,
             "lm_eval_after": after,
-            "source_loss_after": {s: trainer.trajectory[-1]["eval_loss"][s] for s in parts.skills.eval_skills},
+            "source_loss_after": {s: trainer.trajectory[-1]["eval_loss"][s] for s in trainer.skills.eval_skills},
         }
         times[name] = time.perf_counter() - start
 

@@ -336,3 +336,16 @@ def test_two_processes_get_the_main_process_results(tmp_path, task_dir):
     # A failure on the main process is raised on every process instead of leaving the others waiting.
     assert ranks[0]["error"] == "KeyError: 'boom'"
     assert ranks[1]["error"] == "RuntimeError: lm-eval evaluation failed on the main process: KeyError: 'boom'"
+
+
+def test_peft_model_is_scored_like_its_base(lm_skills, tokenizer, tiny_model):
+    from peft import LoraConfig, get_peft_model
+
+    base = lm_skills.evaluate(tiny_model(), tokenizer)
+    # LoRA starts as the identity (B = 0), so the adapted model scores exactly as its base.
+    peft_model = get_peft_model(tiny_model(), LoraConfig(r=4, target_modules=["query_key_value"]))
+    peft_model.train()
+    adapted = lm_skills.evaluate(peft_model, tokenizer)
+    assert peft_model.training
+    for task in (LL_TASK, MC_TASK):
+        assert adapted[task]["nll"] == pytest.approx(base[task]["nll"], rel=1e-6)

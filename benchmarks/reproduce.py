@@ -531,6 +531,7 @@ def parse_args() -> argparse.Namespace:
         default=0.6,
         help="fine-tuning target loss; default: the target loss recipes/graphs/lego_k3.json was learned at (paper: 0.01)",
     )
+    p.add_argument("--report-only", action="store_true", help="no training: tables and figures of the saved runs")
     p.add_argument("--output-dir", default=None, help="default: runs/reproduce/<task>_<setting>[_quick]")
     args = p.parse_args()
     defaults = dict(seeds=2, steps=180, hidden=32, layers=1, warmup=10) if args.quick else {}
@@ -571,7 +572,12 @@ def main() -> None:
 
     started = time.time()
     results: dict[str, list[dict]] = {m: [] for m in methods}
-    for seed in range(args.seeds):
+    if args.report_only:
+        for method in methods:
+            for path in sorted((out / "runs").glob(f"{method}_seed*.json")):
+                results[method].append(json.loads(path.read_text()))
+        results = {m: runs for m, runs in results.items() if runs}
+    for seed in range(0 if args.report_only else args.seeds):
         data = None
         for method in methods:
             path = out / "runs" / f"{method}_seed{seed}.json"
@@ -596,7 +602,8 @@ def main() -> None:
     steps = args.steps
     run_walls = [r["wall_s"] for runs in results.values() for r in runs]
     sections = [
-        f"# {args.task} {args.setting}: {args.seeds} seed(s), {steps} steps of batch {args.batch}",
+        f"# {args.task} {args.setting}: {steps} steps of batch {args.batch}; seeds per method: "
+        + ", ".join(f"{LABELS[m]} {len(runs)}" for m, runs in results.items()),
         f"graph: {graph_source}; model {args.family} hidden {args.hidden}, {args.layers} layers; lr {args.lr}; "
         f"wall time {wall / 60:.1f} min this invocation, {sum(run_walls) / 60:.1f} min of training runs in all "
         f"({np.mean(run_walls):.0f} s per run)",

@@ -58,6 +58,9 @@ def main() -> None:
     parser.add_argument("--base-steps", type=int, default=300)
     parser.add_argument("--out", default="runs/text_ood", help="where the runs and results.json go")
     parser.add_argument("--etas", default=None, help="comma-separated etas of Skill-It runs (default: the recipe's)")
+    parser.add_argument(
+        "--seeds", default=None, help="comma-separated training seeds of the runs (default: the recipe's)"
+    )
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("hf_skillit").setLevel(logging.INFO)
@@ -108,7 +111,15 @@ def main() -> None:
     # random sampling, which is uniform here (every source has the same number of rows).
     results: dict[str, Any] = {}
     etas = [float(e) for e in args.etas.split(",")] if args.etas else [eta]
-    runs = [(f"skill_it_eta{e:g}", [f"training.eta={e}"]) for e in etas] + [("uniform", ["training.mixing=random"])]
+    variants = [(f"skill_it_eta{e:g}", [f"training.eta={e}"]) for e in etas] + [
+        ("uniform", ["training.mixing=random"])
+    ]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [recipe.training.seed]
+    runs = [
+        (name if len(seeds) == 1 else f"{name}_seed{seed}", [*overrides, f"training.seed={seed}"])
+        for seed in seeds
+        for name, overrides in variants
+    ]
     for name, overrides in runs:
         start = time.perf_counter()
         output_dir = os.path.join(args.out, name)
@@ -136,7 +147,7 @@ def main() -> None:
         mean = sum(metrics[f"{t}/nll"] for t in tasks) / len(tasks)
         return f"| {label} | {p} | " + " | ".join(values) + f" | {mean:.4f} |"
 
-    lines.append(row("base (before)", "-", results["uniform"]["lm_eval_before"]))
+    lines.append(row("base (before)", "-", next(iter(results.values()))["lm_eval_before"]))
     for name, result in results.items():
         p = " / ".join(f"{result['p'][s]:.3f}" for s in graph.train_skills)
         lines.append(row(f"{name} (after)", p, result["lm_eval_after"]))

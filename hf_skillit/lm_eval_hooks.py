@@ -80,7 +80,9 @@ def load_lm_eval_tasks(
             raise FileNotFoundError(f"lm-eval include_path not found: {', '.join(missing)}")
     manager = _task_manager(tasks, paths, include_defaults)
     searched = " and ".join(
-        part for part in ("lm-eval's built-in tasks" if include_defaults else "", f"{paths}" if paths else "") if part
+        part
+        for part in ("lm-eval's built-in tasks" if include_defaults else "", ", ".join(paths) if paths else "")
+        if part
     )
     for name in tasks:
         if name not in manager.all_tasks and not _is_yaml_file(name):

@@ -1,19 +1,23 @@
 """A small SkillItTrainer run that SIGKILLs itself at a chosen point, for tests/test_reliability.py.
 
-    python crash_run.py OUTPUT_DIR ROWS_FILE [--kill POINT:N] [--rank R] [--ddp-timeout S] [--resume]
+    python crash_run.py ROOT --kill POINT:N [--kill POINT:N ...]
+    torchrun --nproc_per_node 2 crash_run.py OUTPUT_DIR --rows FILE --kill POINT:N --rank R [--ddp-timeout S]
 
-Kill points (N counts from 1):
+Without torchrun, one interpreter forks one process per kill point, training in `ROOT/<point>-<N>`, its rows in
+`ROOT/<point>-<N>.rows.jsonl` and how it ended in `ROOT/<point>-<N>.status`. Under torchrun only rank `--rank`
+faults. Kill points (N counts from 1):
 
-- `forward:N`: during the N-th training forward pass (mid-step, with half of the step's micro-batches done or not).
+- `forward:N`: during the N-th training forward pass (mid-step: a step has 2 micro-batches).
 - `eval:N`: inside the round-N boundary evaluation (a `SkillEvaluator` kills its own process).
 - `save:N`: while checkpoint-N is written: after `skillit_state.json`, the weights, the optimizer and the RNG
   state, before `trainer_state.json`.
 - `save_partial:N`: the same, with half of `trainer_state.json` on disk.
 - `trajectory:N`: halfway through appending round N's line to `skillit_trajectory.jsonl`.
 
-Under torchrun only rank `--rank` (default 0) kills itself. Every training batch's row ids are appended to ROWS_FILE
-(one JSON list per batch, flushed at once) so that the data order can be compared with an uninterrupted run's.
-The test imports `build_trainer` to run the uninterrupted and the resumed runs in its own process.
+With CRASH_HANG=1 the process hangs instead of dying; with CRASH_STAMP=FILE it writes the fault's time there first.
+Every training micro-batch's row ids are appended to the rows file (one JSON list per line, flushed at once) so
+that the data order can be compared with an uninterrupted run's. The test imports `build_trainer` to run the
+uninterrupted and the resumed runs in its own process.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from hf_skillit.cli import main
 from hf_skillit.plotting import GRAPH_PNG, LOSSES_PNG, MIXTURE_PNG
@@ -18,6 +19,14 @@ SHORT = [
     "data.validation_per_skill=10",
     "model.tiny.hidden_size=32",
 ]
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The CLI runs tiny models on one thread (a process-wide setting): give the next tests their own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_default_recipe_end_to_end(tmp_path, capsys):

@@ -22,6 +22,14 @@ PAPER_SETTINGS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The CLI runs tiny models on one thread (a process-wide setting): give the next tests their own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_recipe(**sections) -> dict:
     """A small LEGO recipe as a mapping; `sections` replace or extend its sections."""
     raw = {

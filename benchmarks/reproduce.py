@@ -320,12 +320,26 @@ def run_method(
     trainer.train()
     trajectory = [{k: r[k] for k in ("round", "global_step", "p", "samples")} for r in trainer.trajectory]
     shutil.rmtree(run_dir, ignore_errors=True)
+    # Integrity: each round's sample counts must follow its mixture. A count more than 6 binomial standard errors
+    # from n p (or any count on a weight of 0 or 1) means the stream did not do what the trajectory says.
+    share_error = 0.0
+    for record in trajectory:
+        n = sum(record["samples"].values())
+        for skill, p in record["p"].items():
+            deviation = abs(record["samples"][skill] - n * p)
+            share_error = max(share_error, deviation / n)
+            if deviation > 6 * math.sqrt(n * p * (1 - p)) + 1e-6 * n:
+                raise RuntimeError(
+                    f"{method} seed {seed}, round {record['round']}: {record['samples'][skill]} of {n} samples from "
+                    f"skill {skill}, whose weight was {p:.3f}"
+                )
     return {
         "method": method,
         "seed": seed,
         "curve": recorder.points,
         "trajectory": trajectory,
         "wall_s": round(time.time() - start, 1),
+        "max_share_error": round(share_error, 4),
         **info,
     }
 

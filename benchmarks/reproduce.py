@@ -14,7 +14,8 @@ loss first reaches `--threshold`.
 
 Every method of a seed shares that seed's data and initial weights. Each run's per-skill validation loss and
 greedy accuracy are recorded every `--eval-every` steps (round ends included) into
-`OUTPUT/runs/<method>_seed<s>.json`; a rerun skips the runs already there. Tables (mean ± sample std over seeds,
+`OUTPUT/runs/<method>_seed<s>.json`; a rerun skips the runs already there, and `--report-only` only redraws. A run
+whose per-round sample counts do not follow its mixture is refused. Tables (mean ± sample std over seeds,
 markdown, printed and written to `OUTPUT/summary.md`) and PNGs are made from those files.
 """
 

@@ -5,16 +5,41 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
+# Which torch build `make` installs (see README "Install"). A bare `torch` requirement would pull the registry's
+# default build, on Linux a CUDA build of several GB; without a GPU the CPU build from PyTorch's CPU wheel index
+# does the same work. Override any of these on the command line: `make setup TORCH_INDEX=` (registry default),
+# `make setup TORCH_INDEX=https://download.pytorch.org/whl/cu126` (a given CUDA build).
+TORCH ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# Non-empty when an NVIDIA GPU answers (`nvidia-smi -L` lists it).
+GPU ?= $(shell nvidia-smi -L 2>/dev/null | head -n 1)
+TORCH_INDEX ?= $(if $(GPU),,$(TORCH_CPU_INDEX))
+# Extra pip flags for the torch install only (the tests pass --dry-run).
+TORCH_PIP_FLAGS ?=
+
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# The CPU wheel of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(MAKE) --no-print-directory torch
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
+	@echo "Installed into $(VENV). Run the CLI as $(VENV)/bin/hf-skillit, or put it on PATH: source $(VENV)/bin/activate"
 
-.PHONY: setup demo test lint
+.PHONY: setup torch demo test lint
 setup: $(VENV)/.installed
+
+# The CPU index gets a short timeout and no retries, so that a machine which cannot reach it loses seconds; any
+# failure there falls back to the registry's default build.
+torch:
+ifeq ($(strip $(TORCH_INDEX)),)
+	@echo "torch: $(if $(GPU),GPU found ($(GPU)),TORCH_INDEX is empty): installing the registry's default $(TORCH)"
+	$(PY) -m pip install --quiet $(TORCH_PIP_FLAGS) "$(TORCH)"
+else
+	@echo "torch: $(if $(GPU),GPU found but TORCH_INDEX is set,no GPU found): installing $(TORCH) from $(TORCH_INDEX)"
+	$(PY) -m pip install --quiet $(TORCH_PIP_FLAGS) --timeout 5 --retries 0 --index-url "$(TORCH_INDEX)" "$(TORCH)" \
+	|| { echo "torch: $(TORCH_INDEX) failed (unreachable?): installing the registry's default $(TORCH) instead"; \
+	     $(PY) -m pip install --quiet $(TORCH_PIP_FLAGS) "$(TORCH)"; }
+endif
 
 demo: setup
 	$(VENV)/bin/hf-skillit train recipes/lego_pretrain.yaml

@@ -1,28 +1,41 @@
-"""hf_skillit: Skill-It online data selection (arXiv 2307.14430) for the Hugging Face training stack."""
+"""hf_skillit: Skill-It online data selection (arXiv 2307.14430) for the Hugging Face training stack.
 
-from .collator import LMCollator
-from .config import SkillItConfig
-from .graph import SkillsGraph
-from .graph_learning import learn_graph, merge_runs
-from .mixing import (
-    MIXERS,
-    FixedMixer,
-    Mixer,
-    ProportionalMixer,
-    SkillItMixer,
-    StaticMixer,
-    StratifiedMixer,
-    make_mixer,
-)
-from .skills import SkillSet
-from .trainer import SkillItTrainer, last_complete_checkpoint
+The public names are imported on first use (PEP 562 module `__getattr__`): `import hf_skillit` and the
+`hf-skillit` CLI's `--help` and recipe errors do not pay for transformers' `Trainer`, peft and lm-eval, which take
+seconds to import. `from hf_skillit import SkillItTrainer` imports exactly what that name needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# public name -> submodule defining it
+_EXPORTS = {
+    "LMCollator": "collator",
+    "SkillItConfig": "config",
+    "SkillsGraph": "graph",
+    "learn_graph": "graph_learning",
+    "merge_runs": "graph_learning",
+    "MIXERS": "mixing",
+    "FixedMixer": "mixing",
+    "Mixer": "mixing",
+    "ProportionalMixer": "mixing",
+    "SkillItMixer": "mixing",
+    "StaticMixer": "mixing",
+    "StratifiedMixer": "mixing",
+    "make_mixer": "mixing",
+    "SkillSet": "skills",
+    "SkillItTrainer": "trainer",
+    "last_complete_checkpoint": "trainer",
+}
+
 __all__ = [
-    "MIXERS",
     "FixedMixer",
     "LMCollator",
+    "MIXERS",
     "Mixer",
     "ProportionalMixer",
     "SkillItConfig",
@@ -36,4 +49,35 @@ __all__ = [
     "learn_graph",
     "make_mixer",
     "merge_runs",
-]
+]  # = the keys of _EXPORTS (tests/test_cli.py checks)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real imports
+    from .collator import LMCollator
+    from .config import SkillItConfig
+    from .graph import SkillsGraph
+    from .graph_learning import learn_graph, merge_runs
+    from .mixing import (
+        MIXERS,
+        FixedMixer,
+        Mixer,
+        ProportionalMixer,
+        SkillItMixer,
+        StaticMixer,
+        StratifiedMixer,
+        make_mixer,
+    )
+    from .skills import SkillSet
+    from .trainer import SkillItTrainer, last_complete_checkpoint

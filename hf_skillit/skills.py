@@ -98,18 +98,27 @@ class SkillSet:
         *,
         seed: int = 0,
     ) -> SkillSet:
-        """Like the constructor, but `validation` may be an int n: hold out n random rows of each training skill."""
+        """Like the constructor, but `validation` may be an int n: hold out n rows of each training skill.
+
+        A map-style skill holds out n random rows. A streaming skill (`IterableDataset`) holds out its first n rows,
+        read once into a `Dataset`; its training stream starts after them (`skip(n)`), so training never reads them.
+        """
         if isinstance(validation, Mapping):
             return cls(train, validation)
         n = _check_holdout(validation)
         train_parts, validation_parts = {}, {}
         for name, data in train.items():
             if isinstance(data, IterableDataset):
-                raise ValueError(
-                    f"cannot hold out validation rows from skill {name!r}: its training data is an "
-                    "IterableDataset; pass its validation Dataset explicitly"
-                )
-            if isinstance(data, Dataset):
+                # A stream has no random access: the held-out rows are its prefix, which training skips.
+                prefix = list(data.take(n + 1))
+                if len(prefix) <= n:
+                    raise ValueError(
+                        f"streaming skill {name!r} has {len(prefix)} rows: holding out {n} for validation leaves none "
+                        "to train on"
+                    )
+                validation_parts[name] = Dataset.from_list(prefix[:n], features=data.features)
+                train_parts[name] = data.skip(n)
+            elif isinstance(data, Dataset):
                 if len(data) <= n:
                     raise ValueError(
                         f"skill {name!r} has {len(data)} rows: holding out {n} for validation leaves none to train on"

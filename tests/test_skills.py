@@ -78,11 +78,18 @@ def test_from_dict_holds_out_rows():
     assert again.validation("b")["id"][:] == skills.validation("b")["id"][:]
 
 
+def test_from_dict_holds_out_a_streaming_skills_prefix():
+    skills = SkillSet.from_dict({"s": rows(10).to_iterable_dataset(), "m": rows(10)}, 3)
+    assert skills.validation("s")["id"][:] == [0, 1, 2]
+    assert [row["id"] for row in skills.train("s")] == list(range(3, 10)), "training starts after the prefix"
+    assert skills.train_sizes() == {"s": None, "m": 7}
+
+
 def test_from_dict_hold_out_errors():
     with pytest.raises(ValueError, match="skill 'small' has 2 rows: holding out 2"):
         SkillSet.from_dict({"a": rows(5), "small": rows(2)}, 2)
-    with pytest.raises(ValueError, match="skill 's'.*IterableDataset; pass its validation Dataset explicitly"):
-        SkillSet.from_dict({"s": rows(5).to_iterable_dataset()}, 1)
+    with pytest.raises(ValueError, match="streaming skill 's' has 2 rows: holding out 2"):
+        SkillSet.from_dict({"s": rows(2).to_iterable_dataset()}, 2)
     with pytest.raises(ValueError, match=">= 1 rows per skill, got 0"):
         SkillSet.from_dict({"a": rows(5)}, 0)
 

@@ -2,7 +2,8 @@
 
 A recipe has these sections, each parsed into a dataclass in the style of `HfArgumentParser`:
 
-- `model:` [`ModelArguments`]: a checkpoint (`name_or_path`, loaded with `AutoModelForCausalLM.from_pretrained`)
+- `model:` [`ModelArguments`]: a checkpoint (`name_or_path`, loaded with `AutoModelForCausalLM.from_pretrained`),
+  a pretrained base that needs no hub (`pretrained: smollm2-135m` or a local .gguf, `hf_skillit.pretrained`),
   or a `tiny:` config for `hf_skillit.synthetic.tiny_model_config`; optional `lora:` (peft `LoraConfig` kwargs).
 - `data:` [`DataArguments`]: a synthetic task (`synthetic: lego | addition`), or the user's files (one file per
   skill, or one file with a skill column), or a Super-NaturalInstructions checkout.
@@ -271,6 +272,13 @@ class ModelArguments:
             "help": "Hub id or local directory of a causal LM, loaded with AutoModelForCausalLM.from_pretrained."
         },
     )
+    pretrained: str | None = field(
+        default=None,
+        metadata={
+            "help": "A pretrained base installed without the hub (hf_skillit.pretrained): a known name "
+            "(smollm2-135m), a local .gguf file or model folder; fetched and converted once on first use."
+        },
+    )
     revision: str | None = field(default=None, metadata={"help": "Hub revision of name_or_path."})
     dtype: str | None = field(
         default=None, metadata={"help": "Weights dtype for from_pretrained: auto, float32, bfloat16, float16."}
@@ -291,12 +299,32 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
-        if (self.name_or_path is None) == (self.tiny is None):
-            raise RecipeError("model: give exactly one of name_or_path (a checkpoint) and tiny (a from-scratch model)")
+        given = [name for name in ("name_or_path", "pretrained", "tiny") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise RecipeError(
+                "model: give exactly one of name_or_path (a checkpoint), pretrained (a base installed without the "
+                "hub) and tiny (a from-scratch model)" + (f"; got {', '.join(given)}" if given else "")
+            )
+        if self.pretrained is not None:
+            from .pretrained import KNOWN_MODELS
+
+            if self.pretrained not in KNOWN_MODELS and not os.path.exists(self.pretrained):
+                raise RecipeError(
+                    f"model.pretrained: {self.pretrained!r} is neither a known name ({', '.join(KNOWN_MODELS)}) "
+                    "nor a local .gguf file or model folder"
+                )
         if self.tiny is not None:
             self.tiny = _check_mapping(self.tiny, _tiny_schema(), "model.tiny")
         if self.lora is not None:
             self.lora = _check_mapping(self.lora, _lora_schema(), "model.lora")
+
+    def checkpoint(self) -> str | None:
+        """The folder or hub id to load: `name_or_path`, or `pretrained` fetched and converted (once)."""
+        if self.pretrained is None:
+            return self.name_or_path
+        from .pretrained import fetch_model
+
+        return str(fetch_model(self.pretrained))
 
 
 @dataclass
@@ -528,6 +556,15 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     node[path[-1]] = value
 
 
+def _resolve_auto_bf16(raw: dict[str, Any]) -> None:
+    """`training.bf16: auto`: bf16 mixed precision where a GPU supports it, float32 elsewhere (the CPU)."""
+    training = raw.get("training")
+    if isinstance(training, dict) and training.get("bf16") == "auto":
+        import torch
+
+        training["bf16"] = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
 def _local_path_missing(path: str) -> bool:
     return not (glob.glob(path) if glob.has_magic(path) else os.path.exists(path))
 
@@ -624,6 +661,7 @@ def load_recipe(
         raise RecipeError(f"recipe {path!r} must be a mapping with sections {', '.join(SECTIONS)}")
     for override in overrides:
         _apply_override(raw, override)
+    _resolve_auto_bf16(raw)
     for section in raw:
         if section not in SECTIONS:
             raise _unknown_key(section, "the recipe", list(SECTIONS))
@@ -856,7 +894,7 @@ def _build_graph(recipe: Recipe, skills: SkillSet, evaluators: Sequence[Any] = (
 
 
 def _load_tokenizer(args: ModelArguments):
-    name = args.tokenizer or args.name_or_path
+    name = args.tokenizer or args.checkpoint()
     if name is None:
         return build_tokenizer()
     from transformers import AutoTokenizer
@@ -881,7 +919,7 @@ def _load_model(args: ModelArguments, tokenizer, seq_len: int | None):
         kwargs = {"revision": args.revision}
         if args.dtype is not None:
             kwargs["dtype"] = args.dtype
-        model = AutoModelForCausalLM.from_pretrained(args.name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(args.checkpoint(), **kwargs)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
     if args.lora is not None:
@@ -964,7 +1002,7 @@ def graph_learning_kwargs(recipe: Recipe) -> dict[str, Any]:
         "processing_class": tokenizer,
         "num_shards": args.num_shards,
         "shard_index": args.shard_index,
-        "model_description": recipe.model.name_or_path or f"tiny {recipe.model.tiny}",
+        "model_description": recipe.model.name_or_path or recipe.model.pretrained or f"tiny {recipe.model.tiny}",
     }
 
 

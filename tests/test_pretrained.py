@@ -338,3 +338,62 @@ def test_real_smollm2_paris_and_two_lora_steps(tmp_path):
     result = trainer.train()
     assert torch.isfinite(torch.tensor(result.training_loss))
     assert len(trainer.trajectory) == 2
+
+
+# ----- recipes -------------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+# (eta, rounds T, window w, steps, batch, lr) of the paper's Appendix C.3 for each SmolLM2 recipe.
+SMOLLM2_RECIPES = {
+    "lego_pretrain_smollm2.yaml": (0.5, 6, 3, 6000, 32, 5e-5),
+    "addition_pretrain_smollm2.yaml": (0.1, 5, 3, 6000, 32, 5e-5),
+    "lego_finetune_smollm2_lora.yaml": (0.5, 10, 3, 6000, 32, 5e-4),  # LoRA: a larger step than the paper's
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMOLLM2_RECIPES))
+def test_smollm2_recipes_load_with_paper_settings(name, monkeypatch):
+    from hf_skillit.recipes import load_recipe
+
+    monkeypatch.chdir(ROOT)
+    recipe = load_recipe(f"recipes/{name}")
+    training = recipe.training
+    eta, rounds, window, steps, batch, lr = SMOLLM2_RECIPES[name]
+    assert (training.eta, training.rounds, training.window, training.max_steps) == (eta, rounds, window, steps)
+    assert (training.per_device_train_batch_size, training.learning_rate) == (batch, lr)
+    assert recipe.model.pretrained == "smollm2-135m" and recipe.raw["model"] == yaml_model(name)
+    assert training.bf16 == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())  # bf16: auto
+
+
+def yaml_model(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "recipes" / name).read_text())["model"]
+
+
+def test_recipe_model_pretrained_checks_and_trains(gguf_file, tmp_path, monkeypatch):
+    from hf_skillit.recipes import RecipeError, load_recipe, make_trainer
+
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path / "cache"))
+    raw = {
+        "model": {"pretrained": str(gguf_file), "lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]}},
+        "data": {"synthetic": "lego", "generator": {"k": 3}, "num_train_samples": 60, "validation_per_skill": 4},
+        "graph": {"reasoning": "chain"},
+        "training": {
+            "output_dir": str(tmp_path / "run"),
+            "max_steps": 2,
+            "rounds": 2,
+            "per_device_train_batch_size": 4,
+            "report_to": "none",
+            "bf16": "auto",
+            "use_cpu": True,
+        },
+    }
+    with pytest.raises(RecipeError, match="neither a known name \\(smollm2-135m\\)"):
+        load_recipe(None, raw={**raw, "model": {"pretrained": "smollm3"}})
+    with pytest.raises(RecipeError, match="exactly one of name_or_path.*got name_or_path, pretrained"):
+        load_recipe(None, raw={**raw, "model": {"pretrained": "smollm2-135m", "name_or_path": "x"}})
+    trainer = make_trainer(load_recipe(None, raw=raw))
+    assert trainer.processing_class.tokenize(" 1") == ["Ġ", "1"]  # the GGUF's own tokenizer
+    result = trainer.train()
+    assert torch.isfinite(torch.tensor(result.training_loss)) and len(trainer.trajectory) == 2

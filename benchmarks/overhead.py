@@ -15,21 +15,33 @@ the time to rebuild a round over 1000 skills (target < 1 s).
 from __future__ import annotations
 
 import argparse
+import importlib
+import math
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
+from datasets.table import InMemoryTable
 from transformers import Trainer, TrainingArguments
 
+import hf_skillit.collator as collator
+import hf_skillit.streams as streams
 from hf_skillit import LMCollator, SkillItConfig, SkillItTrainer, SkillSet, SkillsGraph
 from hf_skillit.streams import MixtureStream, StreamState
 from hf_skillit.synthetic import build_tokenizer, encode, make_lego, make_tiny_model, tiny_model_config
 
 BATCH = 32
 VALIDATION = 100  # per skill, as the paper
+ROUND_SAMPLES = 8000  # one round of the default recipe (recipes/lego_pretrain.yaml): 1500 steps / 6 rounds x 32
+SKILL_COUNTS = (3, 100, 1000)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def lego_skillset(tokenizer) -> tuple[SkillSet, datasets.Dataset]:
@@ -86,12 +98,97 @@ def time_skillit(tokenizer, skills, steps: int, rounds: int, evaluate: bool) -> 
         return time.perf_counter() - start
 
 
-def stream_rate(skills, samples: int) -> float:
-    sets = [skills.train(s).select_columns(["input_ids", "labels"]) for s in skills.train_skills]
-    stream = MixtureStream(sets, lambda r: np.full(5, 0.2), StreamState.fresh(5), 0, samples, BATCH)
-    start = time.perf_counter()
-    count = sum(1 for _ in stream)
-    return count / (time.perf_counter() - start)
+def token_skills(num_skills: int, total_rows: int = 60_000, seed: int = 0) -> list[datasets.Dataset]:
+    """Tokenized skills of rows 32-256 tokens long (`input_ids` int32, `labels` int64 with a masked prompt),
+    built straight from Arrow arrays; `total_rows` split evenly over the skills."""
+    rng = np.random.default_rng(seed)
+    sets = []
+    for _ in range(num_skills):
+        rows = max(1, total_rows // num_skills)
+        lengths = rng.integers(32, 257, rows)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+        ids = rng.integers(0, 50_000, int(lengths.sum())).astype(np.int32)
+        labels = ids.astype(np.int64)
+        labels[rng.random(len(labels)) < 0.5] = -100
+        table = pa.table(
+            {
+                "input_ids": pa.ListArray.from_arrays(offsets, pa.array(ids)),
+                "labels": pa.ListArray.from_arrays(offsets, pa.array(labels)),
+            }
+        )
+        sets.append(datasets.Dataset(InMemoryTable(table)))
+    return sets
+
+
+def stream_rate(
+    modules, sets: list[datasets.Dataset], rounds: int = 3, per_round: int = ROUND_SAMPLES
+) -> tuple[float, float]:
+    """Samples per CPU second and per wall second of the trainer's data path alone: each round's mixture built
+    (rebuild included), rows fetched and collated into tensor batches by the trainer's collator, through a
+    `DataLoader` (no workers), from a fresh stream (its one-off setup included).
+
+    Per CPU second is the rate on one idle core (the process is single-threaded), which a shared machine's wall
+    clock does not show."""
+    streams_module, collator_module = modules
+    k = len(sets)
+    state = streams_module.StreamState.fresh(k)
+    p = np.random.default_rng(k).dirichlet(np.ones(k))
+    stream = streams_module.MixtureStream(sets, lambda r: p, state, 0, per_round, BATCH)
+    collate = collator_module.SkillTaggingCollator(collator_module.LMCollator(pad_token_id=0))
+    loader = torch.utils.data.DataLoader(stream, batch_size=BATCH, collate_fn=collate)
+    count = 0
+    start, cpu = time.perf_counter(), time.process_time()
+    for r in range(rounds):
+        stream.set_epoch(r)
+        counts = torch.zeros(k, dtype=torch.long)
+        for batch in loader:
+            counts += torch.bincount(batch[streams_module.SKILL_KEY], minlength=k)
+        state.advance(counts.tolist(), stream.sizes)
+        count += int(counts.sum())
+    return count / (time.process_time() - cpu), count / (time.perf_counter() - start)
+
+
+def baseline_modules(rev: str):
+    """streams.py and collator.py as of git revision `rev`, imported as a separate package (for before/after)."""
+    root = tempfile.mkdtemp()
+    package = os.path.join(root, "hf_skillit_baseline")
+    os.makedirs(package)
+    open(os.path.join(package, "__init__.py"), "w").close()
+    for name in ("streams", "collator"):
+        source = subprocess.run(
+            ["git", "show", f"{rev}:hf_skillit/{name}.py"], capture_output=True, text=True, check=True, cwd=REPO
+        ).stdout
+        with open(os.path.join(package, f"{name}.py"), "w") as f:
+            f.write(source)
+    sys.path.insert(0, root)
+    return importlib.import_module("hf_skillit_baseline.streams"), importlib.import_module(
+        "hf_skillit_baseline.collator"
+    )
+
+
+def stream_table(baseline_rev: str | None, repeats: int) -> float:
+    """Print the stream rate for 3, 100 and 1000 skills (median of `repeats`, per CPU second and per wall
+    second), interleaved with the baseline revision's if given; return the slowest configuration's CPU rate."""
+    variants = {"now": (streams, collator)}
+    if baseline_rev:
+        variants[baseline_rev] = baseline_modules(baseline_rev)
+    worst = math.inf
+    header = "".join(f"{f'{name} cpu':>14}{f'{name} wall':>14}" for name in variants)
+    print(f"{'stream samples/s, rows 32-256 tokens':<38}{header}")
+    for k in SKILL_COUNTS:
+        sets = token_skills(k)
+        rates: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+        for _ in range(repeats):
+            for name, modules in variants.items():
+                rates[name].append(stream_rate(modules, sets))
+        cells = ""
+        for name, values in rates.items():
+            cpu, wall = statistics.median(v[0] for v in values), statistics.median(v[1] for v in values)
+            cells += f"{cpu:>14.0f}{wall:>14.0f}"
+            if name == "now":
+                worst = min(worst, cpu)
+        print(f"{f'{k} skills, batch {BATCH}':<38}{cells}")
+    return worst
 
 
 def rebuild_seconds(num_skills: int = 1000) -> float:
@@ -110,12 +207,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--stream-only", action="store_true", help="the stream rate and the plain training rate only")
+    parser.add_argument("--baseline-rev", help="also measure the stream of this git revision, interleaved")
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
     datasets.disable_progress_bars()
 
     tokenizer = build_tokenizer()
     skills, mixed = lego_skillset(tokenizer)
+    if opts.stream_only:
+        steps = min(opts.steps, 100)
+        time_plain(tokenizer, mixed, 10)  # warm-up
+        training_rate = steps * BATCH / statistics.median(time_plain(tokenizer, mixed, steps) for _ in range(3))
+        print(f"training: {training_rate:.0f} samples/s (plain Trainer, tiny GPT-NeoX, LEGO, {steps} steps)")
+        rate = stream_table(opts.baseline_rev, opts.repeats)
+        print(f"stream: {rate:.0f} samples/s, {rate / training_rate:.0f}x training rate")
+        return
+
     times: dict[str, list[float]] = {"plain": [], "fixed": [], "eval": []}
     for _ in range(opts.repeats):
         times["plain"].append(time_plain(tokenizer, mixed, opts.steps))
@@ -126,7 +234,6 @@ def main() -> None:
     eval_samples = opts.rounds * 5 * VALIDATION
     bound = 1 + eval_samples / train_samples + 0.02
     training_rate = train_samples / median["plain"]
-    rate = stream_rate(skills, samples=20_000)
     rebuild = rebuild_seconds()
 
     print(
@@ -143,10 +250,11 @@ def main() -> None:
         f"{median['eval'] / median['plain']:>8.3f}{f'<= {bound:.3f}':>10}"
     )
     print(f"eval forwards / train forwards = {eval_samples} / {train_samples} samples")
-    print(f"{'mixture stream alone (samples/s)':<42}{rate:>10.0f}{rate / training_rate:>7.0f}x{'>= 100x':>10}")
     print(f"{'training (samples/s, plain Trainer)':<42}{training_rate:>10.0f}")
     print(f"{'round rebuild, 1000 skills (s)':<42}{rebuild:>10.3f}{'':>8}{'< 1':>10}")
     print("raw times:", {k: [round(t, 2) for t in v] for k, v in times.items()})
+    rate = stream_table(opts.baseline_rev, opts.repeats)
+    print(f"stream: {rate:.0f} samples/s, {rate / training_rate:.0f}x training rate")
 
 
 if __name__ == "__main__":

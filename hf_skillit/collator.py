@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from .streams import SKILL_KEY
@@ -26,24 +27,56 @@ class LMCollator:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        length = max(len(f["input_ids"]) for f in features)
+        ids = [f["input_ids"] for f in features]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        length = int(lengths.max())
         if self.pad_to_multiple_of:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        input_ids = torch.full((len(features), length), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(features), length), dtype=torch.long)
-        labels = torch.full((len(features), length), IGNORE_INDEX, dtype=torch.long)
+        # The rows' tokens land in row-major order on the positions `scored` marks: one vectorised scatter per
+        # column instead of a Python loop over rows (rows may be lists, numpy arrays or tensors).
+        valid = np.arange(length) < lengths[:, None]
+        input_ids = np.full((len(ids), length), self.pad_token_id, dtype=np.int64)
+        input_ids[valid] = _concatenate(ids)
+        attention_mask = valid.astype(np.int64)
+        masks = _column(features, "attention_mask", lengths)
+        if masks is not None:
+            attention_mask[valid] = masks
+        labels = np.full((len(ids), length), IGNORE_INDEX, dtype=np.int64)
+        row_labels = _column(features, "labels", lengths)
+        if row_labels is None:  # rows without labels are scored on every non-padding token
+            labels[valid] = np.where(attention_mask[valid] != 0, input_ids[valid], IGNORE_INDEX)
+        else:
+            labels[valid] = row_labels
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention_mask),
+            "labels": torch.from_numpy(labels),
+        }
+
+
+def _concatenate(rows: Sequence[Any]) -> np.ndarray:
+    return np.concatenate(rows, axis=None)
+
+
+def _column(features: Sequence[dict[str, Any]], key: str, lengths: np.ndarray) -> np.ndarray | None:
+    """Every row's `key` concatenated (None when no row has it); a row without it gets the default for its
+    positions: 1 for the attention mask, its own tokens (where attended) for the labels."""
+    values = [f.get(key) for f in features]
+    if all(v is None for v in values):
+        return None
+    own = np.fromiter((lengths[i] if v is None else len(v) for i, v in enumerate(values)), np.int64, len(values))
+    if (bad := np.flatnonzero(own != lengths)).size:
+        raise ValueError(f"row {bad[0]} of the batch has {own[bad[0]]} {key} for {lengths[bad[0]]} input_ids")
+    if any(v is None for v in values):
         for i, feature in enumerate(features):
-            ids = torch.as_tensor(feature["input_ids"], dtype=torch.long)
-            n = len(ids)
-            input_ids[i, :n] = ids
-            mask = feature.get("attention_mask")
-            attention_mask[i, :n] = torch.as_tensor(mask, dtype=torch.long) if mask is not None else 1
-            row_labels = feature.get("labels")
-            if row_labels is None:
-                labels[i, :n] = torch.where(attention_mask[i, :n].bool(), ids, IGNORE_INDEX)
-            else:
-                labels[i, :n] = torch.as_tensor(row_labels, dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+            if values[i] is None:
+                ids = np.asarray(feature["input_ids"], dtype=np.int64)
+                mask = feature.get("attention_mask")
+                default = np.ones_like(ids) if key == "attention_mask" else ids
+                if key == "labels" and mask is not None:
+                    default = np.where(np.asarray(mask) != 0, ids, IGNORE_INDEX)
+                values[i] = default
+    return _concatenate(values)
 
 
 @dataclass

@@ -126,6 +126,37 @@ def round_index_stream(
         scale *= 2
 
 
+def round_draws(
+    sizes: Sequence[int | None],
+    probabilities: Sequence[float],
+    state: StreamState,
+    seed: int,
+    round_index: int,
+    num_samples: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`round_index_stream`'s (skill, row) columns as numpy arrays, computed directly.
+
+    `interleave_datasets` draws each position's source with `rng.choice(k, size=1000, p)` in blocks and takes
+    each source's rows in order; a round never exhausts a source (see above), so the round is the first
+    `num_samples` draws, the j-th draw of skill s taking the j-th next row of s. Computing that here skips what
+    `interleave_datasets` adds around it, mostly hashing the round's index list for the new dataset's
+    fingerprint (about 6 µs a sample, more than all the rest of the stream). `tests/test_streams.py` checks the
+    two are equal.
+    """
+    probabilities = [float(p) for p in probabilities]
+    mixing_seed = int(np.random.default_rng([seed, round_index]).integers(2**31))
+    rng = np.random.default_rng(mixing_seed)
+    blocks = [rng.choice(len(sizes), size=1000, p=probabilities) for _ in range(-(-num_samples // 1000))]
+    skills = np.concatenate(blocks)[:num_samples].astype(np.int64) if blocks else np.zeros(0, dtype=np.int64)
+    rows = np.empty(num_samples, dtype=np.int64)
+    order = np.argsort(skills, kind="stable")  # positions grouped by skill, in stream order within a skill
+    bounds = np.searchsorted(skills[order], np.arange(len(sizes) + 1))
+    for skill in np.flatnonzero(np.diff(bounds)).tolist():
+        positions = order[bounds[skill] : bounds[skill + 1]]
+        rows[positions] = next_rows(seed, skill, sizes[skill], state.positions[skill], len(positions))
+    return skills, rows
+
+
 class _StreamingSkillReader:
     """Sequential reader of a streaming (`IterableDataset`) skill that survives across rounds."""
 
@@ -151,12 +182,123 @@ class _StreamingSkillReader:
         return dict(example)
 
 
+def _is_token_column(column: pa.ChunkedArray) -> bool:
+    """A list-of-integers column without nulls: held as one flat numpy array and handed out as views."""
+    kind = column.type
+    return (
+        (pa.types.is_list(kind) or pa.types.is_large_list(kind))
+        and pa.types.is_integer(kind.value_type)
+        and column.null_count == 0
+    )
+
+
+class _RowStore:
+    """Every map-style skill's rows, addressed by one global row number, fetched a chunk at a time in numpy.
+
+    Reading rows through `Dataset.__getitem__` converts every Arrow value to a Python object (about 4 µs a row),
+    which capped the stream near 40k samples/s. Instead, a token column (a list of integers without nulls, such
+    as `input_ids`, `attention_mask`, `labels`) is read as numpy views of the Arrow buffers themselves, one flat
+    array per Arrow chunk, zero-copy (a memory-mapped dataset stays memory-mapped), and a row is handed out as a
+    view `values[start:end]`. Only per-row bookkeeping is built here: for every row, which flat array holds it
+    and where (three int64 per row and column). Other columns (ids, strings, scalars) are read through Arrow
+    for the rows of a chunk, as before.
+
+    Local row `r` of skill `s` is global row `first[s] + r`; `physical[g]` is its row in the skills' Arrow
+    tables laid end to end (a skill built with `select`/`filter`/`shuffle` reads its rows through an indices
+    mapping).
+    """
+
+    def __init__(self, train_sets: Sequence[datasets.Dataset | datasets.IterableDataset]):
+        tables, physical, first, base, n = [], [], [], 0, 0
+        for ds in train_sets:
+            first.append(n)
+            if not isinstance(ds, datasets.Dataset):
+                tables.append(None)
+                continue
+            table = ds.data.table
+            tables.append(table.select(ds.format["columns"] or ds.column_names))
+            mapping = ds._indices.column(0).to_numpy() if ds._indices is not None else np.arange(len(ds))
+            physical.append(mapping.astype(np.int64) + base)
+            base += table.num_rows
+            n += len(ds)
+        self.first = np.asarray(first, dtype=np.int64)
+        self.physical = np.concatenate(physical) if physical else np.zeros(0, dtype=np.int64)
+        self.tables = tables
+        self.table_start = np.cumsum([0] + [0 if t is None else t.num_rows for t in tables])
+        names = {name for table in tables if table is not None for name in table.column_names}
+        self.token_columns = sorted(
+            name
+            for name in names
+            if all(_is_token_column(t.column(name)) for t in tables if t is not None and name in t.column_names)
+        )
+        # Per token column: the flat arrays, and per physical row its array and [start, end) in it.
+        self.segments: dict[str, list[np.ndarray]] = {}
+        self.where: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for name in self.token_columns:
+            segments, which, starts, ends = [], [], [], []
+            for table in tables:
+                if table is None:
+                    continue
+                chunks = table.column(name).chunks if name in table.column_names else [None]
+                for chunk in chunks:
+                    if chunk is None:  # a skill without this column: empty rows (its rows do not get the key)
+                        rows, offsets = table.num_rows, np.zeros(table.num_rows + 1, dtype=np.int64)
+                        values = np.zeros(0, dtype=np.int64)
+                    else:
+                        rows, offsets = len(chunk), chunk.offsets.to_numpy().astype(np.int64)
+                        values = chunk.values.to_numpy(zero_copy_only=True)
+                    which.append(np.full(rows, len(segments), dtype=np.int64))
+                    starts.append(offsets[:-1])
+                    ends.append(offsets[1:])
+                    segments.append(values)
+            self.segments[name] = segments
+            self.where[name] = (np.concatenate(which), np.concatenate(starts), np.concatenate(ends))
+        # Which skills carry each token column (the others' rows do not get the key), and each skill's other
+        # columns (read through Arrow).
+        self.carried = {
+            name: np.asarray([t is not None and name in t.column_names for t in tables]) for name in self.token_columns
+        }
+        self.others = [() if t is None else tuple(c for c in t.column_names if c not in self.carried) for t in tables]
+
+    def rows(self, skills: np.ndarray, rows: np.ndarray) -> list[dict[str, Any]]:
+        """The rows (`rows[i]` of skill `skills[i]`, all map-style) as dicts: token columns as numpy views, the
+        skill index under `SKILL_KEY`."""
+        g = self.physical[self.first[skills] + rows]
+        out: list[dict[str, Any]] = [{SKILL_KEY: skill} for skill in skills.tolist()]
+        for name in self.token_columns:
+            segments, (which, starts, ends) = self.segments[name], self.where[name]
+            keep = None if self.carried[name][skills].all() else np.flatnonzero(self.carried[name][skills])
+            mine = g if keep is None else g[keep]
+            targets = out if keep is None else [out[i] for i in keep.tolist()]
+            if len(segments) == 1:
+                values = segments[0]
+                for row, a, b in zip(targets, starts[mine].tolist(), ends[mine].tolist(), strict=True):
+                    row[name] = values[a:b]
+            else:
+                for row, k, a, b in zip(
+                    targets, which[mine].tolist(), starts[mine].tolist(), ends[mine].tolist(), strict=True
+                ):
+                    row[name] = segments[k][a:b]
+        for s in np.unique(skills).tolist():
+            if not self.others[s]:
+                continue
+            mine = np.flatnonzero(skills == s)
+            table = self.tables[s].select(self.others[s]).take(g[mine] - self.table_start[s])
+            for name, values in table.to_pydict().items():
+                for i, value in zip(mine.tolist(), values, strict=True):
+                    out[i][name] = value
+        return out
+
+
 class MixtureStream(torch.utils.data.IterableDataset):
     """The training dataset handed to the DataLoader: one round of the mixture per "epoch".
 
     `set_epoch(r)` (called by Trainer and Accelerate before each epoch) selects round r, and `__len__` is one
     round's number of samples over all processes, so the Trainer's epochs are exactly Skill-It rounds.
     `probabilities_for_round(r)` is called when round r starts, after the previous round's update.
+
+    Rows come out as dicts with the skill index under `SKILL_KEY`; a map-style skill's token columns are numpy
+    views (see `_RowStore`), the rest Python values; a streaming skill's rows are as its dataset yields them.
     """
 
     def __init__(
@@ -179,6 +321,8 @@ class MixtureStream(torch.utils.data.IterableDataset):
         self.skill_names = list(skill_names) if skill_names else [str(i) for i in range(len(self.train_sets))]
         self.round_index = 0
         self._readers: dict[int, _StreamingSkillReader] = {}
+        self._store: _RowStore | None = None  # built on first read (in the DataLoader worker, if any)
+        self._streaming = np.asarray([size is None for size in self.sizes], dtype=bool)
 
     def __len__(self) -> int:
         return self.samples_per_round
@@ -200,33 +344,36 @@ class MixtureStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         worker = torch.utils.data.get_worker_info()
         num_workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
-        pairs = self.index_stream()
+        skills, rows = round_draws(
+            self.sizes,
+            self.probabilities_for_round(self.round_index),
+            self.state,
+            self.seed,
+            self.round_index,
+            self.samples_per_round,
+        )
+        # Worker w owns batches w, w + W, ...: the DataLoader reads workers round-robin, so order is kept.
+        if num_workers > 1:
+            owned = (np.arange(len(skills)) // self.batch_size) % num_workers == worker_id
+            skills, rows = skills[owned], rows[owned]
         chunk = self.batch_size * max(1, _FETCH_ROWS // self.batch_size)
-        for start in range(0, len(pairs), chunk):
-            columns = pairs[start : start + chunk]
-            # Worker w owns batches w, w + W, ...: the DataLoader reads workers round-robin, so order is kept.
-            owned = [
-                (skill, row)
-                for slot, (skill, row) in enumerate(zip(columns["skill"], columns["row"], strict=True))
-                if ((start + slot) // self.batch_size) % num_workers == worker_id
-            ]
-            yield from self._fetch(owned)
+        for start in range(0, len(skills), chunk):
+            yield from self._fetch(skills[start : start + chunk], rows[start : start + chunk])
 
-    def _fetch(self, pairs: list[tuple[int, int]]) -> list[dict]:
-        rows: list[dict] = [{} for _ in pairs]
-        by_skill: dict[int, list[int]] = {}
-        for slot, (skill, _) in enumerate(pairs):
-            by_skill.setdefault(skill, []).append(slot)
-        for skill, slots in by_skill.items():
-            if self.sizes[skill] is None:
-                reader = self._readers.setdefault(
-                    skill, _StreamingSkillReader(self.train_sets[skill], self.skill_names[skill])
-                )
-                fetched = [reader.read(pairs[slot][1]) for slot in slots]
-            else:
-                columns = self.train_sets[skill][[pairs[slot][1] for slot in slots]]
-                fetched = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-            for slot, row in zip(slots, fetched, strict=True):
-                row[SKILL_KEY] = skill
-                rows[slot] = row
-        return rows
+    def _fetch(self, skills: np.ndarray, rows: np.ndarray) -> list[dict]:
+        if self._store is None:
+            self._store = _RowStore(self.train_sets)
+        streaming = self._streaming[skills]
+        if not streaming.any():
+            return self._store.rows(skills, rows)
+        fetched: list[dict] = [{}] * len(skills)
+        mapped = np.flatnonzero(~streaming)
+        for i, row in zip(mapped.tolist(), self._store.rows(skills[mapped], rows[mapped]), strict=True):
+            fetched[i] = row
+        for i in np.flatnonzero(streaming).tolist():
+            skill = int(skills[i])
+            reader = self._readers.setdefault(
+                skill, _StreamingSkillReader(self.train_sets[skill], self.skill_names[skill])
+            )
+            fetched[i] = {**reader.read(int(rows[i])), SKILL_KEY: skill}
+        return fetched

@@ -96,3 +96,46 @@ def test_streaming_skills_continue_across_rounds():
         state.advance(np.bincount([row[SKILL_KEY] for row in rows], minlength=2), stream.sizes)
         seen += [row["id"] for row in rows if row[SKILL_KEY] == 0]
     assert seen == [f"s-{i}" for i in range(len(seen))], "a streaming skill is read in its own order, no repeats"
+
+
+def test_round_draws_equal_the_interleave():
+    """The stream's direct computation of a round equals `datasets.interleave_datasets` on the skills' next rows,
+    with epoch wraps, zero probabilities, streaming skills and the retry with longer sources."""
+    rng = np.random.default_rng(1)
+    for case in range(30):
+        k = int(rng.integers(1, 7))
+        sizes = [None if rng.random() < 0.2 else int(rng.integers(1, 40)) for _ in range(k)]
+        p = rng.dirichlet(np.ones(k)) * (rng.random(k) > 0.3)
+        p = p / p.sum() if p.sum() > 0 else np.eye(k)[0]
+        state = StreamState(
+            [streams.SkillPosition(int(rng.integers(0, 3)), int(rng.integers(0, s or 99))) for s in sizes]
+        )
+        n = int(rng.integers(1, 2500))
+        expected = round_index_stream(sizes, p, state, seed=5, round_index=case, num_samples=n)
+        skills, rows = streams.round_draws(sizes, p, state, seed=5, round_index=case, num_samples=n)
+        assert skills.tolist() == expected["skill"] and rows.tolist() == expected["row"], f"case {case}"
+
+
+def test_rows_come_from_arrow_buffers_with_every_column():
+    """Token columns are views of the right rows (through indices mappings and across Arrow chunks); a skill
+    without a column yields rows without that key; other columns come as Python values."""
+    chunked = datasets.concatenate_datasets(
+        [
+            datasets.Dataset.from_dict(
+                {"input_ids": [[i] * (i % 4 + 1) for i in range(j, j + 5)], "id": list(range(j, j + 5))}
+            )
+            for j in (0, 5)
+        ]
+    ).shuffle(seed=0)
+    labelled = datasets.Dataset.from_dict(
+        {"input_ids": [[100 + i, 7] for i in range(6)], "labels": [[-100, 7]] * 6, "id": list(range(100, 106))}
+    ).select([5, 3, 1])
+    stream = MixtureStream([chunked, labelled], lambda r: [0.5, 0.5], StreamState.fresh(2), 0, 40, batch_size=4)
+    for row in stream:
+        source = chunked if row[SKILL_KEY] == 0 else labelled
+        match = [x for x in source if x["id"] == row["id"]]
+        assert len(match) == 1
+        assert isinstance(row["input_ids"], np.ndarray) and row["input_ids"].tolist() == match[0]["input_ids"]
+        assert ("labels" in row) == (row[SKILL_KEY] == 1)
+        if "labels" in row:
+            assert row["labels"].tolist() == [-100, 7]

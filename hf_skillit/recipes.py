@@ -46,9 +46,11 @@ from .synthetic import (
     answer_accuracy,
     build_tokenizer,
     encode,
+    fold_skills,
     lego_parent,
     lego_skills,
     make_addition,
+    make_fold,
     make_lego,
     make_tiny_model,
     tiny_model_config,
@@ -74,7 +76,7 @@ __all__ = [
 
 RECIPE_NAME = "recipe.yaml"
 SUMMARY_NAME = "summary.json"
-SYNTHETIC_TASKS = ("lego", "addition")
+SYNTHETIC_TASKS = ("lego", "addition", "fold")
 SNI_SKILL_CHOICES = ("category", "category_language")
 SNI_URL = "https://github.com/allenai/natural-instructions"
 # `datasets` builders for local files, by extension; compressed files keep the builder of their inner extension.
@@ -259,7 +261,7 @@ def _lora_schema() -> dict[str, Any]:
 
 
 def _generator(task: str) -> Callable[..., datasets.Dataset]:
-    return make_lego if task == "lego" else make_addition
+    return {"lego": make_lego, "addition": make_addition, "fold": make_fold}[task]
 
 
 @dataclass
@@ -332,7 +334,7 @@ class DataArguments:
     """`data:` section: the skills' training and validation data. Exactly one source: `synthetic`,
     `train_files` (one entry per skill), `train_file` (one table with `skill_column`) or `natural_instructions`."""
 
-    synthetic: str | None = field(default=None, metadata={"help": "Synthetic task: lego or addition."})
+    synthetic: str | None = field(default=None, metadata={"help": "Synthetic task: lego, addition or fold."})
     generator: dict[str, Any] | None = field(
         default=None,
         metadata={
@@ -423,6 +425,8 @@ class DataArguments:
         generator = self.generator or {}
         if self.synthetic == "lego":
             return lego_skills(generator.get("k", 5))
+        if self.synthetic == "fold":
+            return fold_skills(generator.get("digits", 4))
         return addition_skills(generator.get("digits", 3))
 
 

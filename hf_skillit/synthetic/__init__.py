@@ -1,7 +1,9 @@
-"""Synthetic skills of the Skill-It paper (LEGO, digit addition), a local word-level tokenizer and tiny models."""
+"""Synthetic skills: the Skill-It paper's LEGO and digit addition, the CPU-learnable table fold; a local word-level
+tokenizer and tiny models."""
 
 from .accuracy import answer_accuracy
 from .addition import addition_skills, make_addition
+from .fold import fold_skills, fold_table, make_fold
 from .lego import lego_parent, lego_skills, make_lego, skill_counts
 from .models import make_tiny_model, tiny_model_config
 from .tokenizer import build_tokenizer, encode
@@ -11,9 +13,12 @@ __all__ = [
     "answer_accuracy",
     "build_tokenizer",
     "encode",
+    "fold_skills",
+    "fold_table",
     "lego_parent",
     "lego_skills",
     "make_addition",
+    "make_fold",
     "make_lego",
     "make_tiny_model",
     "skill_counts",

@@ -1,0 +1,663 @@
+"""Skill discovery: recover skills from unlabelled samples by clustering their loss trajectories.
+
+Skill-It §2.3 and Appendix D.2: samples of one skill are learned at the same time, so their validation losses follow
+similar trajectories as a model trains. [`loss_trajectories`] trains R short runs from the same base model, each on
+its own random mixture of the training groups, and scores every sample of a pool at C checkpoints of every run; the
+paper's LEGO study uses R = 10 runs and C = 120 checkpoints. Row i of the result, the `R * C` per-sample losses,
+is sample i's feature vector; [`cluster_skills`] clusters these vectors with k-means. The paper reaches 61.0 ± 1.6 %
+on LEGO k = 5 this way, against at most 38.4 % for embeddings (its Table 3). [`embed_samples`] gives those embedding
+baselines: the mean and the last-token hidden state of a model. [`recovery_accuracy`] is the paper's measure, the
+share of samples whose cluster is matched to their skill under the best one-to-one matching.
+
+Mixtures. Run r draws its weights over the training groups from a symmetric Dirichlet(alpha) distribution, seeded by
+(seed, r). With alpha = 1 (the default) this is the uniform distribution on the simplex. The paper does not say which
+distribution it samples from. The groups may be the true skills (the paper's protocol), any coarse partition the
+user has (data sources, files), or a single group when nothing is known. With a single group every mixture is [1],
+and the runs differ only in their data order: run r shuffles with `data_seed + r`.
+
+Every run trains through [`SkillItTrainer`] with `mixing="fixed"`, as in graph learning, so loss masks, the collator
+and peft behave as in real training. Per-sample losses reuse `evaluation.scored_token_loss`: they are token-weighted
+over the scored positions (labels != -100). Each finished run is written at once and atomically to
+`output_dir/runs/run-<r>.npz`, so a killed call retrains only the run it was in. Runs may be added later: a run's
+mixture depends only on (seed, r).
+
+[`discover_skills`] is the pipeline behind `hf-skillit discover-skills`. It labels a recipe's training and validation
+rows with the discovered skills and writes them as `train.jsonl` and `validation.jsonl`, with a `skill` column and
+the recipe's own label kept in `true_skill`. It also writes a `recipe.yaml` that trains on them, so `learn-graph` and
+`train` follow unchanged, a `report.json` and a PCA plot (docs/discovery.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+import yaml
+from accelerate import PartialState
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.metrics.cluster import contingency_matrix
+from sklearn.preprocessing import StandardScaler
+from transformers import PreTrainedModel, TrainerCallback, TrainingArguments, set_seed
+
+from .collator import IGNORE_INDEX
+from .evaluation import scored_token_loss
+from .graph_learning import _run_args
+from .skills import SkillSet
+from .trainer import SkillItTrainer
+
+__all__ = [
+    "cluster_skills",
+    "discover_skills",
+    "draw_mixtures",
+    "embed_samples",
+    "loss_trajectories",
+    "per_sample_loss",
+    "prepare_discovery",
+    "recovery_accuracy",
+    "run_discovery",
+    "standardize",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "trajectories.json"
+RUNS_DIR = "runs"
+WORK_DIR = "work"
+POOL = "pool"  # the pool's name inside the SkillSet that tokenizes it with the groups
+POOLINGS = ("mean", "last")
+OUTPUT_FILES = ("train.{fmt}", "validation.{fmt}", "recipe.yaml", "report.json", "clusters.png")
+FORMATS = ("jsonl", "parquet")
+
+# Training settings that change what a run measures: a resumed run set must agree on them.
+_IDENTITY_TRAINING_FIELDS = (
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "optim",
+    "seed",
+    "bf16",
+    "fp16",
+)
+
+
+# ----- features -----------------------------------------------------------------------------------------------------
+
+
+def draw_mixtures(num_groups: int, runs: int, alpha: float = 1.0, seed: int = 0) -> np.ndarray:
+    """The `[runs, num_groups]` mixtures of the runs: row r ~ Dirichlet(alpha, ..., alpha), seeded by (seed, r)."""
+    if not (alpha > 0 and np.isfinite(alpha)):
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+    if num_groups == 1:  # numpy's draw can come out a rounding error off 1
+        return np.ones((runs, 1))
+    return np.array([np.random.default_rng([seed, r]).dirichlet(np.full(num_groups, alpha)) for r in range(runs)])
+
+
+@torch.no_grad()
+def per_sample_loss(
+    model: torch.nn.Module,
+    dataset: datasets.Dataset,
+    collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> np.ndarray:
+    """Each row's mean next-token loss over its scored positions (labels != -100); NaN for a row with none."""
+    device = device or next(model.parameters()).device
+    data = dataset.select_columns([c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names])
+    losses = np.empty(len(data))
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(data), batch_size):
+            columns = data[start : start + batch_size]
+            batch = collator([dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)])
+            with autocast():
+                logits = model(
+                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+                ).logits
+            for i in range(logits.shape[0]):
+                total, count = scored_token_loss(logits[i : i + 1], batch["labels"][i : i + 1])
+                losses[start + i] = float(total / count) if count > 0 else np.nan
+    finally:
+        model.train(was_training)
+    return losses
+
+
+@torch.no_grad()
+def embed_samples(
+    model: torch.nn.Module,
+    dataset: datasets.Dataset,
+    collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+    pooling: str = "mean",
+    batch_size: int = 64,
+    layer: int = -1,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """`[n_samples, hidden]` embeddings, the paper's baselines (Table 3): the hidden states of `layer` averaged over a
+    row's tokens (`pooling="mean"`) or taken at its last token (`"last"`), padding excluded."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    device = device or next(model.parameters()).device
+    data = dataset.select_columns([c for c in ("input_ids", "attention_mask") if c in dataset.column_names])
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(data), batch_size):
+            columns = data[start : start + batch_size]
+            batch = collator([dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)])
+            mask = batch["attention_mask"].to(device)
+            hidden = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=mask, output_hidden_states=True
+            ).hidden_states[layer]
+            if pooling == "mean":
+                vectors = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+            else:  # the last position whose mask is 1, whichever side the padding is on
+                last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+                vectors = hidden[torch.arange(hidden.shape[0], device=device), last]
+            out.append(vectors.float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out)
+
+
+class _PoolScorer(TrainerCallback):
+    """Scores every pool sample every `every` optimizer steps of a run."""
+
+    def __init__(self, trainer: SkillItTrainer, pool: datasets.Dataset, every: int):
+        self.trainer, self.pool, self.every = trainer, pool, every
+        self.steps: list[int] = []
+        self.losses: list[np.ndarray] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            self.steps.append(state.global_step)
+            self.losses.append(
+                per_sample_loss(
+                    self.trainer.model,
+                    self.pool,
+                    self.trainer.data_collator,
+                    batch_size=args.per_device_eval_batch_size,
+                    device=args.device,
+                    autocast=self.trainer.autocast_smart_context_manager,
+                )
+            )
+
+
+def _tokenize_and_check(
+    groups: SkillSet, pool: datasets.Dataset, processing_class: Any, args: Any
+) -> tuple[SkillSet, datasets.Dataset]:
+    """The groups' training data and the pool, tokenized; refuses a pool with samples that have no scored token."""
+    if not isinstance(pool, datasets.Dataset) or len(pool) == 0:
+        raise ValueError(f"pool must be a non-empty datasets.Dataset, got {pool!r}")
+    train = {g: groups.train(g) for g in groups.train_skills}
+    tokenized = SkillItTrainer._tokenized(SkillSet(train, {POOL: pool}), processing_class, args)
+    pool = tokenized.validation(POOL)
+    if "labels" in pool.column_names:  # position 0 is never a next-token target
+        scored = np.array([sum(label != IGNORE_INDEX for label in row[1:]) for row in pool["labels"]])
+    else:
+        masks = pool["attention_mask"] if "attention_mask" in pool.column_names else pool["input_ids"]
+        scored = np.array([len(row) - 1 for row in masks])
+    if (empty := np.flatnonzero(scored <= 0)).size:
+        what = "no pool sample has" if empty.size == len(pool) else f"{empty.size} pool samples have"
+        raise ValueError(
+            f"{what} a scored token (a label != -100 after the first position), so they have no loss to cluster: "
+            f"rows {empty[:10].tolist()}{' ...' if empty.size > 10 else ''}. Drop them or fix their labels."
+        )
+    return SkillSet({g: tokenized.train(g) for g in groups.train_skills}, {}), pool
+
+
+def loss_trajectories(
+    *,
+    groups: SkillSet,
+    pool: datasets.Dataset,
+    model_init: Callable[[], PreTrainedModel],
+    output_dir: str | os.PathLike,
+    steps: int,
+    runs: int = 10,
+    eval_every: int | None = None,
+    alpha: float = 1.0,
+    seed: int = 0,
+    args: TrainingArguments | Mapping[str, Any] | None = None,
+    processing_class: Any = None,
+    data_collator: Callable | None = None,
+) -> np.ndarray:
+    """Per-sample losses of `pool` along R short training runs with random mixtures (Skill-It Appendix D.2).
+
+    Args:
+        groups (`SkillSet`): the training data of each group. Every run trains on a random mixture of the groups. Its
+            validation data is not used.
+        pool (`datasets.Dataset`): the samples to score, tokenized (`input_ids`, optional `labels` with -100 on
+            positions not scored) or raw text in `args.dataset_text_field`.
+        model_init (`Callable`): returns the base model, identical at every call (called after `set_seed(args.seed)`).
+        output_dir (`str`): where each finished run goes (`runs/run-<r>.npz`). Runs already there are not trained
+            again; they must come from the same settings and pool.
+        steps (`int`): optimizer steps of each run.
+        runs (`int`, *optional*, defaults to 10): R, the number of runs (paper: 10).
+        eval_every (`int`, *optional*, defaults to `steps`): steps between two checkpoints; must divide `steps`.
+        alpha (`float`, *optional*, defaults to 1.0): the Dirichlet concentration of the mixtures ([`draw_mixtures`]).
+        seed (`int`, *optional*, defaults to 0): seed of the mixtures.
+        args (`TrainingArguments` or mapping, *optional*): the training settings, as for `learn_graph`. Run r shuffles
+            its data with `data_seed + r` (`seed + r` without a data_seed).
+        processing_class, data_collator: as for [`SkillItTrainer`].
+
+    Returns:
+        `np.ndarray` of shape `[len(pool), runs * C]`, C = steps / eval_every: column `r * C + c` is the loss after
+        `(c + 1) * eval_every` steps of run r. The base model's losses are the same in every run and left out.
+    """
+    if not callable(model_init):
+        raise ValueError(f"model_init must be a callable returning a fresh model, got {type(model_init).__name__}")
+    for name, value in (("steps", steps), ("runs", runs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    eval_every = steps if eval_every is None else eval_every
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1 or steps % eval_every:
+        raise ValueError(f"eval_every must be a positive divisor of steps={steps}, got {eval_every!r}")
+    if PartialState().num_processes > 1:
+        raise ValueError("loss_trajectories trains its runs in one process; launch it without torchrun/accelerate")
+    if not isinstance(groups, SkillSet):
+        raise ValueError(f"groups must be a SkillSet (its training skills are the groups), got {type(groups)}")
+    mixtures = draw_mixtures(len(groups.train_skills), runs, alpha, seed)
+    output_dir = Path(output_dir)
+    base = _as_mapping(args)
+    template = _run_args(base, output_dir / WORK_DIR, steps, steps, {groups.train_skills[0]: 1.0})
+    groups, pool = _tokenize_and_check(groups, pool, processing_class, template)
+    identity = {
+        "groups": list(groups.train_skills),
+        "steps": steps,
+        "eval_every": eval_every,
+        "alpha": alpha,
+        "seed": seed,
+        "pool": _fingerprint(pool),
+        "training": {name: str(getattr(template, name)) for name in _IDENTITY_TRAINING_FIELDS},
+        "data_seed": template.data_seed,
+    }
+    identity_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    _write_config(output_dir, identity, identity_hash)
+
+    data_seed = template.data_seed if template.data_seed is not None else template.seed
+    for r in range(runs):
+        path = output_dir / RUNS_DIR / f"run-{r}.npz"
+        if path.is_file():
+            continue
+        weights = dict(zip(groups.train_skills, mixtures[r].tolist(), strict=True))
+        logger.info("loss trajectory run %d/%d: mixture %s", r + 1, runs, _format(weights))
+        run_args = _run_args(
+            {**base, "data_seed": data_seed + r}, output_dir / WORK_DIR / f"run-{r}", steps, steps, weights
+        )
+        set_seed(run_args.seed)
+        trainer = SkillItTrainer(
+            model=model_init(),
+            args=run_args,
+            skills=groups,
+            processing_class=processing_class,
+            data_collator=data_collator,
+        )
+        scorer = _PoolScorer(trainer, pool, eval_every)
+        trainer.add_callback(scorer)
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        losses = np.stack(scorer.losses, axis=1)
+        # The trainer and its callbacks hold each other: free the model before the next run builds one.
+        del trainer, scorer
+        gc.collect()
+        _atomic_savez(path, losses=losses, mixture=mixtures[r], seconds=seconds, identity_hash=identity_hash)
+        with contextlib.suppress(OSError):
+            (output_dir / WORK_DIR / f"run-{r}").rmdir()
+    with contextlib.suppress(OSError):
+        (output_dir / WORK_DIR).rmdir()
+    return np.concatenate([_load_run(output_dir, r, identity_hash)["losses"] for r in range(runs)], axis=1)
+
+
+# ----- clustering and scoring ---------------------------------------------------------------------------------------
+
+
+def _check_features(features: Any) -> np.ndarray:
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"features must be a non-empty 2-D array [n_samples, n_features], got shape {x.shape}")
+    if (bad := np.flatnonzero(~np.isfinite(x).all(axis=1))).size:
+        raise ValueError(
+            f"features of {bad.size} samples hold NaN or infinite values (rows {bad[:10].tolist()}"
+            f"{' ...' if bad.size > 10 else ''}): a sample with no scored token, or a run that diverged"
+        )
+    return x
+
+
+def standardize(features: Any) -> np.ndarray:
+    """Each feature (column) centred to mean 0 and scaled to variance 1 over the samples (scikit-learn's
+    `StandardScaler`); a constant column becomes 0. Every checkpoint of every run then weighs the same in k-means,
+    whatever its loss scale."""
+    return StandardScaler().fit_transform(_check_features(features))
+
+
+def cluster_skills(features: Any, num_skills: int, seed: int = 0, standardized: bool = True) -> np.ndarray:
+    """k-means (scikit-learn's `KMeans`, k-means++ initialisation, one run per seed) of the samples' features.
+
+    Args:
+        features (`array-like` of shape `[n_samples, n_features]`): e.g. [`loss_trajectories`] or [`embed_samples`].
+        num_skills (`int`): k, the number of clusters; 2 <= k <= n_samples.
+        seed (`int`, *optional*, defaults to 0): the k-means initialisation (the paper reports 10 of them).
+        standardized (`bool`, *optional*, defaults to True): [`standardize`] the features first.
+
+    Returns:
+        `np.ndarray` of n_samples integer labels in 0..k-1, numbered in order of first appearance.
+    """
+    x = _check_features(features)
+    if isinstance(num_skills, bool) or not isinstance(num_skills, (int, np.integer)) or num_skills < 2:
+        raise ValueError(f"num_skills must be an integer >= 2, got {num_skills!r}")
+    if num_skills > len(x):
+        raise ValueError(f"num_skills={num_skills} is more than the {len(x)} samples to cluster")
+    if standardized:
+        x = standardize(x)
+    labels = KMeans(n_clusters=int(num_skills), n_init=1, random_state=seed).fit_predict(x)
+    _, first = np.unique(labels, return_index=True)
+    order = labels[np.sort(first)]
+    return np.argsort(order)[labels]
+
+
+def recovery_accuracy(true_labels: Sequence[Any], labels: Sequence[Any]) -> float:
+    """Share of samples whose cluster is matched to their skill under the best one-to-one matching of clusters to
+    skills (Hungarian matching, scipy's `linear_sum_assignment`), as in the paper's Table 3. Clusters left
+    unmatched (more clusters than skills) count as wrong."""
+    true_labels, labels = np.asarray(true_labels), np.asarray(labels)
+    if true_labels.ndim != 1 or true_labels.shape != labels.shape or len(labels) == 0:
+        raise ValueError(
+            f"true_labels and labels must be two non-empty 1-D sequences of the same length, got shapes "
+            f"{true_labels.shape} and {labels.shape}"
+        )
+    table = contingency_matrix(true_labels, labels)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return float(table[rows, cols].sum() / len(labels))
+
+
+# ----- the recipe pipeline (hf-skillit discover-skills) -------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Discovery:
+    """A checked discovery job: the recipe's data as a pool, the groups of the runs, and the settings."""
+
+    recipe: Any
+    num_skills: int
+    output_dir: Path
+    fmt: str
+    pool: datasets.Dataset
+    splits: list[str]
+    true_labels: list[str] | None
+    groups: SkillSet
+    trajectory_kwargs: dict[str, Any]
+    seed: int
+
+
+def prepare_discovery(
+    recipe: Any,
+    num_skills: int,
+    output_dir: str | os.PathLike,
+    *,
+    runs: int = 10,
+    steps: int | None = None,
+    eval_every: int | None = None,
+    alpha: float = 1.0,
+    seed: int = 0,
+    use_labels: bool = True,
+    fmt: str = "jsonl",
+    overwrite: bool = False,
+) -> _Discovery:
+    """Load and check everything [`run_discovery`] needs, before any training (see [`discover_skills`])."""
+    from .recipes import RecipeError, graph_learning_kwargs
+
+    if fmt not in FORMATS:
+        raise RecipeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    output_dir = Path(output_dir)
+    outputs = [output_dir / name.format(fmt=fmt) for name in OUTPUT_FILES]
+    inputs = {os.path.realpath(p) for p in _data_files(recipe.data)}
+    if clash := [str(p) for p in outputs if os.path.realpath(p) in inputs]:
+        raise RecipeError(f"discovery would overwrite the recipe's own data file(s) {clash}: choose another output")
+    if not overwrite and (existing := [str(p) for p in outputs if p.exists()]):
+        raise RecipeError(f"{output_dir} already holds discovery output {existing}; choose another output directory")
+    kwargs = graph_learning_kwargs(recipe)  # loads the data and the tokenizer; the model comes with model_init
+    skills: SkillSet = kwargs["skills"]
+    parts, splits, names = [], [], []
+    for split, source in (("train", skills.train), ("validation", skills.validation)):
+        for name in skills.train_skills if split == "train" else skills.eval_skills:
+            data = source(name)
+            if not isinstance(data, datasets.Dataset):
+                raise RecipeError(f"skill {name!r}: discovery needs its {split} rows as a Dataset, not a stream")
+            parts.append(data)
+            splits += [split] * len(data)
+            names += [name] * len(data)
+    shared = [c for c in parts[0].column_names if all(c in p.column_names for p in parts)]
+    pool = datasets.concatenate_datasets([p.select_columns(shared) for p in parts])
+    if isinstance(num_skills, bool) or not isinstance(num_skills, int) or not 2 <= num_skills <= len(pool):
+        raise RecipeError(f"--num-skills must be an integer from 2 to the pool's {len(pool)} rows, got {num_skills!r}")
+    steps = steps or kwargs["steps"]
+    eval_every = eval_every or (kwargs["eval_every"] if steps % kwargs["eval_every"] == 0 else steps)
+    if not use_labels:
+        train = [skills.train(s) for s in skills.train_skills]
+        columns = [c for c in train[0].column_names if all(c in t.column_names for t in train)]
+        skills = SkillSet({"all": datasets.concatenate_datasets([t.select_columns(columns) for t in train])}, {})
+    trajectory_kwargs = {
+        "model_init": kwargs["model_init"],
+        "output_dir": output_dir / "trajectories",
+        "steps": steps,
+        "runs": runs,
+        "eval_every": eval_every,
+        "alpha": alpha,
+        "seed": seed,
+        "args": kwargs["args"],
+        "processing_class": kwargs["processing_class"],
+    }
+    template = _run_args(_as_mapping(kwargs["args"]), output_dir, steps, steps, {skills.train_skills[0]: 1.0})
+    groups, pool = _tokenize_and_check(skills, pool, kwargs["processing_class"], template)
+    true_labels = names if len(set(names)) > 1 else None  # one recipe skill is no labelling to score against
+    return _Discovery(recipe, num_skills, output_dir, fmt, pool, splits, true_labels, groups, trajectory_kwargs, seed)
+
+
+def run_discovery(job: _Discovery) -> dict[str, Any]:
+    """Train the runs, cluster, and write the labelled data, the derived recipe, the report and the plot."""
+    start = time.process_time()
+    features = loss_trajectories(groups=job.groups, pool=job.pool, **job.trajectory_kwargs)
+    labels = cluster_skills(features, job.num_skills, seed=job.seed)
+    # Name clusters by mean loss, lowest first: c0 is the skill the runs learned best.
+    means = [features[labels == c].mean() for c in range(job.num_skills)]
+    names = np.array([f"c{rank}" for rank in np.argsort(np.argsort(means))])[labels]
+    out, tokenizer = job.output_dir, job.trajectory_kwargs["processing_class"]
+    out.mkdir(parents=True, exist_ok=True)
+    table = job.pool.add_column("skill_discovered", names.tolist())
+    if "skill" in table.column_names:
+        table = table.remove_columns("skill")
+    table = table.rename_column("skill_discovered", "skill")
+    if job.true_labels is not None:
+        table = table.add_column("true_skill", job.true_labels)
+    if "text" not in table.column_names and tokenizer is not None:  # readable rows for tokenized data
+        table = table.add_column("text", tokenizer.batch_decode(table["input_ids"][:], skip_special_tokens=True))
+    splits = np.array(job.splits)
+    files = {}
+    for split in ("train", "validation"):
+        files[split] = out / f"{split}.{job.fmt}"
+        part = table.select(np.flatnonzero(splits == split))
+        part.to_json(files[split], lines=True) if job.fmt == "jsonl" else part.to_parquet(files[split])
+    cluster_names = sorted(set(names.tolist()), key=lambda n: int(n[1:]))
+    sizes = {c: {s: int(((names == c) & (splits == s)).sum()) for s in ("train", "validation")} for c in cluster_names}
+    recipe_path = _write_recipe(job, files, [c for c in cluster_names if sizes[c]["validation"] == 0])
+    report: dict[str, Any] = {
+        "num_skills": job.num_skills,
+        "pool": {s: int((splits == s).sum()) for s in ("train", "validation")},
+        "cluster_sizes": sizes,
+        "accuracy": None if job.true_labels is None else recovery_accuracy(job.true_labels, names),
+        "groups": list(job.groups.train_skills),
+        **{k: job.trajectory_kwargs[k] for k in ("runs", "steps", "eval_every", "alpha", "seed")},
+        "features": list(features.shape),
+        "mixtures": draw_mixtures(
+            len(job.groups.train_skills), job.trajectory_kwargs["runs"], job.trajectory_kwargs["alpha"], job.seed
+        )
+        .round(4)
+        .tolist(),
+        "cpu_seconds": round(time.process_time() - start, 1),
+        "files": {**{k: str(v) for k, v in files.items()}, "recipe": str(recipe_path)},
+    }
+    if job.true_labels is not None:
+        truth = sorted(set(job.true_labels))
+        report["contingency"] = {
+            t: {c: int(((np.array(job.true_labels) == t) & (names == c)).sum()) for c in cluster_names} for t in truth
+        }
+    _plot_clusters(features, names, job.true_labels, out / "clusters.png")
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def discover_skills(recipe: Any, num_skills: int, output_dir: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+    """Discover `num_skills` skills in a recipe's data and write it labelled (`hf-skillit discover-skills`).
+
+    The pool is the recipe's training rows followed by its validation rows. The runs are the recipe's `learn_graph`
+    runs (its `steps` and `eval_every`, its training settings) with random mixtures over the recipe's skills
+    (`use_labels=True`, the paper's protocol) or over all its training rows as one group (`use_labels=False`).
+    Writes into `output_dir`: `train.jsonl` and `validation.jsonl` (or `.parquet`) with the discovered `skill` and
+    the recipe's label as `true_skill`; `recipe.yaml`, the recipe retargeted to those files, its graph learned into
+    `output_dir/graph` and its run in `output_dir/run`; `report.json` (cluster sizes, accuracy against the recipe's
+    labels, settings, mixtures, CPU seconds); `clusters.png`; and the resumable runs in `trajectories/`.
+
+    Keyword arguments are those of [`prepare_discovery`]: `runs`, `steps`, `eval_every`, `alpha`, `seed`,
+    `use_labels`, `fmt` ("jsonl" or "parquet") and `overwrite` (of earlier discovery output; the recipe's own data
+    files are never overwritten).
+    """
+    return run_discovery(prepare_discovery(recipe, num_skills, output_dir, **kwargs))
+
+
+# ----- helpers ------------------------------------------------------------------------------------------------------
+
+
+def _as_mapping(args: TrainingArguments | Mapping[str, Any] | None) -> dict[str, Any]:
+    if isinstance(args, TrainingArguments):
+        return {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
+    return dict(args or {})
+
+
+def _format(weights: Mapping[str, float]) -> str:
+    return " ".join(f"{k}={v:.3f}" for k, v in weights.items())
+
+
+def _fingerprint(pool: datasets.Dataset) -> str:
+    digest = hashlib.sha256()
+    for column in ("input_ids", "labels", "attention_mask"):
+        if column in pool.column_names:
+            digest.update(json.dumps(pool[column][:]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _write_config(output_dir: Path, identity: dict[str, Any], identity_hash: str) -> None:
+    path = output_dir / CONFIG_NAME
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored["identity_hash"] != identity_hash:
+            differ = [k for k in identity if stored["identity"].get(k) != identity[k]]
+            raise ValueError(
+                f"{output_dir} holds loss trajectories of other settings (differing: {', '.join(differ)}); use "
+                "another output_dir or delete it"
+            )
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"identity": identity, "identity_hash": identity_hash}, indent=1))
+    os.replace(tmp, path)
+
+
+def _atomic_savez(path: Path, **arrays: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_run(output_dir: Path, r: int, identity_hash: str) -> dict[str, np.ndarray]:
+    path = output_dir / RUNS_DIR / f"run-{r}.npz"
+    with np.load(path) as record:
+        if str(record["identity_hash"]) != identity_hash:
+            raise ValueError(f"{path} was written with other settings; remove it to train it again")
+        return {key: record[key] for key in record.files}
+
+
+def _data_files(data: Any) -> list[str]:
+    import glob
+
+    paths: list[str] = []
+    for name in ("train_file", "validation_file"):
+        value = getattr(data, name, None)
+        paths += [value] if isinstance(value, str) else list(value or [])
+    for name in ("train_files", "validation_files"):
+        for value in (getattr(data, name, None) or {}).values():
+            paths += [value] if isinstance(value, str) else list(value)
+    return [match for path in paths for match in (glob.glob(path) if glob.has_magic(path) else [path])]
+
+
+def _write_recipe(job: _Discovery, files: Mapping[str, Path], no_validation: list[str]) -> Path:
+    """The recipe retargeted to the labelled files: same model and training, the discovered skills as its data."""
+    raw = json.loads(json.dumps(job.recipe.raw, default=str))
+    data = {k: v for k, v in (raw.get("data") or {}).items() if k in ("validation_per_skill", "seed", "download")}
+    data.update({"train_file": str(files["train"]), "skill_column": "skill"})
+    if no_validation:  # such a cluster gets validation rows held out of its training rows instead
+        logger.warning(
+            "clusters %s have no validation rows: the recipe holds validation rows out of train", no_validation
+        )
+    else:
+        data["validation_file"] = str(files["validation"])
+    raw["data"] = data
+    model = raw.setdefault("model", {})
+    if job.recipe.model.tiny is not None and job.recipe.model.tokenizer is None:
+        # The built-in tokenizer is not found by name: save it beside the data.
+        job.trajectory_kwargs["processing_class"].save_pretrained(job.output_dir / "tokenizer")
+        model["tokenizer"] = str(job.output_dir / "tokenizer")
+    raw["graph"] = {"path": str(job.output_dir / "graph" / "graph.json")}
+    raw.setdefault("training", {})["output_dir"] = str(job.output_dir / "run")
+    raw["training"].pop("target_skills", None)  # the recipe's skill names do not name discovered skills
+    learn = raw.get("learn_graph") or {}
+    learn.pop("eval_skills", None)
+    raw["learn_graph"] = {**learn, "output_dir": str(job.output_dir / "graph")}
+    path = job.output_dir / "recipe.yaml"
+    header = (
+        f"# Discovered by `hf-skillit discover-skills {job.recipe.source or 'RECIPE'} --num-skills {job.num_skills}`"
+        f"\n# from the data of that recipe: learn its graph, then train:\n"
+        f"#   hf-skillit learn-graph {path}\n#   hf-skillit train {path}\n"
+        f"# Stratified on the recipe's own labels: --set data.skill_column=true_skill training.mixing=stratified\n"
+    )
+    path.write_text(header + yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _plot_clusters(features: np.ndarray, names: np.ndarray, true_labels: list[str] | None, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    points = PCA(n_components=2, random_state=0).fit_transform(standardize(features))
+    panels = [("discovered skill", names)] + ([("recipe's skill", np.array(true_labels))] if true_labels else [])
+    figure = Figure(figsize=(5.5 * len(panels), 4.5))
+    for k, (title, colours) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), k + 1)
+        for value in sorted(set(colours.tolist())):
+            keep = colours == value
+            axes.scatter(points[keep, 0], points[keep, 1], s=8, alpha=0.6, label=f"{value} ({keep.sum()})")
+        axes.set(title=f"Loss trajectories, PCA, by {title}", xlabel="PC 1", ylabel="PC 2")
+        axes.legend(fontsize=8, markerscale=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)

@@ -27,6 +27,8 @@ _EXPORTS = {
     "StaticMixer": "mixing",
     "StratifiedMixer": "mixing",
     "make_mixer": "mixing",
+    "MixerSetup": "mixer_registry",
+    "register_mixer": "mixer_registry",
     "SkillSet": "skills",
     "SkillItTrainer": "trainer",
     "last_complete_checkpoint": "trainer",
@@ -37,6 +39,7 @@ __all__ = [
     "LMCollator",
     "MIXERS",
     "Mixer",
+    "MixerSetup",
     "ProportionalMixer",
     "SkillItConfig",
     "SkillItMixer",
@@ -49,6 +52,7 @@ __all__ = [
     "learn_graph",
     "make_mixer",
     "merge_runs",
+    "register_mixer",
 ]  # = the keys of _EXPORTS (tests/test_cli.py checks)
 
 
@@ -69,6 +73,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
     from .config import SkillItConfig
     from .graph import SkillsGraph
     from .graph_learning import learn_graph, merge_runs
+    from .mixer_registry import MixerSetup, register_mixer
     from .mixing import (
         MIXERS,
         FixedMixer,

@@ -6,12 +6,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from accelerate import PartialState
 from transformers import TrainingArguments
 
-MIXING_CHOICES = ("skill_it", "stratified", "random", "static", "no_graph", "fixed")
+from .mixer_registry import MIXER_NAMES, check_mixer_settings, mixer_names
+
+# A live view of the mixer registry: a mixer registered later (`register_mixer`) is a valid choice too.
+MIXING_CHOICES = MIXER_NAMES
 
 
 @dataclass
@@ -28,7 +30,7 @@ class SkillItConfig(TrainingArguments):
 
     mixing: str = field(
         default="skill_it",
-        metadata={"help": "Data selection: " + ", ".join(MIXING_CHOICES), "choices": MIXING_CHOICES},
+        metadata={"help": "Data selection: a registered mixer (hf_skillit.mixer_registry)", "choices": MIXING_CHOICES},
     )
     rounds: int = field(default=6, metadata={"help": "Number of rounds T; the mixture changes between rounds."})
     eta: float = field(default=0.5, metadata={"help": "Skill-It learning rate eta (eq. 4)."})
@@ -71,7 +73,7 @@ class SkillItConfig(TrainingArguments):
             PartialState(cpu=True, backend=self.ddp_backend, timeout=timedelta(seconds=self.ddp_timeout))
         super().__post_init__()
         if self.mixing not in MIXING_CHOICES:
-            raise ValueError(f"mixing={self.mixing!r} is not one of {', '.join(MIXING_CHOICES)}")
+            raise ValueError(f"mixing={self.mixing!r} is not one of {', '.join(mixer_names())}")
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise ValueError(f"rounds must be a positive integer, got {self.rounds!r}")
         if self.max_steps is None or self.max_steps <= 0:
@@ -97,8 +99,7 @@ class SkillItConfig(TrainingArguments):
                 self.fixed_weights = json.loads(self.fixed_weights)
             except json.JSONDecodeError as err:
                 raise ValueError(f"fixed_weights is not valid JSON: {err}") from None
-        if self.mixing == "fixed" and self.fixed_weights is None:
-            raise ValueError("mixing='fixed' needs fixed_weights ({skill: weight} or a per-round schedule)")
+        check_mixer_settings(self.mixing, self)  # e.g. mixing='fixed' needs fixed_weights
         if self.auto_find_batch_size:
             raise ValueError(
                 "auto_find_batch_size=True is not supported: rounds are sized from the batch size when training starts"
@@ -114,9 +115,6 @@ class SkillItConfig(TrainingArguments):
 
     def fixed_schedule(self) -> tuple[dict[str, float] | None, list[dict[str, float]] | None]:
         """`fixed_weights` as (weights, schedule), exactly one of them set."""
-        value: Any = self.fixed_weights
-        if isinstance(value, dict) and "schedule" in value:
-            value = value["schedule"]
-        if isinstance(value, list):
-            return None, value
-        return value, None
+        from .mixing import split_fixed_weights
+
+        return split_fixed_weights(self.fixed_weights)

@@ -14,12 +14,17 @@ Every baseline here is a SkillSet plus a schedule `[{skill: weight}, ...]` (one 
   previously seen skill against forgetting, followed by a final phase over all skills (the reference
   implementation's, which produced the paper's numbers). Skills count as equal-sized groups: the paper draws
   this baseline from a skill-stratified pool.
+
+Each baseline is also a registered mixer (`hf_skillit.mixer_registry`), so `SkillItConfig(mixing="curriculum")`
+or a recipe's `training.mixing: skill_curriculum` runs it directly: [`SkillItTrainer`] scores its training data with
+the model it was given (before training) and trains the resulting schedule over `rounds` rounds. The schedule is
+saved with the mixer's checkpoint state, so a resumed run keeps it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 import numpy as np
@@ -27,10 +32,14 @@ import torch
 from torch import nn
 
 from .collator import IGNORE_INDEX
+from .mixer_registry import MixerSetup, register_mixer
+from .mixing import FixedMixer
 from .skills import SkillSet
 
 __all__ = [
     "CURRICULA",
+    "CurriculumMixer",
+    "SkillCurriculumMixer",
     "curriculum_baseline",
     "curriculum_setup",
     "difficulty_order",
@@ -228,3 +237,94 @@ def curriculum_baseline(
     if name.startswith("skill_"):
         return skills, skill_curriculum_setup(skills, model, collator, rounds, anti, frac, batch_size)[1]
     return curriculum_setup(skills, model, collator, rounds, anti, batch_size)
+
+
+# ----- the curricula as registered mixers ----------------------------------------------------------------------------
+
+
+class _ScoredScheduleMixer(FixedMixer):
+    """A `FixedMixer` whose schedule comes from ranking the training data by the model's loss, once, at setup."""
+
+    anti: ClassVar[bool] = False
+    settings_required: ClassVar[Mapping[str, str]] = {}  # the schedule is computed, not given
+
+    @classmethod
+    def _check_setup(cls, setup: MixerSetup) -> None:
+        if setup.skills is None or setup.model is None or setup.collator is None or setup.rounds is None:
+            raise ValueError(
+                f"mixing={cls.name!r} ranks the training data by the model's loss: build it with SkillItTrainer "
+                "(which passes the model, the data and the collator), not make_mixer"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        # The schedule came from the model before training: a resumed run must keep it, not re-rank.
+        return {**super().state_dict(), "schedule": [weights.tolist() for weights in self._schedule]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._check_state(state, "schedule")
+        self._schedule = [np.asarray(weights, dtype=np.float64) for weights in state["schedule"]]
+        super().load_state_dict(state)
+
+
+@register_mixer
+class SkillCurriculumMixer(_ScoredScheduleMixer):
+    """`mixing="skill_curriculum"`: Varshney et al.'s skill curriculum (easiest skill first), see
+    [`skill_curriculum_setup`]; needs `rounds >= k + 1`."""
+
+    name = "skill_curriculum"
+
+    @classmethod
+    def from_setup(cls, setup: MixerSetup) -> SkillCurriculumMixer:
+        cls._check_setup(setup)
+        _, schedule = skill_curriculum_setup(
+            setup.skills, setup.model, setup.collator, setup.rounds, anti=cls.anti, batch_size=setup.batch_size
+        )
+        return cls(setup.train_skills, schedule=schedule)
+
+
+@register_mixer
+class SkillAnticurriculumMixer(SkillCurriculumMixer):
+    """`mixing="skill_anticurriculum"`: the skill curriculum, hardest skill first."""
+
+    name = "skill_anticurriculum"
+    anti = True
+
+
+@register_mixer
+class CurriculumMixer(_ScoredScheduleMixer):
+    """`mixing="curriculum"`: the sample-level curriculum with `rounds` pacing epochs, see [`curriculum_setup`].
+
+    It trains on difficulty buckets instead of the data's skills: `prepare` replaces the training skills with the
+    buckets `difficulty_1..M` (the validation skills stay), and the mixer's schedule paces them.
+    """
+
+    name = "curriculum"
+
+    @classmethod
+    def prepare(cls, setup: MixerSetup) -> MixerSetup:
+        """The setup with the difficulty buckets as training skills and their pacing schedule as fixed weights."""
+        cls._check_setup(setup)
+        buckets, schedule = curriculum_setup(
+            setup.skills, setup.model, setup.collator, setup.rounds, anti=cls.anti, batch_size=setup.batch_size
+        )
+        return setup.replace(
+            skills=buckets,
+            train_skills=buckets.train_skills,
+            train_sizes=buckets.train_sizes(),
+            graph=None,
+            fixed_weights=schedule,
+        )
+
+    @classmethod
+    def from_setup(cls, setup: MixerSetup) -> CurriculumMixer:
+        if setup.fixed_weights is None or setup.train_skills != setup.skills.train_skills:
+            setup = cls.prepare(setup)
+        return cls(setup.train_skills, schedule=setup.fixed_weights)
+
+
+@register_mixer
+class AnticurriculumMixer(CurriculumMixer):
+    """`mixing="anticurriculum"`: the sample-level curriculum, hardest bucket first."""
+
+    name = "anticurriculum"
+    anti = True

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,45 +11,23 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .names import SkillsMismatchError, check_known_skills, check_skill_names
+from .rundir import atomic_write_text
+
 __all__ = ["SkillsGraph"]
 
 _PNG_DPI = 100
 
 
-def _check_names(names: Sequence[str], what: str) -> tuple[str, ...]:
-    # A bare string would silently become one skill per character.
-    if isinstance(names, str):
-        raise ValueError(f"{what} skills must be a sequence of names, got the string {names!r}")
-    names = tuple(names)
-    if not names:
-        raise ValueError(f"the graph needs at least one {what} skill")
-    for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"{what} skill names must be non-empty strings, got {name!r}")
-    if dupes := [name for name, count in Counter(names).items() if count > 1]:
-        raise ValueError(f"duplicate {what} skill names: {dupes}")
-    return names
-
-
-def _indices(given: Sequence[str], known: tuple[str, ...], what: str) -> list[int]:
-    """Positions of `given` names in `known`, or a ValueError naming the unknown ones."""
-    if isinstance(given, str):
-        raise ValueError(f"{what} skills must be a sequence of names, got the string {given!r}")
-    position = {name: i for i, name in enumerate(known)}
-    if unknown := [name for name in given if name not in position]:
-        raise ValueError(f"unknown {what} skills {unknown}; the graph's {what} skills: {list(known)}")
-    return [position[name] for name in given]
-
-
 def _permutation(given: Sequence[str], known: tuple[str, ...], what: str) -> list[int]:
-    given = _check_names(given, what)
+    given = check_skill_names(given, what)
     missing = [name for name in known if name not in set(given)]
     extra = [name for name in given if name not in set(known)]
     if missing or extra:
         raise ValueError(
             f"{what} skills must be a permutation of the graph's: missing {missing}, not in the graph {extra}"
         )
-    return _indices(given, known, what)
+    return check_known_skills(given, known, what)
 
 
 class SkillsGraph:
@@ -75,8 +51,8 @@ class SkillsGraph:
         eval_skills: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        self.train_skills = _check_names(train_skills, "training")
-        self.eval_skills = self.train_skills if eval_skills is None else _check_names(eval_skills, "evaluation")
+        self.train_skills = check_skill_names(train_skills, "training")
+        self.eval_skills = self.train_skills if eval_skills is None else check_skill_names(eval_skills, "evaluation")
         matrix = np.array(matrix, dtype=np.float64)
         expected = (len(self.train_skills), len(self.eval_skills))
         if matrix.shape != expected:
@@ -97,14 +73,14 @@ class SkillsGraph:
     @classmethod
     def identity(cls, skills: Sequence[str]) -> SkillsGraph:
         """Each skill helps only itself: the no-graph ablation (paper Appendix D.5)."""
-        skills = _check_names(skills, "training")
+        skills = check_skill_names(skills, "training")
         return cls(np.eye(len(skills)), skills, metadata={"method": "identity"})
 
     @classmethod
     def complete(cls, train_skills: Sequence[str], eval_skills: Sequence[str] | None = None) -> SkillsGraph:
         """Every training skill helps every evaluation skill equally (all ones)."""
-        train_skills = _check_names(train_skills, "training")
-        eval_skills = train_skills if eval_skills is None else _check_names(eval_skills, "evaluation")
+        train_skills = check_skill_names(train_skills, "training")
+        eval_skills = train_skills if eval_skills is None else check_skill_names(eval_skills, "evaluation")
         return cls(np.ones((len(train_skills), len(eval_skills))), train_skills, eval_skills, {"method": "complete"})
 
     @property
@@ -113,7 +89,7 @@ class SkillsGraph:
 
     def restrict(self, eval_skills: Sequence[str]) -> SkillsGraph:
         """Keep only the columns of `eval_skills`, in that order (fine-tuning targets)."""
-        columns = _indices(eval_skills, self.eval_skills, "evaluation")
+        columns = check_known_skills(eval_skills, self.eval_skills, "evaluation")
         return SkillsGraph(self.matrix[:, columns], self.train_skills, eval_skills, self.metadata)
 
     def reorder(self, train_skills: Sequence[str], eval_skills: Sequence[str] | None = None) -> SkillsGraph:
@@ -129,9 +105,40 @@ class SkillsGraph:
 
         This is S_prereq = {s_train,i : exists j with A_ij > 0} of paper §3.3.1.
         """
-        columns = slice(None) if eval_skills is None else _indices(eval_skills, self.eval_skills, "evaluation")
+        columns = (
+            slice(None) if eval_skills is None else check_known_skills(eval_skills, self.eval_skills, "evaluation")
+        )
         has_edge = (self.matrix[:, columns] > 0).any(axis=1)
         return tuple(name for name, edge in zip(self.train_skills, has_edge, strict=True) if edge)
+
+    def check_train_skills(self, train_skills: Sequence[str]) -> None:
+        """Check that the graph's rows are exactly the data's training skills `train_skills` (in any order).
+
+        Raises:
+            SkillsMismatchError: naming the skills missing from the graph and those without training data.
+        """
+        train = set(train_skills)
+        missing = [s for s in train_skills if s not in set(self.train_skills)]
+        extra = [s for s in self.train_skills if s not in train]
+        if missing or extra:
+            parts = [f"not in the graph: {', '.join(missing)}" if missing else ""]
+            parts.append(f"in the graph but without training data: {', '.join(extra)}" if extra else "")
+            raise SkillsMismatchError(
+                "the graph's training skills do not match the data's: " + "; ".join(p for p in parts if p),
+                missing,
+                extra,
+            )
+
+    def check_targets(self, targets: Sequence[str], *, need_prerequisites: bool = False) -> None:
+        """Check fine-tuning targets: they must be evaluation skills (`UnknownSkillsError` otherwise) and, with
+        `need_prerequisites`, each needs a positive entry in its column, or Skill-It's mixture could never respond to
+        it (paper §3.3.1: the targets and their prerequisites are what fine-tuning samples)."""
+        check_known_skills(targets, self.eval_skills, "evaluation")
+        if need_prerequisites and (orphans := [t for t in targets if not self.prerequisites([t])]):
+            raise ValueError(
+                f"target skill(s) {', '.join(map(repr, orphans))} have no positive entry in their graph column "
+                "(no training skill, itself included, helps them): Skill-It's mixture could never respond to them"
+            )
 
     def density(self) -> float:
         """Fraction of positive entries.
@@ -194,17 +201,8 @@ class SkillsGraph:
         path = Path(path)
         if path.suffix != ".json":
             raise ValueError(f"skills graphs are saved as .json, got {str(path)!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         # Write-then-rename, so a reader (or a crash) never sees half a file.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
         return path
 
     @classmethod

@@ -36,6 +36,16 @@ from transformers import PreTrainedModel, TrainingArguments, set_seed
 from .config import SkillItConfig
 from .evaluation import SkillEvaluator
 from .graph import SkillsGraph
+from .rundir import (
+    LEARN_GRAPH_CONFIG_NAME,
+    LEARN_GRAPH_RUNS_DIR,
+    LEARN_GRAPH_WORK_DIR,
+    LEARNED_GRAPH_NAME,
+    LEARNED_GRAPH_PNG,
+    MEASUREMENTS_NAME,
+    atomic_write,
+    atomic_write_json,
+)
 from .skills import SkillSet
 from .trainer import SkillItTrainer
 
@@ -50,12 +60,11 @@ _BRUTE_FORCE_ONLY = ("delta_diff", "lego")
 _DEFAULT_EDGE_RULE = {"brute_force": "delta_diff", "approximate": "delta"}
 LEGO_EDGE_WEIGHT = 0.5  # the paper's LEGO/addition edge weight (Appendix C.2, Figures 10 and 11)
 
-CONFIG_NAME = "learn_graph.json"
-RUNS_DIR = "runs"
-WORK_DIR = "work"
-GRAPH_NAME = "graph.json"
-MEASUREMENTS_NAME = "measurements.json"
-PLOT_NAME = "graph.png"
+CONFIG_NAME = LEARN_GRAPH_CONFIG_NAME
+RUNS_DIR = LEARN_GRAPH_RUNS_DIR
+WORK_DIR = LEARN_GRAPH_WORK_DIR
+GRAPH_NAME = LEARNED_GRAPH_NAME
+PLOT_NAME = LEARNED_GRAPH_PNG
 
 # Training hyperparameters that change what a run measures: a resumed or merged run set must agree on them.
 _IDENTITY_TRAINING_FIELDS = (
@@ -210,7 +219,7 @@ def learn_graph(
     state.wait_for_everyone()
 
     # Tokenize once here rather than in each run's trainer.
-    skills = SkillItTrainer._tokenized(skills, processing_class, template)
+    skills = skills.tokenized(processing_class, template.dataset_text_field, template.max_length)
     plan = plan_runs(method, skills.train_skills, eval_skills)
     mine = plan[shard_index::num_shards]
     pending = [run for run in mine if not _run_path(output_dir, run).is_file()]
@@ -236,7 +245,7 @@ def learn_graph(
         )
         if record is not None:
             record["identity_hash"] = config["identity_hash"]
-            _atomic_write_json(_run_path(output_dir, run), record)
+            atomic_write_json(_run_path(output_dir, run), record)
             shutil.rmtree(output_dir / WORK_DIR / run.id, ignore_errors=True)
     if state.is_main_process:
         # Other shards may still be using it.
@@ -317,10 +326,10 @@ def merge_runs(
     # the measurements it came from.
     measurements["runs"] = runs
     measurements["cost"] = cost
-    _atomic_write_json(output_dir / MEASUREMENTS_NAME, measurements, indent=1)
-    plot_tmp = output_dir / f".{PLOT_NAME}.{os.getpid()}.tmp"
-    graph.plot(plot_tmp, title=f"{method}, H={steps}, {edge['edge_rule']}")
-    os.replace(plot_tmp, output_dir / PLOT_NAME)
+    atomic_write_json(output_dir / MEASUREMENTS_NAME, measurements, indent=1)
+    atomic_write(
+        output_dir / PLOT_NAME, lambda tmp: graph.plot(tmp, title=f"{method}, H={steps}, {edge['edge_rule']}")
+    )
     graph.save(output_dir / GRAPH_NAME)
     return graph
 
@@ -629,16 +638,6 @@ def _describe_rule(method: str, edge: Mapping[str, Any], steps: int) -> str:
 # ----- files --------------------------------------------------------------------------------------------------------
 
 
-def _atomic_write_json(path: Path, payload: Any, indent: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=indent)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _run_path(output_dir: Path, run: GraphRun) -> Path:
     return output_dir / RUNS_DIR / f"{run.id}.json"
 
@@ -684,4 +683,4 @@ def _write_config(output_dir: Path, config: dict[str, Any]) -> None:
                 f"{output_dir} holds runs of another learn_graph configuration ({details}); use another output_dir "
                 "or delete it"
             )
-    _atomic_write_json(path, config, indent=1)
+    atomic_write_json(path, config, indent=1)

@@ -11,8 +11,8 @@ the live model on every task and hands Skill-It one number per task, lower is be
 
 lm-eval runs on the main process with the live model (a `PreTrainedModel` or a `peft` model) through
 `HFLM(pretrained=model, ...)`, and the results are broadcast to every process. [`LMEvalCallback`] logs every
-task's metrics through `Trainer.log` at the end of training. [`dry_run_mixture`] prints the static (T = 1)
-Skill-It mixture of a graph, as in the paper's Figure 7, without training.
+task's metrics through `Trainer.log` at the end of training. `hf_skillit.mixing.dry_run_mixture` (re-exported
+here) prints the static (T = 1) Skill-It mixture of a graph, as in the paper's Figure 7, without training.
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from lm_eval.tasks import TaskManager
 from transformers import TrainerCallback
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from .graph import SkillsGraph
-from .mixing import StaticMixer
+from .mixing import dry_run_mixture  # re-exported: it lived here; it belongs with the mixers
 
 __all__ = ["LMEvalArguments", "LMEvalCallback", "LMEvalSkills", "METRICS", "dry_run_mixture", "load_lm_eval_tasks"]
 
@@ -441,13 +440,3 @@ class LMEvalArguments:
         return LMEvalCallback(
             trainer, skills, at_train_begin=self.log_at_train_begin, at_train_end=self.log_at_train_end
         )
-
-
-def dry_run_mixture(graph: SkillsGraph, eta: float, header: str = "source") -> str:
-    """The static Skill-It mixture (T = 1: p[i] ∝ exp(eta * sum_j A[i, j])) of `graph` as a two-column table,
-    laid out like the paper's Figure 7 (right)."""
-    weights = StaticMixer(graph, eta).initial()
-    width = max(len(header), *(len(name) for name in graph.train_skills))
-    lines = [f"{header:<{width}}  Skill-It mixture", f"{'-' * width}  ----------------"]
-    lines += [f"{name:<{width}}  {weight:.4f}" for name, weight in zip(graph.train_skills, weights, strict=True)]
-    return "\n".join(lines)

@@ -11,8 +11,14 @@ validation losses of the evaluation skills measured at the end of a round and re
 - `ProportionalMixer`: random sampling, i.e. in proportion to each skill's number of rows.
 - `FixedMixer`: given weights, or a per-round schedule of weights.
 
-The no-graph ablation (paper Appendix D.5) is `SkillItMixer(SkillsGraph.identity(skills), eta, window)`: each skill
-is weighted by its own windowed loss only. `make_mixer` builds any of these by name.
+- `NoGraphMixer`: the no-graph ablation (paper Appendix D.5), Skill-It on the identity graph: each skill is weighted
+  by its own windowed loss only.
+
+One registry maps names to mixer classes. Each class declares its `name`, whether it `needs_graph`, and how it
+builds itself from a [`MixerSetup`] (the graph, the `SkillItConfig` settings and the skills' sizes) in
+`from_setup`. `SkillItConfig(mixing=...)`, a recipe's `training.mixing:` and [`make_mixer`] all look names up here;
+[`register_mixer`] adds a class of your own in one line, and the curricula of `hf_skillit.curriculum` register the
+same way.
 
 A round whose losses hold NaN or inf is skipped: the mixer warns, naming the evaluation skills, and returns its
 current mixture; the round is not counted and does not enter the window.
@@ -28,22 +34,44 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from .graph import SkillsGraph, _check_names
+from .graph import SkillsGraph
+from .mixer_registry import (
+    MIXER_NAMES,
+    MixerSetup,
+    check_mixer_inputs,
+    check_mixer_settings,
+    mixer_class,
+    mixer_names,
+    register_mixer,
+    unregister_mixer,
+)
+from .names import check_skill_names
 
 __all__ = [
     "MIXERS",
+    "MIXER_NAMES",
     "FixedMixer",
     "Mixer",
+    "MixerSetup",
+    "NoGraphMixer",
     "ProportionalMixer",
     "SkillItMixer",
     "StaticMixer",
     "StratifiedMixer",
+    "check_mixer_inputs",
+    "dry_run_mixture",
     "make_mixer",
+    "mixer_class",
+    "mixer_names",
+    "register_mixer",
+    "split_fixed_weights",
+    "unregister_mixer",
 ]
 
 logger = logging.getLogger(__name__)
 
 Losses = Sequence[float] | Mapping[str, float]
+# The mixers defined in this module, in registry order; `mixer_names()` lists every registered one.
 MIXERS = ("skill_it", "static", "stratified", "random", "no_graph", "fixed")
 
 
@@ -124,9 +152,18 @@ def _normalised(weights: Mapping[str, float] | Sequence[float], skills: tuple[st
 
 
 class _BaseMixer:
-    """Names, the current mixture, the round counter and checkpoint checks shared by all mixers."""
+    """Names, the current mixture, the round counter and checkpoint checks shared by all mixers.
+
+    A subclass sets `name` (its registry name), `needs_graph` (whether it is meaningless without a skills graph),
+    optionally `settings_required` (`SkillItConfig` settings it cannot do without, with a hint each), and builds
+    itself in the classmethod `from_setup` (`hf_skillit.mixer_registry`).
+    """
 
     name: ClassVar[str]
+    needs_graph: ClassVar[bool] = False
+    settings_required: ClassVar[Mapping[str, str]] = {}
+    # The name saved in checkpoints: a subclass that only builds its parent differently keeps the parent's state.
+    state_name: ClassVar[str | None] = None
 
     def __init__(self, train_skills: tuple[str, ...], eval_skills: tuple[str, ...], initial: np.ndarray) -> None:
         self.train_skills = train_skills
@@ -156,7 +193,7 @@ class _BaseMixer:
 
     def _state(self, **fields: Any) -> dict[str, Any]:
         return {
-            "mixer": self.name,
+            "mixer": self.state_name or self.name,
             "train_skills": list(self.train_skills),
             "eval_skills": list(self.eval_skills),
             "round": self.round,
@@ -165,7 +202,12 @@ class _BaseMixer:
 
     def _check_state(self, state: Mapping[str, Any], *keys: str, **fields: Any) -> None:
         """Check that `state` has `keys` and was saved by a mixer configured like this one (`fields` included)."""
-        expected = {"mixer": self.name, "train_skills": self.train_skills, "eval_skills": self.eval_skills, **fields}
+        expected = {
+            "mixer": self.state_name or self.name,
+            "train_skills": self.train_skills,
+            "eval_skills": self.eval_skills,
+            **fields,
+        }
         if missing := [key for key in (*expected, "round", *keys) if key not in state]:
             raise ValueError(f"{type(self).__name__} state has no {missing} entries")
         for key, value in expected.items():
@@ -188,6 +230,11 @@ class SkillItMixer(_BaseMixer):
     """
 
     name = "skill_it"
+    needs_graph = True
+
+    @classmethod
+    def from_setup(cls, setup: MixerSetup) -> SkillItMixer:
+        return cls(setup.targeted_graph(), setup.eta, setup.window)
 
     def __init__(self, graph: SkillsGraph, eta: float = 0.5, window: int = 3) -> None:
         self.eta = _check_eta(eta)
@@ -229,6 +276,11 @@ class StaticMixer(_BaseMixer):
     """
 
     name = "static"
+    needs_graph = True
+
+    @classmethod
+    def from_setup(cls, setup: MixerSetup) -> StaticMixer:
+        return cls(setup.targeted_graph(), setup.eta)
 
     def __init__(self, graph: SkillsGraph, eta: float = 0.5) -> None:
         self.eta = _check_eta(eta)
@@ -280,6 +332,10 @@ class StratifiedMixer(_LossFreeMixer):
 
     name = "stratified"
 
+    @classmethod
+    def from_setup(cls, setup: MixerSetup) -> StratifiedMixer:
+        return cls(setup.targeted_graph())
+
     def __init__(self, graph: SkillsGraph) -> None:
         train, evaluation = set(graph.train_skills), set(graph.eval_skills)
         relevant = train if evaluation == train else (evaluation & train) | set(graph.prerequisites())
@@ -302,8 +358,19 @@ class ProportionalMixer(_LossFreeMixer):
 
     name = "random"
 
+    @classmethod
+    def from_setup(cls, setup: MixerSetup) -> ProportionalMixer:
+        sizes = setup.train_sizes
+        if sizes is None:
+            raise ValueError("the 'random' mixer needs train_sizes (rows per training skill)")
+        if set(sizes) != set(setup.train_skills):
+            raise ValueError(
+                f"train_sizes must name the graph's training skills {list(setup.train_skills)}, got {list(sizes)}"
+            )
+        return cls({skill: sizes[skill] for skill in setup.train_skills})
+
     def __init__(self, sizes: Mapping[str, int]) -> None:
-        skills = _check_names(list(sizes), "training")
+        skills = check_skill_names(list(sizes), "training")
         for skill, size in sizes.items():
             if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0:
                 raise ValueError(
@@ -322,6 +389,12 @@ class FixedMixer(_LossFreeMixer):
     """
 
     name = "fixed"
+    settings_required = {"fixed_weights": "{skill: weight} or a per-round schedule"}
+
+    @classmethod
+    def from_setup(cls, setup: MixerSetup) -> FixedMixer:
+        weights, schedule = split_fixed_weights(setup.fixed_weights)
+        return cls(setup.train_skills, weights=weights, schedule=schedule)
 
     def __init__(
         self,
@@ -329,7 +402,7 @@ class FixedMixer(_LossFreeMixer):
         weights: Mapping[str, float] | Sequence[float] | None = None,
         schedule: Sequence[Mapping[str, float] | Sequence[float]] | None = None,
     ) -> None:
-        skills = _check_names(train_skills, "training")
+        skills = check_skill_names(train_skills, "training")
         if (weights is None) == (schedule is None):
             raise ValueError("FixedMixer needs exactly one of weights and schedule")
         if weights is not None:
@@ -344,13 +417,41 @@ class FixedMixer(_LossFreeMixer):
         return self._schedule[min(self.round, len(self._schedule) - 1)]
 
 
-def _is_schedule(weights: object) -> bool:
-    return (
-        isinstance(weights, Sequence)
-        and not isinstance(weights, str)
-        and len(weights) > 0
-        and isinstance(weights[0], (Mapping, Sequence))
-    )
+class NoGraphMixer(SkillItMixer):
+    """The no-graph ablation (paper Appendix D.5): Skill-It on the identity graph over the training skills."""
+
+    name = "no_graph"
+    needs_graph = False
+    state_name = "skill_it"  # it is a SkillItMixer: its checkpoints are SkillItMixer state
+
+    @classmethod
+    def from_setup(cls, setup: MixerSetup) -> NoGraphMixer:
+        identity = SkillsGraph.identity(setup.train_skills)
+        return cls(
+            identity if setup.target_skills is None else identity.restrict(setup.target_skills),
+            setup.eta,
+            setup.window,
+        )
+
+
+def split_fixed_weights(
+    value: Any,
+) -> tuple[Mapping[str, float] | Sequence[float] | None, Sequence[Mapping[str, float] | Sequence[float]] | None]:
+    """`fixed_weights` as (weights, schedule), at most one of them set.
+
+    A schedule is a list whose entries are weights (mappings or lists), or `{"schedule": [...]}`; anything else
+    (a mapping skill -> weight, a flat list of numbers) is one set of weights for every round.
+    """
+    if isinstance(value, Mapping) and "schedule" in value:
+        return None, value["schedule"]
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and value
+        and isinstance(value[0], (Mapping, Sequence))
+    ):
+        return None, value
+    return value, None
 
 
 def make_mixer(
@@ -363,38 +464,39 @@ def make_mixer(
     fixed_weights: Any = None,
     target_skills: Sequence[str] | None = None,
 ) -> Mixer:
-    """Build a mixer by name: one of `MIXERS`.
+    """Build a registered mixer by name from a graph alone (the curricula, which score data, need `SkillItTrainer`).
 
     Args:
         name: "skill_it", "static", "stratified", "random" (needs `train_sizes`), "no_graph" (Skill-It on the
-            identity graph over the training skills) or "fixed" (needs `fixed_weights`: weights, or a list of weights
-            taken as a per-round schedule).
+            identity graph over the training skills), "fixed" (needs `fixed_weights`: weights, or a list of weights
+            taken as a per-round schedule), or a name added with [`register_mixer`].
         graph: the skills graph; its training skills are the mixture's.
         target_skills: fine-tuning targets: the graph is restricted to these evaluation columns first.
     """
-    if name not in MIXERS:
-        raise ValueError(f"unknown mixer {name!r}; valid names: {list(MIXERS)}")
+    setup = MixerSetup(
+        train_skills=graph.train_skills,
+        graph=graph,
+        train_sizes=train_sizes,
+        eta=eta,
+        window=window,
+        fixed_weights=fixed_weights,
+        target_skills=target_skills,
+    )
+    cls = check_mixer_settings(name, setup)
     if target_skills is not None:
-        graph = graph.restrict(target_skills)
-    if name == "skill_it":
-        return SkillItMixer(graph, eta, window)
-    if name == "static":
-        return StaticMixer(graph, eta)
-    if name == "stratified":
-        return StratifiedMixer(graph)
-    if name == "no_graph":
-        identity = SkillsGraph.identity(graph.train_skills)
-        return SkillItMixer(identity if target_skills is None else identity.restrict(target_skills), eta, window)
-    if name == "random":
-        if train_sizes is None:
-            raise ValueError("the 'random' mixer needs train_sizes (rows per training skill)")
-        if set(train_sizes) != set(graph.train_skills):
-            raise ValueError(
-                f"train_sizes must name the graph's training skills {list(graph.train_skills)}, got {list(train_sizes)}"
-            )
-        return ProportionalMixer({skill: train_sizes[skill] for skill in graph.train_skills})
-    if fixed_weights is None:
-        raise ValueError("the 'fixed' mixer needs fixed_weights")
-    if _is_schedule(fixed_weights):
-        return FixedMixer(graph.train_skills, schedule=fixed_weights)
-    return FixedMixer(graph.train_skills, weights=fixed_weights)
+        graph.check_targets(target_skills)
+    return cls.from_setup(setup)
+
+
+for _cls in (SkillItMixer, StaticMixer, StratifiedMixer, ProportionalMixer, NoGraphMixer, FixedMixer):
+    register_mixer(_cls)
+
+
+def dry_run_mixture(graph: SkillsGraph, eta: float, header: str = "source") -> str:
+    """The static Skill-It mixture (T = 1: p[i] ∝ exp(eta * sum_j A[i, j])) of `graph` as a two-column table,
+    laid out like the paper's Figure 7 (right)."""
+    weights = StaticMixer(graph, eta).initial()
+    width = max(len(header), *(len(name) for name in graph.train_skills))
+    lines = [f"{header:<{width}}  Skill-It mixture", f"{'-' * width}  ----------------"]
+    lines += [f"{name:<{width}}  {weight:.4f}" for name, weight in zip(graph.train_skills, weights, strict=True)]
+    return "\n".join(lines)

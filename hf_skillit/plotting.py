@@ -10,7 +10,6 @@ headless and inside other programs.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,29 +18,13 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from .graph import SkillsGraph
-from .trainer import TRAJECTORY_NAME
+from .rundir import GRAPH_JSON, GRAPH_PNG, LOSSES_PNG, MIXTURE_PNG, load_trajectory
 
 __all__ = ["load_trajectory", "plot_losses", "plot_mixture", "plot_run"]
 
-MIXTURE_PNG = "skillit_mixture.png"
-LOSSES_PNG = "skillit_losses.png"
-GRAPH_PNG = "skillit_graph.png"
-GRAPH_JSON = "skills_graph.json"
 _DPI = 100
 # Beyond 10 skills the default colour cycle repeats; tab20 keeps 20 apart.
 _MANY_SKILLS = 10
-
-
-def load_trajectory(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rounds recorded in `run_dir/skillit_trajectory.jsonl`, in order."""
-    path = Path(run_dir) / TRAJECTORY_NAME
-    if not path.is_file():
-        raise ValueError(f"{str(run_dir)!r} is not a Skill-It run directory: it has no {TRAJECTORY_NAME}")
-    with open(path) as f:
-        rounds = [json.loads(line) for line in f if line.strip()]
-    if not rounds:
-        raise ValueError(f"{path} holds no rounds yet")
-    return rounds
 
 
 def _skills(rounds: Sequence[dict[str, Any]], key: str) -> list[str]:

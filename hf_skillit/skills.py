@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from datasets import Dataset, IterableDataset
 
+from .names import check_skill_name as _check_name
+from .names import duplicate_names as _duplicates
+
 __all__ = ["SkillSet"]
 
 _REPR_MAX_SKILLS = 8
-
-
-def _check_name(name: object, what: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{what} skill names must be non-empty strings, got {name!r}")
-    return name
-
-
-def _duplicates(names: Iterable[str]) -> list[str]:
-    return [name for name, count in Counter(names).items() if count > 1]
 
 
 def _hold_out_indices(n_rows: int, n_holdout: int, seed: int) -> tuple[list[int], list[int]]:
@@ -223,6 +215,35 @@ class SkillSet:
             {name: self._train[name] for name in names},
             {name: self._validation[name] for name in names if name in self._validation},
         )
+
+    def tokenized(self, tokenizer=None, text_field: str = "text", max_length: int | None = None) -> SkillSet:
+        """The same skills with every split tokenized: a skill whose data has `input_ids` is kept as it is; one with a
+        `text_field` column is tokenized with `tokenizer` (truncated to `max_length` if given), dropping the text.
+
+        Raises:
+            ValueError: naming the skill and split that has neither column, or holds text without a tokenizer.
+        """
+
+        def tokenize(dataset, skill: str, split: str):
+            columns = dataset.column_names
+            if columns is not None and "input_ids" in columns:
+                return dataset
+            if columns is not None and text_field not in columns:
+                raise ValueError(
+                    f"skill {skill!r} ({split}) has neither `input_ids` nor a {text_field!r} column to tokenize "
+                    f"(columns: {', '.join(columns)}); set dataset_text_field or tokenize the data first"
+                )
+            if tokenizer is None:
+                raise ValueError(f"skill {skill!r} ({split}) holds raw text: pass processing_class= (a tokenizer)")
+
+            def encode(batch: dict[str, list]) -> dict[str, list]:
+                return tokenizer(batch[text_field], truncation=max_length is not None, max_length=max_length)
+
+            return dataset.map(encode, batched=True, remove_columns=[text_field] if columns else None)
+
+        train = {name: tokenize(self.train(name), name, "train") for name in self.train_skills}
+        validation = {name: tokenize(self.validation(name), name, "validation") for name in self.eval_skills}
+        return SkillSet(train, validation)
 
     def __len__(self) -> int:
         return len(self._train)

@@ -11,7 +11,10 @@ At each round end (the `on_step_end` of its last step), on every process: the sa
 on, counted per skill from the batches themselves, are summed across processes; the skills' positions move
 on by those counts; per-skill validation losses are measured (token-weighted, summed across processes so
 every rank has the same numbers); the mixer computes the next p. Everything is logged through `Trainer.log`
-and appended to `output_dir/skillit_trajectory.jsonl`.
+and appended to `output_dir/skillit_trajectory.jsonl` (`hf_skillit.rundir` owns the run directory's files).
+
+The mixer is chosen by name from the registry (`hf_skillit.mixer_registry`), which also checks that it can run on
+the given graph and targets.
 """
 
 from __future__ import annotations
@@ -28,90 +31,34 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.core_model_loading import revert_weight_conversion
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 from .collator import LMCollator, SkillTaggingCollator
 from .config import SkillItConfig
 from .evaluation import SkillEvaluator, per_skill_loss
 from .graph import SkillsGraph
-from .mixing import Mixer, make_mixer
+from .mixer_registry import MixerSetup, check_mixer_inputs
+from .mixing import Mixer
+from .rundir import (
+    CHECKPOINT_PREFIX,
+    STATE_NAME,
+    TRAJECTORY_NAME,
+    append_trajectory,
+    atomic_write_json,
+    check_fresh_output_dir,
+    is_complete_checkpoint,
+    last_complete_checkpoint,
+    read_trajectory,
+    truncate_trajectory,
+)
 from .skills import SkillSet
 from .streams import SKILL_KEY, MixtureStream, StreamState
 
 logger = logging.getLogger(__name__)
 
-STATE_NAME = "skillit_state.json"
-TRAJECTORY_NAME = "skillit_trajectory.jsonl"
+__all__ = ["STATE_NAME", "TRAJECTORY_NAME", "SkillItTrainer", "is_complete_checkpoint", "last_complete_checkpoint"]
+
 _MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
-
-
-def _atomic_write_json(path: str, payload: Any) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _is_json(path: str) -> bool:
-    try:
-        with open(path) as f:
-            json.load(f)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def is_complete_checkpoint(path: str) -> bool:
-    """A checkpoint is complete once the Trainer's state (written last) and ours are both on disk, whole."""
-    return _is_json(os.path.join(path, "trainer_state.json")) and _is_json(os.path.join(path, STATE_NAME))
-
-
-def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The newest checkpoint in `output_dir` that was fully written, skipping half-written ones."""
-    if not os.path.isdir(output_dir):
-        return None
-    steps = []
-    for name in os.listdir(output_dir):
-        prefix, _, step = name.rpartition("-")
-        if prefix == PREFIX_CHECKPOINT_DIR and step.isdigit():
-            steps.append((int(step), os.path.join(output_dir, name)))
-    for _, path in sorted(steps, reverse=True):
-        if is_complete_checkpoint(path):
-            return path
-        logger.warning("Skipping incomplete checkpoint %s", path)
-    return None
-
-
-def _read_records(lines) -> list[dict[str, Any]]:
-    """Trajectory records; a line torn by a crash mid-write (always the last one) is dropped."""
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def _tokenize(dataset, tokenizer, text_field: str, max_length: int | None, skill: str, split: str):
-    columns = dataset.column_names
-    if columns is not None and "input_ids" in columns:
-        return dataset
-    if columns is not None and text_field not in columns:
-        raise ValueError(
-            f"skill {skill!r} ({split}) has neither `input_ids` nor a {text_field!r} column to tokenize "
-            f"(columns: {', '.join(columns)}); set dataset_text_field or tokenize the data first"
-        )
-    if tokenizer is None:
-        raise ValueError(f"skill {skill!r} ({split}) holds raw text: pass processing_class= (a tokenizer)")
-
-    def encode(batch: dict[str, list]) -> dict[str, list]:
-        return tokenizer(batch[text_field], truncation=max_length is not None, max_length=max_length)
-
-    return dataset.map(encode, batched=True, remove_columns=[text_field] if columns else None)
 
 
 class _RoundBoundaryCallback(TrainerCallback):
@@ -169,10 +116,13 @@ class SkillItTrainer(Trainer):
                     "`tokenizer.pad_token = tokenizer.eos_token` (or pass data_collator=)"
                 )
             data_collator = LMCollator(pad_token_id=pad_id)
-        self.skills = self._tokenized(skills, processing_class, args)
+        self.skills = skills.tokenized(processing_class, args.dataset_text_field, args.max_length)
         self.evaluators = list(evaluators or [])
         self.graph = self._resolve_graph(graph, args)
-        self.mixer = mixer if mixer is not None else self._make_mixer(args)
+        if mixer is None:
+            # A mixer may train on other skills than the data's (the sample-level curriculum's difficulty buckets).
+            self.skills, mixer = self._build_mixer(args, model, data_collator)
+        self.mixer = mixer
         self._check_mixer(self.mixer)
 
         super().__init__(
@@ -204,71 +154,40 @@ class SkillItTrainer(Trainer):
 
     # ----- construction -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _tokenized(skills: SkillSet, tokenizer, args: SkillItConfig) -> SkillSet:
-        field, max_length = args.dataset_text_field, args.max_length
-        train = {n: _tokenize(skills.train(n), tokenizer, field, max_length, n, "train") for n in skills.train_skills}
-        validation = {
-            n: _tokenize(skills.validation(n), tokenizer, field, max_length, n, "validation")
-            for n in skills.eval_skills
-        }
-        return SkillSet(train, validation)
-
     def _resolve_graph(self, graph: SkillsGraph | None, args: SkillItConfig) -> SkillsGraph | None:
         if graph is None and args.graph_path:
             graph = SkillsGraph.load(args.graph_path, train_skills=list(self.skills.train_skills))
         if graph is None:
             return None
-        train = set(self.skills.train_skills)
-        if set(graph.train_skills) != train:
-            missing = [s for s in self.skills.train_skills if s not in graph.train_skills]
-            extra = [s for s in graph.train_skills if s not in train]
-            raise ValueError(
-                "the graph's training skills do not match the data's: "
-                + "; ".join(
-                    part
-                    for part in (
-                        f"not in the graph: {', '.join(missing)}" if missing else "",
-                        f"in the graph but without training data: {', '.join(extra)}" if extra else "",
-                    )
-                    if part
-                )
-            )
+        graph.check_train_skills(self.skills.train_skills)
         return graph.reorder(list(self.skills.train_skills), list(graph.eval_skills))
 
-    def _make_mixer(self, args: SkillItConfig) -> Mixer:
-        graph = self.graph
-        if graph is None:
-            if args.mixing in ("skill_it", "static"):
-                raise ValueError(
-                    f"mixing={args.mixing!r} needs a skills graph: pass graph= or set graph_path "
-                    "(or use mixing='no_graph', the identity-graph ablation)"
-                )
-            graph = SkillsGraph.complete(list(self.skills.train_skills))
-        if args.mixing in ("skill_it", "static") and args.target_skills:
-            self._check_targets_have_prerequisites(graph, args.target_skills)
-        weights, schedule = args.fixed_schedule()
-        return make_mixer(
+    def _build_mixer(self, args: SkillItConfig, model: Any, collator: Any) -> tuple[SkillSet, Mixer]:
+        """The registered mixer `args.mixing`, and the skills it trains on (the data's, unless it prepares others)."""
+        cls = check_mixer_inputs(
             args.mixing,
-            graph=graph,
+            self.graph,
+            self.skills.train_skills,
+            args.target_skills,
+            graph_hint="pass graph= or set graph_path",
+        )
+        setup = MixerSetup(
+            train_skills=self.skills.train_skills,
+            graph=self.graph,
             train_sizes=self.skills.train_sizes(),
             eta=args.eta,
             window=args.window,
-            fixed_weights=schedule if schedule is not None else weights,
+            fixed_weights=args.fixed_weights,
             target_skills=args.target_skills,
+            rounds=args.rounds,
+            skills=self.skills,
+            model=model,
+            collator=collator,
+            batch_size=args.per_device_eval_batch_size,
         )
-
-    @staticmethod
-    def _check_targets_have_prerequisites(graph: SkillsGraph, targets: list[str]) -> None:
-        unknown = [t for t in targets if t not in graph.eval_skills]
-        if unknown:
-            return  # make_mixer names them
-        orphans = [t for t in targets if not graph.prerequisites([t])]
-        if orphans:
-            raise ValueError(
-                f"target skill(s) {', '.join(map(repr, orphans))} have no positive entry in their graph column "
-                "(no training skill, itself included, helps them): Skill-It's mixture could never respond to them"
-            )
+        if callable(prepare := getattr(cls, "prepare", None)):
+            setup = prepare(setup)
+        return setup.skills, cls.from_setup(setup)
 
     def _check_mixer(self, mixer: Mixer) -> None:
         if tuple(mixer.train_skills) != self.skills.train_skills:
@@ -386,8 +305,7 @@ class SkillItTrainer(Trainer):
         logs.update({f"skillit/loss/{s}": v for s, v in losses.items()})
         self.log(logs)
         if self.is_world_process_zero():
-            with open(os.path.join(self.args.output_dir, TRAJECTORY_NAME), "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_trajectory(self.args.output_dir, record)
             logger.info(
                 "round %d/%d at step %d | p: %s | loss: %s",
                 record["round"],
@@ -426,10 +344,9 @@ class SkillItTrainer(Trainer):
         # Collective (counts are summed across processes), so every process computes it; rank 0 writes it
         # before the Trainer's own state, whose presence marks a complete checkpoint.
         state = self.skillit_state()
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{CHECKPOINT_PREFIX}-{self.state.global_step}")
         if self.args.should_save:
-            os.makedirs(folder, exist_ok=True)
-            _atomic_write_json(os.path.join(folder, STATE_NAME), state)
+            atomic_write_json(os.path.join(folder, STATE_NAME), state)
         super()._save_checkpoint(model, trial)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
@@ -508,22 +425,12 @@ class SkillItTrainer(Trainer):
             )
 
     def _truncate_trajectory(self, rounds_done: int) -> None:
-        path = os.path.join(self.args.output_dir, TRAJECTORY_NAME)
-        if not self.is_world_process_zero() or not os.path.isfile(path):
-            return
-        with open(path) as f:
-            kept = [json.dumps(record) + "\n" for record in _read_records(f) if record["round"] <= rounds_done]
-        with open(f"{path}.tmp", "w") as f:
-            f.writelines(kept)
-        os.replace(f"{path}.tmp", path)
+        if self.is_world_process_zero():
+            truncate_trajectory(self.args.output_dir, rounds_done)
 
     def _check_fresh_output_dir(self) -> None:
+        check_fresh_output_dir(self.args.output_dir, self.args.overwrite_output_dir)
         path = os.path.join(self.args.output_dir, TRAJECTORY_NAME)
-        if os.path.exists(path) and not self.args.overwrite_output_dir:
-            raise ValueError(
-                f"output_dir {self.args.output_dir} holds another run ({TRAJECTORY_NAME}); resume it with "
-                "train(resume_from_checkpoint=True), choose another output_dir, or set overwrite_output_dir=True"
-            )
         if self.is_world_process_zero() and os.path.exists(path):
             os.remove(path)
 
@@ -553,8 +460,4 @@ class SkillItTrainer(Trainer):
     @property
     def trajectory(self) -> list[dict[str, Any]]:
         """The rounds recorded so far in `output_dir/skillit_trajectory.jsonl`."""
-        path = os.path.join(self.args.output_dir, TRAJECTORY_NAME)
-        if not os.path.isfile(path):
-            return []
-        with open(path) as f:
-            return _read_records(f)
+        return read_trajectory(self.args.output_dir)

@@ -12,7 +12,7 @@ import datasets  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from hf_skillit import SkillSet  # noqa: E402
+from hf_skillit import SkillItConfig, SkillSet  # noqa: E402
 from hf_skillit.synthetic import build_tokenizer, encode, make_lego, make_tiny_model, tiny_model_config  # noqa: E402
 
 # Tiny models run faster on one thread than on two contending ones, and results do not depend on the CPU count.
@@ -23,6 +23,30 @@ datasets.disable_progress_bars()
 @pytest.fixture(scope="session")
 def tokenizer():
     return build_tokenizer()
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """`make_config(**overrides)`: a small CPU `SkillItConfig` writing into the test's `tmp_path` (no checkpoints,
+    no logging); `overrides` are any `SkillItConfig` arguments."""
+
+    def make(**overrides) -> SkillItConfig:
+        args = dict(
+            output_dir=str(tmp_path),
+            per_device_train_batch_size=8,
+            per_device_eval_batch_size=16,
+            learning_rate=3e-3,
+            report_to="none",
+            use_cpu=True,
+            disable_tqdm=True,
+            save_strategy="no",
+            logging_steps=1000,
+            seed=0,
+        )
+        args.update(overrides)
+        return SkillItConfig(**args)
+
+    return make
 
 
 @pytest.fixture

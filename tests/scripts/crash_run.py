@@ -39,7 +39,7 @@ from transformers import TrainerState
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from conftest import lego_skills  # noqa: E402
 
-import hf_skillit.trainer as trainer_module  # noqa: E402
+import hf_skillit.rundir as rundir_module  # noqa: E402
 from hf_skillit import LMCollator, SkillItConfig, SkillItTrainer, SkillsGraph  # noqa: E402
 from hf_skillit.synthetic import build_tokenizer, make_tiny_model, tiny_model_config  # noqa: E402
 
@@ -145,14 +145,14 @@ def kill_in_trajectory_append(round_index: int) -> None:
     def open_(file, mode="r", *args, **kwargs):
         nonlocal appends
         f = builtins.open(file, mode, *args, **kwargs)
-        if str(file).endswith(trainer_module.TRAJECTORY_NAME) and mode == "a":
+        if str(file).endswith(rundir_module.TRAJECTORY_NAME) and mode == "a":
             appends += 1
             if appends == round_index:
                 return HalfWrite(f)
         return f
 
-    # Module globals shadow builtins: only the trainer module's `open` is replaced.
-    trainer_module.open = open_
+    # Module globals shadow builtins: only the run-directory module's `open` (which appends rounds) is replaced.
+    rundir_module.open = open_
 
 
 def build_trainer(

@@ -1,0 +1,192 @@
+"""The registry of mixers: name -> mixer class, and the checks that a mixer can run on the inputs it is given.
+
+Every way of choosing a mixture goes through here: `SkillItConfig(mixing=...)` checks the name and the settings the
+mixer requires, `SkillItTrainer` and the recipes check the graph and the targets with [`check_mixer_inputs`] and
+build the mixer with its class's `from_setup`, and `hf_skillit.mixing.make_mixer` builds one from a graph alone.
+
+A mixer class declares:
+
+- `name`: its registry name (`mixing: <name>` in a config or a recipe);
+- `needs_graph` (default False): whether it is meaningless without a skills graph;
+- `settings_required` (default none): `SkillItConfig` settings it cannot do without, each with a hint;
+- `from_setup(setup: MixerSetup)`: a classmethod building the mixer from the graph, settings and sizes.
+
+The built-in mixers (`hf_skillit.mixing`) and the curricula (`hf_skillit.curriculum`) register on import; both are
+imported on the first lookup, so their names are always known. [`register_mixer`] adds a class of your own:
+
+    @register_mixer
+    class Greedy(FixedMixer):
+        name = "greedy"
+        ...
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .graph import SkillsGraph
+
+__all__ = [
+    "MIXER_NAMES",
+    "MixerSetup",
+    "check_mixer_inputs",
+    "check_mixer_settings",
+    "mixer_class",
+    "mixer_names",
+    "register_mixer",
+    "unregister_mixer",
+]
+
+
+# ----- the setup --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MixerSetup:
+    """Everything a mixer class may build itself from (`from_setup`).
+
+    Args:
+        train_skills: the training skills, in order: the entries of every mixture.
+        graph: the skills graph over `train_skills` (rows in that order), or None when none was given.
+        train_sizes: rows per training skill (None for an `IterableDataset`).
+        eta, window, fixed_weights, target_skills, rounds: the `SkillItConfig` settings of the same names.
+        skills, model, collator, batch_size: the (tokenized) `SkillSet`, the model, the batch collator and the
+            evaluation batch size, for mixers that score the data with the model (the curricula); None in
+            `make_mixer`.
+    """
+
+    train_skills: tuple[str, ...]
+    graph: SkillsGraph | None = None
+    train_sizes: Mapping[str, int | None] | None = None
+    eta: float = 0.5
+    window: int = 3
+    fixed_weights: Any = None
+    target_skills: Sequence[str] | None = None
+    rounds: int | None = None
+    skills: Any = None
+    model: Any = None
+    collator: Any = None
+    batch_size: int = 64
+
+    def targeted_graph(self) -> SkillsGraph:
+        """The graph (all ones when there is none) restricted to the target columns, if any (fine-tuning)."""
+        graph = self.graph if self.graph is not None else SkillsGraph.complete(self.train_skills)
+        return graph if self.target_skills is None else graph.restrict(self.target_skills)
+
+    def replace(self, **changes: Any) -> MixerSetup:
+        return replace(self, **changes)
+
+
+_REGISTRY: dict[str, type] = {}
+# Modules whose mixers register on import, loaded on the first lookup (the curricula import torch).
+_PLUGINS = ("hf_skillit.mixing", "hf_skillit.curriculum")
+_plugins_loaded = False
+
+
+def _registry() -> dict[str, type]:
+    global _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        for module in _PLUGINS:
+            importlib.import_module(module)
+    return _REGISTRY
+
+
+def register_mixer(cls: type | None = None, *, replace: bool = False) -> Any:
+    """Register a mixer class under its `name`, as a decorator (`@register_mixer`) or a call (`register_mixer(C)`).
+
+    The class needs a string `name`, a classmethod `from_setup(setup: MixerSetup)` returning an object with the
+    [`Mixer`] protocol, and may set `needs_graph` (default False) and `settings_required`. Afterwards
+    `SkillItConfig(mixing=name)` and a recipe's `training.mixing: name` select it. A name already taken raises,
+    unless `replace=True`.
+    """
+
+    def register(cls: type) -> type:
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{cls.__name__} needs a class attribute `name` (a non-empty string) to be registered")
+        if not callable(getattr(cls, "from_setup", None)):
+            raise ValueError(f"{cls.__name__} needs a classmethod from_setup(setup: MixerSetup) to be registered")
+        if name in _REGISTRY and _REGISTRY[name] is not cls and not replace:
+            raise ValueError(f"a mixer named {name!r} is already registered ({_REGISTRY[name].__name__})")
+        _REGISTRY[name] = cls
+        return cls
+
+    return register if cls is None else register(cls)
+
+
+def unregister_mixer(name: str) -> None:
+    """Remove a registered mixer (e.g. one a test registered)."""
+    _registry().pop(name, None)
+
+
+def mixer_names() -> tuple[str, ...]:
+    """Every registered mixer name, in registration order."""
+    return tuple(_registry())
+
+
+def mixer_class(name: str) -> type:
+    """The mixer class registered as `name`; a ValueError listing the valid names otherwise."""
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"unknown mixer {name!r}; valid names: {list(registry)}")
+    return registry[name]
+
+
+class _MixerNames(Sequence):
+    """A live view of the registered names, for `SkillItConfig.mixing`'s `choices` (argparse checks `in`)."""
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return mixer_names()[index]
+
+    def __len__(self) -> int:
+        return len(mixer_names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in _registry()
+
+    def __repr__(self) -> str:
+        return repr(mixer_names())
+
+
+MIXER_NAMES: Sequence[str] = _MixerNames()
+
+
+def check_mixer_settings(name: str, settings: Any) -> type:
+    """The class of mixer `name`, after checking that `settings` (a `SkillItConfig` or a [`MixerSetup`]) has every
+    setting the mixer requires."""
+    cls = mixer_class(name)
+    for key, hint in getattr(cls, "settings_required", {}).items():
+        if getattr(settings, key, None) is None:
+            raise ValueError(f"mixing={name!r} needs {key} ({hint})")
+    return cls
+
+
+def check_mixer_inputs(
+    name: str,
+    graph: SkillsGraph | None,
+    train_skills: Sequence[str],
+    target_skills: Sequence[str] | None = None,
+    *,
+    graph_hint: str = "pass graph= or set graph_path",
+) -> type:
+    """Check that mixer `name` can run on this graph and these targets, before any data or model is loaded.
+
+    A mixer that `needs_graph` gets a graph; fine-tuning targets must be evaluation skills of the graph (of the
+    all-ones graph over `train_skills` when there is none) and, for such a mixer, each needs a training skill with a
+    positive edge into it. `graph_hint` says how to give a graph, in the caller's terms. Returns the class.
+    """
+    cls = mixer_class(name)
+    if graph is None and getattr(cls, "needs_graph", False):
+        free = [n for n, c in _registry().items() if not getattr(c, "needs_graph", False)]
+        raise ValueError(
+            f"mixing={name!r} needs a skills graph: {graph_hint} (or use a mixing that needs none: {', '.join(free)};"
+            " no_graph is the identity-graph ablation)"
+        )
+    if target_skills:
+        known = graph if graph is not None else SkillsGraph.complete(train_skills)
+        known.check_targets(target_skills, need_prerequisites=getattr(cls, "needs_graph", False))
+    return cls

@@ -1,0 +1,211 @@
+"""The run directory: every file name a Skill-It run or a graph-learning run writes, and how they are written and read.
+
+A training run's `output_dir` holds:
+
+- `skillit_trajectory.jsonl` ([`TRAJECTORY_NAME`]): one JSON line per finished round (its mixture `p`, the samples
+  drawn per skill, the validation losses, the next mixture), appended by rank 0 at each round end. A crash while
+  appending can leave a torn last line: [`read_trajectory`] drops it, so resume and plotting both see the rounds
+  that were recorded whole.
+- `checkpoint-<step>/` folders, each with `skillit_state.json` ([`STATE_NAME`]) next to the Trainer's files. A
+  checkpoint is complete once the Trainer's `trainer_state.json` (written last) and ours are both whole JSON.
+- after `hf-skillit train`: `recipe.yaml`, `summary.json`, `skills_graph.json` and the PNGs of `hf_skillit.plotting`.
+
+A graph-learning `output_dir` (`hf_skillit.graph_learning`) holds `learn_graph.json`, `runs/<run>.json`, a scratch
+`work/`, and, once every run exists, `measurements.json`, `graph.png` and `graph.json`.
+
+Every whole-file write goes through [`atomic_write`] (write a temporary file in the same folder, fsync, rename), so
+a reader, or a crash, never sees half a file. Only the trajectory is appended to.
+
+This module imports nothing heavy (no torch, no transformers), so plotting and the CLI can read runs cheaply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CHECKPOINT_PREFIX",
+    "GRAPH_JSON",
+    "GRAPH_PNG",
+    "LOSSES_PNG",
+    "MIXTURE_PNG",
+    "RECIPE_NAME",
+    "STATE_NAME",
+    "SUMMARY_NAME",
+    "TRAJECTORY_NAME",
+    "append_trajectory",
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_fresh_output_dir",
+    "is_complete_checkpoint",
+    "last_complete_checkpoint",
+    "load_trajectory",
+    "read_trajectory",
+    "truncate_trajectory",
+]
+
+logger = logging.getLogger(__name__)
+
+# ----- names: training runs ----------------------------------------------------------------------------------------
+TRAJECTORY_NAME = "skillit_trajectory.jsonl"
+STATE_NAME = "skillit_state.json"  # inside each checkpoint folder
+CHECKPOINT_PREFIX = "checkpoint"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR: checkpoint-<step>
+TRAINER_STATE_NAME = "trainer_state.json"  # transformers' own, written last into a checkpoint
+RECIPE_NAME = "recipe.yaml"
+SUMMARY_NAME = "summary.json"
+GRAPH_JSON = "skills_graph.json"
+MIXTURE_PNG = "skillit_mixture.png"
+LOSSES_PNG = "skillit_losses.png"
+GRAPH_PNG = "skillit_graph.png"
+
+# ----- names: graph-learning runs ----------------------------------------------------------------------------------
+LEARN_GRAPH_CONFIG_NAME = "learn_graph.json"
+LEARN_GRAPH_RUNS_DIR = "runs"
+LEARN_GRAPH_WORK_DIR = "work"
+LEARNED_GRAPH_NAME = "graph.json"
+MEASUREMENTS_NAME = "measurements.json"
+LEARNED_GRAPH_PNG = "graph.png"
+
+
+# ----- writing -----------------------------------------------------------------------------------------------------
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Have `write(tmp)` write a temporary file beside `path`, then rename it onto `path` (creating the folder).
+
+    The temporary file is fsynced before the rename and removed if `write` fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Replace `path` with `text`, atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any, indent: int | None = None) -> Path:
+    """Replace `path` with `payload` as JSON, atomically."""
+    return atomic_write_text(path, json.dumps(payload, indent=indent))
+
+
+# ----- the trajectory ----------------------------------------------------------------------------------------------
+
+
+def _parse_records(lines: Iterable[str], where: str) -> list[dict[str, Any]]:
+    """JSON records, one a line; a line torn by a crash mid-append (necessarily the last one) is dropped."""
+    lines = [line for line in lines if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f"{where}, line {number}, is not JSON: the file is damaged") from None
+            logger.warning("Dropping the torn last line of %s", where)
+    return records
+
+
+def read_trajectory(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rounds recorded in `run_dir/skillit_trajectory.jsonl`, in order ([] when there is no such file)."""
+    path = Path(run_dir) / TRAJECTORY_NAME
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return _parse_records(f, str(path))
+
+
+def load_trajectory(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Like [`read_trajectory`], for a directory that must hold a run: a ValueError if it holds no rounds."""
+    path = Path(run_dir) / TRAJECTORY_NAME
+    if not path.is_file():
+        raise ValueError(f"{str(run_dir)!r} is not a Skill-It run directory: it has no {TRAJECTORY_NAME}")
+    rounds = read_trajectory(run_dir)
+    if not rounds:
+        raise ValueError(f"{path} holds no rounds yet")
+    return rounds
+
+
+def append_trajectory(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one round's record as a JSON line."""
+    with open(os.path.join(run_dir, TRAJECTORY_NAME), "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_trajectory(run_dir: str | os.PathLike, rounds_done: int) -> None:
+    """Keep only rounds 1..`rounds_done` (a resumed run appends the later ones again); atomic."""
+    path = Path(run_dir) / TRAJECTORY_NAME
+    if not path.is_file():
+        return
+    kept = [json.dumps(record) + "\n" for record in read_trajectory(run_dir) if record["round"] <= rounds_done]
+    atomic_write_text(path, "".join(kept))
+
+
+def check_fresh_output_dir(
+    output_dir: str | os.PathLike,
+    overwrite: bool,
+    *,
+    where: str = "output_dir",
+    advice: str = "resume it with train(resume_from_checkpoint=True), choose another output_dir, or set "
+    "overwrite_output_dir=True",
+) -> None:
+    """Refuse to start a new run in a directory that holds another run's trajectory, unless `overwrite`.
+
+    `where` names the setting and `advice` says how to proceed, in the caller's terms (Python or recipe).
+    """
+    if not overwrite and (Path(output_dir) / TRAJECTORY_NAME).exists():
+        raise ValueError(f"{where} {os.fspath(output_dir)!r} holds another run ({TRAJECTORY_NAME}); {advice}")
+
+
+# ----- checkpoints -------------------------------------------------------------------------------------------------
+
+
+def _is_json(path: str) -> bool:
+    try:
+        with open(path) as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """A checkpoint is complete once the Trainer's state (written last) and ours are both on disk, whole."""
+    return _is_json(os.path.join(path, TRAINER_STATE_NAME)) and _is_json(os.path.join(path, STATE_NAME))
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest checkpoint in `output_dir` that was fully written, skipping half-written ones."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = []
+    for name in os.listdir(output_dir):
+        prefix, _, step = name.rpartition("-")
+        if prefix == CHECKPOINT_PREFIX and step.isdigit():
+            steps.append((int(step), os.path.join(output_dir, name)))
+    for _, path in sorted(steps, reverse=True):
+        if is_complete_checkpoint(path):
+            return path
+        logger.warning("Skipping incomplete checkpoint %s", path)
+    return None

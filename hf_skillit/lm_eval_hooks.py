@@ -10,7 +10,8 @@ the live model on every task and hands Skill-It one number per task, lower is be
 - `metric="error"` / `"error_norm"`: 1 - lm-eval's `acc` / `acc_norm`.
 
 lm-eval runs on the main process with the live model (a `PreTrainedModel` or a `peft` model) through
-`HFLM(pretrained=model, ...)`, and the results are broadcast to every process. [`LMEvalCallback`] logs every
+`HFLM(pretrained=model, ...)`, and the results are broadcast to every process; a model sharded with FSDP2 is
+evaluated by every rank at once (see `LMEvalSkills.evaluate_trainer`). [`LMEvalCallback`] logs every
 task's metrics through `Trainer.log` at the end of training. `hf_skillit.mixing.dry_run_mixture` (re-exported
 here) prints the static (T = 1) Skill-It mixture of a graph, as in the paper's Figure 7, without training.
 """
@@ -307,21 +308,33 @@ class LMEvalSkills:
         }
 
     def evaluate_trainer(self, trainer: Any) -> dict[str, dict[str, float]]:
-        """`evaluate` on the trainer's model, run on the main process and broadcast: the same on every process.
+        """`evaluate` on the trainer's model, the same result on every process.
+
+        Unsharded (one process, DDP): the main process runs lm-eval alone and broadcasts the results. Sharded
+        with FSDP: a forward is a collective (every rank all-gathers each layer's weights), so every rank runs
+        lm-eval on all the requests, in the same batches, with its shard of the model: the same forwards in the
+        same order on every rank, and nothing needs to fit on one device but the model FSDP already trains.
+        (Gathering the full weights on the main process instead would need the whole model in one process's
+        memory, which is what sharding avoids; splitting the requests across ranks would give ranks different
+        numbers of forwards, a hang.) The main process's results are then broadcast, so every rank holds exactly
+        the same numbers. DeepSpeed ZeRO-3 is refused: it would work the same way but is not tested.
 
         A failure on the main process is raised on every process (instead of leaving the others waiting).
         """
         accelerator = trainer.accelerator
-        if trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled():
+        if is_deepspeed_zero3_enabled():
             raise ValueError(
-                "LMEvalSkills runs lm-eval on the main process alone, which a sharded model (FSDP, DeepSpeed "
-                "ZeRO-3) cannot do; use DDP (or ZeRO-1/2) for runs with lm-eval evaluation skills"
+                "LMEvalSkills does not support DeepSpeed ZeRO-3 (untested); use FSDP2, DDP or ZeRO-1/2 for runs with "
+                "lm-eval evaluation skills"
             )
         tokenizer = self.tokenizer if self.tokenizer is not None else trainer.processing_class
+        every_rank = trainer.is_fsdp_enabled and accelerator.num_processes > 1
         results, error = None, None
-        if accelerator.is_main_process:
+        if accelerator.is_main_process or every_rank:
+            # Under FSDP2 the sharded model is the trainer's model itself (`fully_shard` works in place).
+            model = trainer.model_wrapped if every_rank else accelerator.unwrap_model(trainer.model)
             try:
-                results = self.evaluate(accelerator.unwrap_model(trainer.model), tokenizer)
+                results = self.evaluate(model, tokenizer)
             except Exception as err:
                 error = err
         if accelerator.num_processes > 1:

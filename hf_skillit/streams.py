@@ -72,13 +72,31 @@ def epoch_permutation(seed: int, skill_index: int, epoch: int, size: int) -> np.
     return np.random.default_rng([seed, skill_index, epoch]).permutation(size)
 
 
-def next_rows(seed: int, skill_index: int, size: int | None, start: SkillPosition, count: int) -> np.ndarray:
-    """The next `count` rows of a skill's stream from `start`, crossing into new epochs as needed."""
+def next_rows(
+    seed: int,
+    skill_index: int,
+    size: int | None,
+    start: SkillPosition,
+    count: int,
+    cache: dict[int, tuple[int, np.ndarray]] | None = None,
+) -> np.ndarray:
+    """The next `count` rows of a skill's stream from `start`, crossing into new epochs as needed.
+
+    `cache` (skill -> (epoch, permutation)) keeps each skill's current permutation across calls: drawing it
+    (a fresh seeded generator) costs more than the rest of a round when there are many skills.
+    """
     if size is None:
         return np.arange(start.offset, start.offset + count, dtype=np.int64)
     parts, epoch, offset, needed = [], start.epoch, start.offset, count
     while needed > 0:
-        part = epoch_permutation(seed, skill_index, epoch, size)[offset : offset + needed]
+        if cache is None:
+            permutation = epoch_permutation(seed, skill_index, epoch, size)
+        else:
+            cached_epoch, permutation = cache.get(skill_index, (-1, None))
+            if cached_epoch != epoch:
+                permutation = epoch_permutation(seed, skill_index, epoch, size)
+                cache[skill_index] = (epoch, permutation)
+        part = permutation[offset : offset + needed]
         parts.append(part)
         needed -= len(part)
         epoch, offset = epoch + 1, 0
@@ -133,6 +151,7 @@ def round_draws(
     seed: int,
     round_index: int,
     num_samples: int,
+    cache: dict[int, tuple[int, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`round_index_stream`'s (skill, row) columns as numpy arrays, computed directly.
 
@@ -153,7 +172,7 @@ def round_draws(
     bounds = np.searchsorted(skills[order], np.arange(len(sizes) + 1))
     for skill in np.flatnonzero(np.diff(bounds)).tolist():
         positions = order[bounds[skill] : bounds[skill + 1]]
-        rows[positions] = next_rows(seed, skill, sizes[skill], state.positions[skill], len(positions))
+        rows[positions] = next_rows(seed, skill, sizes[skill], state.positions[skill], len(positions), cache)
     return skills, rows
 
 
@@ -259,6 +278,7 @@ class _RowStore:
             name: np.asarray([t is not None and name in t.column_names for t in tables]) for name in self.token_columns
         }
         self.others = [() if t is None else tuple(c for c in t.column_names if c not in self.carried) for t in tables]
+        self.has_others = any(self.others)
 
     def rows(self, skills: np.ndarray, rows: np.ndarray) -> list[dict[str, Any]]:
         """The rows (`rows[i]` of skill `skills[i]`, all map-style) as dicts: token columns as numpy views, the
@@ -279,7 +299,7 @@ class _RowStore:
                     targets, which[mine].tolist(), starts[mine].tolist(), ends[mine].tolist(), strict=True
                 ):
                     row[name] = segments[k][a:b]
-        for s in np.unique(skills).tolist():
+        for s in np.unique(skills).tolist() if self.has_others else ():
             if not self.others[s]:
                 continue
             mine = np.flatnonzero(skills == s)
@@ -323,6 +343,7 @@ class MixtureStream(torch.utils.data.IterableDataset):
         self._readers: dict[int, _StreamingSkillReader] = {}
         self._store: _RowStore | None = None  # built on first read (in the DataLoader worker, if any)
         self._streaming = np.asarray([size is None for size in self.sizes], dtype=bool)
+        self._permutations: dict[int, tuple[int, np.ndarray]] = {}  # each skill's current epoch order
 
     def __len__(self) -> int:
         return self.samples_per_round
@@ -351,6 +372,7 @@ class MixtureStream(torch.utils.data.IterableDataset):
             self.seed,
             self.round_index,
             self.samples_per_round,
+            self._permutations,
         )
         # Worker w owns batches w, w + W, ...: the DataLoader reads workers round-robin, so order is kept.
         if num_workers > 1:

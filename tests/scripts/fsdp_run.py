@@ -1,0 +1,161 @@
+"""Two-process SkillItTrainer run under PyTorch FSDP2 (`fully_shard`) on CPU with gloo, for tests/test_fsdp.py.
+
+    torchrun --nproc_per_node 2 tests/scripts/fsdp_run.py OUTPUT_DIR TASK_DIR
+
+Accelerate never enables FSDP on CPU: `AcceleratorState.__init__` (accelerate 1.15, state.py) sets
+`DistributedType.FSDP` and keeps the `fsdp_plugin` only inside the branch for accelerator devices
+(`MULTI_GPU`, `MULTI_NPU`, ...); with `use_cpu=True` the state stays `MULTI_CPU`, the plugin is dropped, the
+Trainer's `is_fsdp_enabled` is False and `prepare` wraps the model in DDP. So [`CPUFSDP2Trainer`] turns the
+state into what accelerate builds on GPUs, right after the Trainer created its Accelerator: distributed type
+FSDP, the plugin built from `SkillItConfig(fsdp=..., fsdp_config={"version": 2, ...})` exactly as the Trainer
+builds it, and `is_fsdp_enabled`. From there on every code path is the GPU one: `Accelerator.prepare` calls
+`fsdp2_prepare_model` (accelerate's `fully_shard` of each `GPTNeoXLayer`, the embeddings and the root), the
+optimizer is created on the sharded parameters, and forwards all-gather over gloo. The test checks the model
+really is sharded (DTensor parameters holding half of each weight).
+
+At every round boundary, after the trainer's own (sharded) evaluation, a reference evaluator gathers the full
+weights on every rank and, on rank 0 alone, scores them unsharded: the validation losses with `per_skill_loss`
+on one process, and the lm-eval tasks with `LMEvalSkills.evaluate` on a plain model. Each rank writes what it
+logged, and rank 0 the references and the trajectory, to `OUTPUT_DIR/rank<r>.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.tensor import DTensor
+from transformers import TrainerCallback
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from conftest import lego_skills  # noqa: E402
+
+from hf_skillit import SkillItConfig, SkillItTrainer, SkillsGraph  # noqa: E402
+from hf_skillit.collator import LMCollator  # noqa: E402
+from hf_skillit.evaluation import per_skill_loss  # noqa: E402
+from hf_skillit.lm_eval_hooks import LMEvalSkills  # noqa: E402
+from hf_skillit.synthetic import build_tokenizer, make_tiny_model, tiny_model_config  # noqa: E402
+
+SKILLS = ["1", "2", "3"]
+TASKS = ["cycle_next", "noise_choice"]
+
+
+class CPUFSDP2Trainer(SkillItTrainer):
+    """`SkillItTrainer` with the FSDP state accelerate would build on GPUs, on CPU processes (see module doc)."""
+
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        if self.args.fsdp_plugin_args is None:
+            raise ValueError("CPUFSDP2Trainer needs SkillItConfig(fsdp=..., fsdp_config={'version': 2, ...})")
+        state = self.accelerator.state
+        state.distributed_type = DistributedType.FSDP
+        state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+        self.is_fsdp_enabled = True
+
+
+class RecordLogs(TrainerCallback):
+    def __init__(self):
+        self.logs = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and any(k.startswith("skillit/") for k in logs):
+            self.logs.append({"step": state.global_step, **logs})
+
+
+class UnshardedReference:
+    """A `SkillEvaluator` adding nothing to the mixture: it gathers the full weights (a collective, so every
+    rank calls it) and rank 0 scores them unsharded, on one process."""
+
+    skills: tuple[str, ...] = ()
+
+    def __init__(self, config, tokenizer, lm_eval: LMEvalSkills):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.lm_eval = lm_eval
+        self.rounds: list[dict] = []
+        self.sharding: dict | None = None
+
+    def __call__(self, trainer) -> dict[str, float]:
+        model = trainer.model_wrapped
+        if self.sharding is None:
+            weight = dict(model.named_parameters())["gpt_neox.layers.0.mlp.dense_h_to_4h.weight"]
+            self.sharding = {
+                "class": type(model).__name__,
+                "dtensor": isinstance(weight, DTensor),
+                "local_rows": weight.to_local().shape[0] if isinstance(weight, DTensor) else weight.shape[0],
+                "full_rows": weight.shape[0],
+            }
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+        if trainer.accelerator.is_main_process:
+            plain = make_tiny_model(self.config)
+            plain.load_state_dict(full)
+            losses = per_skill_loss(
+                plain,
+                {s: trainer.skills.validation(s) for s in SKILLS},
+                LMCollator(self.tokenizer.pad_token_id),
+                batch_size=5,
+                device=torch.device("cpu"),
+            )
+            lm_eval = {
+                task: self.lm_eval.scalar(m) for task, m in self.lm_eval.evaluate(plain, self.tokenizer).items()
+            }
+            self.rounds.append({"step": trainer.state.global_step, "losses": losses, "lm_eval": lm_eval})
+        return {}
+
+
+def main(output_dir: str, task_dir: str) -> None:
+    torch.set_num_threads(1)
+    tokenizer = build_tokenizer()
+    skills = lego_skills(tokenizer, {s: 120 for s in SKILLS}, validation=13)
+    config = tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2)
+    lm_eval = LMEvalSkills(TASKS, include_path=task_dir, include_defaults=False, batch_size=4)
+    args = SkillItConfig(
+        output_dir=output_dir,
+        mixing="skill_it",
+        rounds=2,
+        max_steps=8,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=3,
+        learning_rate=3e-3,
+        use_cpu=True,
+        ddp_backend="gloo",
+        fsdp=True,
+        fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["GPTNeoXLayer"], "reshard_after_forward": True},
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        seed=0,
+    )
+    graph = SkillsGraph(torch.tensor([[1.0, 0.5, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]]).numpy(), SKILLS)
+    recorder = RecordLogs()
+    reference = UnshardedReference(config, tokenizer, lm_eval)
+    trainer = CPUFSDP2Trainer(
+        model=make_tiny_model(config),
+        args=args,
+        skills=skills,
+        graph=graph,
+        evaluators=[lm_eval, reference],
+        processing_class=tokenizer,
+        callbacks=[recorder],
+    )
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    result = {
+        "logs": recorder.logs,
+        "world_size": trainer.accelerator.num_processes,
+        "fsdp_enabled": trainer.is_fsdp_enabled,
+        "sharding": reference.sharding,
+    }
+    if rank == 0:
+        result["reference"] = reference.rounds
+        result["trajectory"] = trainer.trajectory
+    with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,61 @@
+"""FSDP2 (`fully_shard`) with two CPU processes under torchrun (gloo): the model is really sharded, every rank
+gets the same mixture and losses, equal to an unsharded single-process evaluation, lm-eval skills included."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from test_lm_eval_hooks import LL_TASK, MC_TASK, task_dir  # noqa: F401 (the fixture)
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "fsdp_run.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_process_fsdp2_rounds_equal_unsharded_evaluation(tmp_path, task_dir):  # noqa: F811
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
+    done = subprocess.run(
+        [*command, SCRIPT, str(tmp_path), str(task_dir)], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and all(r["fsdp_enabled"] for r in ranks)
+    # Sharded for real: the MLP weight is a DTensor of which each rank holds half the rows.
+    for r in ranks:
+        sharding = r["sharding"]
+        assert sharding["class"].startswith("FSDP") and sharding["dtensor"]
+        assert sharding["local_rows"] * 2 == sharding["full_rows"]
+
+    logs0, logs1 = ranks[0]["logs"], ranks[1]["logs"]
+    assert [entry["step"] for entry in logs0] == [4, 8]
+    assert logs0 == logs1, "every rank must log the same mixture and losses each round"
+    trajectory = ranks[0]["trajectory"]
+    # 4 steps x 4 rows per process x 2 processes, counted from the batches each process trained on
+    assert [sum(r["samples"].values()) for r in trajectory] == [32, 32]
+    assert trajectory[1]["p"] != trajectory[0]["p"], "round 1's losses must move the mixture"
+
+    reference = ranks[0]["reference"]
+    assert [r["step"] for r in reference] == [4, 8]
+    for record, unsharded in zip(trajectory, reference, strict=True):
+        for skill, loss in unsharded["losses"].items():
+            assert record["eval_loss"][skill] == pytest.approx(loss, abs=1e-6)
+        for task in (LL_TASK, MC_TASK):
+            assert record["eval_loss"][task] == pytest.approx(unsharded["lm_eval"][task], abs=1e-5)

@@ -16,8 +16,6 @@ from .rundir import atomic_write_text
 
 __all__ = ["SkillsGraph"]
 
-_PNG_DPI = 100
-
 
 def _permutation(given: Sequence[str], known: tuple[str, ...], what: str) -> list[int]:
     given = check_skill_names(given, what)
@@ -154,31 +152,14 @@ class SkillsGraph:
             return float(positive[distinct].mean()) if distinct.any() else 0.0
         return float(positive.mean())
 
-    def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
-        """Write a PNG heatmap (training skills down, evaluation skills across) and return its path."""
-        # The object-oriented API renders with Agg and touches no pyplot state.
-        from matplotlib.figure import Figure
+    def plot(
+        self, path: str | os.PathLike, title: str | None = None, used_eval_skills: Sequence[str] | None = None
+    ) -> Path:
+        """Write a PNG heatmap (training skills down, evaluation skills across, the columns in `used_eval_skills`
+        boxed) and return its path; drawn by `hf_skillit.plotting.plot_graph`."""
+        from .plotting import plot_graph  # matplotlib only when plotting
 
-        k, m = self.shape
-        figure = Figure(figsize=(max(4.0, 2.5 + 0.3 * m), max(3.0, 1.5 + 0.25 * k)), dpi=_PNG_DPI)
-        axes = figure.add_subplot()
-        bound = float(np.abs(self.matrix).max()) or 1.0
-        if (self.matrix < 0).any():
-            image = axes.imshow(self.matrix, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound)
-        else:
-            image = axes.imshow(self.matrix, aspect="auto", cmap="Blues", vmin=0.0, vmax=bound)
-        fontsize = 8 if max(k, m) <= 30 else 7
-        axes.set_xticks(range(m), labels=self.eval_skills, rotation=90, fontsize=fontsize)
-        axes.set_yticks(range(k), labels=self.train_skills, fontsize=fontsize)
-        axes.set_xlabel("evaluation skill")
-        axes.set_ylabel("training skill")
-        if title is not None:
-            axes.set_title(title)
-        figure.colorbar(image, ax=axes)
-        path = Path(path)
-        figure.savefig(path, format="png", bbox_inches="tight")
-        figure.clear()
-        return path
+        return plot_graph(self, path, title, used_eval_skills)
 
     def to_dict(self) -> dict[str, Any]:
         return {

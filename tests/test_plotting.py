@@ -59,3 +59,91 @@ def test_not_a_run_dir(tmp_path):
     (tmp_path / "skillit_trajectory.jsonl").write_text("")
     with pytest.raises(ValueError, match="no rounds"):
         plot_run(tmp_path)
+
+
+# ----- rendered data: every skill visible, targets highlighted, round 0 and chance ------------------------------
+
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from hf_skillit.plotting import graph_figure, losses_figure, mixture_figure, run_targets  # noqa: E402
+
+
+def coinciding_rounds(skills=("3", "1", "2", "4"), initial=True):
+    """Rounds where skills 1, 2 and 4 always share one weight (and 2 and 4 one loss), in a non-sorted skill order."""
+    rounds = []
+    for r in range(1, 4):
+        p = {s: 0.2 for s in skills}
+        p["3"] = 1.0 - 0.2 * (len(skills) - 1)
+        losses = {s: 1.0 / r + (0.1 if s == "1" else 0.0) for s in skills}
+        rounds.append({"round": r, "global_step": 10 * r, "p": p, "eval_loss": losses})
+    if initial:
+        rounds[0]["initial_eval_loss"] = dict.fromkeys(skills, 4.0)
+    return rounds
+
+
+def skill_lines(axes):
+    return {line.get_label(): line for line in axes.get_lines() if line.get_label().startswith("skill ")}
+
+
+def test_mixture_draws_each_skill_with_its_own_style_in_skillset_order():
+    rounds = coinciding_rounds()
+    lines = skill_lines(mixture_figure(rounds).axes[0])
+    assert list(lines) == ["skill 3", "skill 1", "skill 2", "skill 4"]  # the recorded order, not sorted
+    styles = {(line.get_linestyle(), line.get_marker()) for line in lines.values()}
+    assert len(styles) == 4
+    sizes = [line.get_markersize() for line in lines.values()]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4  # coinciding markers nest
+    for name, line in lines.items():
+        skill = name.removeprefix("skill ")
+        # Markers sit at the middle of each round, at the round's weight.
+        assert list(line.get_xdata()[1::2]) == [5.0, 15.0, 25.0]
+        assert list(line.get_ydata()[1::2]) == [r["p"][skill] for r in rounds]
+        assert line.get_markevery() == slice(1, None, 2)
+
+
+def test_targets_are_highlighted_in_mixture_and_losses():
+    rounds = coinciding_rounds()
+    for figure in (mixture_figure(rounds, target_skills=["2"]), losses_figure(rounds, target_skills=["2"])):
+        lines = skill_lines(figure.axes[0])
+        target = lines.pop("skill 2 (target)")
+        assert all(target.get_linewidth() > line.get_linewidth() for line in lines.values())
+        assert all(line.get_alpha() < 1 for line in lines.values()) and target.get_alpha() in (None, 1)
+
+
+def test_losses_start_before_training_and_show_the_chance_line():
+    rounds = coinciding_rounds()
+    axes = losses_figure(rounds, chance={"1": 0.6931, "2": 0.6931, "3": 0.6931, "4": 0.6931}).axes[0]
+    lines = skill_lines(axes)
+    assert list(lines["skill 1"].get_xdata()) == [0, 10, 20, 30]
+    assert list(lines["skill 1"].get_ydata()) == [4.0, 1.1, 0.6, 1.0 / 3 + 0.1]
+    [chance] = [line for line in axes.get_lines() if line.get_label().startswith("chance")]
+    assert list(chance.get_ydata()) == [0.6931, 0.6931] and chance.get_label() == "chance 0.693"
+    assert axes.get_yscale() == "log"  # 4.0 down to 0.33: the rounds would be squashed on a linear axis
+    # Without the loss before training: the rounds alone, on a linear axis from 0; two chance levels named.
+    axes = losses_figure(coinciding_rounds(initial=False), chance={"1": 0.69, "3": 2.3}).axes[0]
+    assert list(skill_lines(axes)["skill 1"].get_xdata()) == [10, 20, 30]
+    assert axes.get_yscale() == "linear" and axes.get_ylim()[0] == 0
+    labels = sorted(line.get_label() for line in axes.get_lines() if line.get_label().startswith("chance"))
+    assert labels == ["chance 0.69, skills 1", "chance 2.3, skills 3"]
+
+
+def test_graph_boxes_the_columns_in_use():
+    graph = SkillsGraph(np.eye(5), ["1", "2", "3", "4", "5"])
+    axes = graph_figure(graph, used_eval_skills=["3"]).axes[0]
+    [box] = [patch for patch in axes.patches if isinstance(patch, Rectangle)]
+    assert box.get_x() == 1.5 and box.get_width() == 1.0 and box.get_height() == 5
+    weights = {label.get_text(): label.get_fontweight() for label in axes.get_xticklabels()}
+    assert weights["3"] == "bold" and weights["1"] == "normal"
+    # All columns in use (no targets): nothing boxed.
+    assert not graph_figure(graph).axes[0].patches
+    assert not graph_figure(graph, used_eval_skills=["1", "2", "3", "4", "5"]).axes[0].patches
+
+
+def test_plot_run_reads_targets_from_the_saved_recipe(tmp_path):
+    write_run(tmp_path)
+    assert run_targets(tmp_path) == []
+    (tmp_path / "recipe.yaml").write_text("training:\n  target_skills: [3]\n")
+    (tmp_path / "summary.json").write_text(json.dumps({"loss": {}, "chance_loss": {"1": 0.69}}))
+    SkillsGraph(np.eye(3), ["1", "2", "3"]).save(tmp_path / "skills_graph.json")
+    assert run_targets(tmp_path) == ["3"]
+    assert len(plot_run(tmp_path)) == 3

@@ -15,6 +15,9 @@ and appended to `output_dir/skillit_trajectory.jsonl` (`hf_skillit.rundir` owns 
 
 The mixer is chosen by name from the registry (`hf_skillit.mixer_registry`), which also checks that it can run on
 the given graph and targets.
+
+All of this is `SkillItTrainerMixin`, shared by every trainer that trains on skills: `SkillItTrainer` is the mixin on
+`transformers.Trainer`, `hf_skillit.integrations.trl.SkillItSFTTrainer` the same mixin on TRL's `SFTTrainer`.
 """
 
 from __future__ import annotations
@@ -56,7 +59,14 @@ from .streams import SKILL_KEY, MixtureStream, StreamState
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["STATE_NAME", "TRAJECTORY_NAME", "SkillItTrainer", "is_complete_checkpoint", "last_complete_checkpoint"]
+__all__ = [
+    "STATE_NAME",
+    "TRAJECTORY_NAME",
+    "SkillItTrainer",
+    "SkillItTrainerMixin",
+    "is_complete_checkpoint",
+    "last_complete_checkpoint",
+]
 
 _MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
 
@@ -64,7 +74,7 @@ _MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
 class _RoundBoundaryCallback(TrainerCallback):
     """Ends a Skill-It round after its last optimizer step, before the Trainer logs, saves or evaluates."""
 
-    def __init__(self, trainer: SkillItTrainer):
+    def __init__(self, trainer: SkillItTrainerMixin):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -72,51 +82,28 @@ class _RoundBoundaryCallback(TrainerCallback):
             self.trainer.end_round()
 
 
-class SkillItTrainer(Trainer):
-    """A drop-in `Trainer` that trains on an online mixture of skills chosen by Skill-It (or a baseline).
+class SkillItTrainerMixin:
+    """Skill-It's rounds for a `transformers.Trainer` subclass: the mixture stream, the round-end update, the
+    trajectory, checkpoints and resume.
 
-    Args:
-        model: the model to train (a `PreTrainedModel`, or a `peft` model).
-        args: a [`SkillItConfig`].
-        skills: a [`SkillSet`]: each training skill's data and each evaluation skill's validation data,
-            tokenized (`input_ids`, optional `labels` with -100 on unscored positions) or as raw text in
-            `args.dataset_text_field`, tokenized here with `processing_class`.
-        graph: the [`SkillsGraph`] (rows = training skills, columns = evaluation skills); else loaded from
-            `args.graph_path`. Not needed by the `random`, `stratified`, `no_graph` and `fixed` mixtures.
-        mixer: a ready-made mixer overriding `args.mixing` (any object with the `Mixer` protocol).
-        evaluators: evaluation skills measured without a validation set, e.g. lm-eval tasks
-            (`hf_skillit.lm_eval_hooks`); their skill names can be columns of the graph (out-of-domain).
-        Everything else is passed to `transformers.Trainer`.
+    [`SkillItTrainer`] is this mixin on `Trainer`; `hf_skillit.integrations.trl.SkillItSFTTrainer` is it on TRL's
+    `SFTTrainer`. The mixin comes first in the bases, so its overrides (`training_step`, `_save_checkpoint`,
+    `train`, ...) run before the trainer's own. A trainer calls `_setup_skills` with its tokenized skills (before
+    or after the base `__init__`, whichever its tokenization needs), then `_setup_stream` after the base `__init__`.
     """
 
-    def __init__(
+    def _setup_skills(
         self,
-        model=None,
-        args: SkillItConfig | None = None,
-        skills: SkillSet | None = None,
-        graph: SkillsGraph | None = None,
-        mixer: Mixer | None = None,
-        evaluators: list[SkillEvaluator] | None = None,
-        data_collator=None,
-        processing_class=None,
-        **kwargs,
-    ):
-        if not isinstance(args, SkillItConfig):
-            raise ValueError(f"args must be a SkillItConfig, got {type(args).__name__}")
-        if not isinstance(skills, SkillSet):
-            raise ValueError(f"skills must be a SkillSet, got {type(skills).__name__}")
-        for unsupported in ("train_dataset",):
-            if kwargs.get(unsupported) is not None:
-                raise ValueError(f"SkillItTrainer draws its training data from skills=; do not pass {unsupported}=")
-        if data_collator is None:
-            pad_id = getattr(processing_class, "pad_token_id", None)
-            if pad_id is None:
-                raise ValueError(
-                    "the tokenizer (processing_class) has no pad token, which batching needs: set "
-                    "`tokenizer.pad_token = tokenizer.eos_token` (or pass data_collator=)"
-                )
-            data_collator = LMCollator(pad_token_id=pad_id)
-        self.skills = skills.tokenized(processing_class, args.dataset_text_field, args.max_length)
+        args: SkillItConfig,
+        skills: SkillSet,
+        graph: SkillsGraph | None,
+        mixer: Mixer | None,
+        evaluators: list[SkillEvaluator] | None,
+        model: Any,
+        data_collator: Any,
+    ) -> None:
+        """Resolve the graph and the mixer for the (tokenized) skills, and check that they fit together."""
+        self.skills = skills
         self.evaluators = list(evaluators or [])
         self.graph = self._resolve_graph(graph, args)
         if mixer is None:
@@ -125,11 +112,9 @@ class SkillItTrainer(Trainer):
         self.mixer = mixer
         self._check_mixer(self.mixer)
 
-        super().__init__(
-            model=model, args=args, data_collator=data_collator, processing_class=processing_class, **kwargs
-        )
-        self.args: SkillItConfig
-
+    def _setup_stream(self) -> None:
+        """Make the mixture stream the training data and end rounds at their last step (after the base `__init__`)."""
+        args = self.args
         names = self.skills.train_skills
         self._train_sets = [self.skills.train(name) for name in names]
         self._sizes = [len(ds) if isinstance(ds, datasets.Dataset) else None for ds in self._train_sets]
@@ -151,6 +136,10 @@ class SkillItTrainer(Trainer):
             skill_names=names,
         )
         self.add_callback(_RoundBoundaryCallback(self))
+
+    def _log_round(self, logs: dict[str, float]) -> None:
+        """Send a round's `skillit/p/<skill>` and `skillit/loss/<skill>` values to the loggers (`report_to`)."""
+        self.log(logs)
 
     # ----- construction -------------------------------------------------------------------------------
 
@@ -303,7 +292,7 @@ class SkillItTrainer(Trainer):
 
         logs = {f"skillit/p/{s}": float(w) for s, w in zip(names, used, strict=True)}
         logs.update({f"skillit/loss/{s}": v for s, v in losses.items()})
-        self.log(logs)
+        self._log_round(logs)
         if self.is_world_process_zero():
             append_trajectory(self.args.output_dir, record)
             logger.info(
@@ -461,3 +450,57 @@ class SkillItTrainer(Trainer):
     def trajectory(self) -> list[dict[str, Any]]:
         """The rounds recorded so far in `output_dir/skillit_trajectory.jsonl`."""
         return read_trajectory(self.args.output_dir)
+
+
+class SkillItTrainer(SkillItTrainerMixin, Trainer):
+    """A drop-in `Trainer` that trains on an online mixture of skills chosen by Skill-It (or a baseline).
+
+    Args:
+        model: the model to train (a `PreTrainedModel`, or a `peft` model).
+        args: a [`SkillItConfig`].
+        skills: a [`SkillSet`]: each training skill's data and each evaluation skill's validation data,
+            tokenized (`input_ids`, optional `labels` with -100 on unscored positions) or as raw text in
+            `args.dataset_text_field`, tokenized here with `processing_class`.
+        graph: the [`SkillsGraph`] (rows = training skills, columns = evaluation skills); else loaded from
+            `args.graph_path`. Not needed by the `random`, `stratified`, `no_graph` and `fixed` mixtures.
+        mixer: a ready-made mixer overriding `args.mixing` (any object with the `Mixer` protocol).
+        evaluators: evaluation skills measured without a validation set, e.g. lm-eval tasks
+            (`hf_skillit.lm_eval_hooks`); their skill names can be columns of the graph (out-of-domain).
+        Everything else is passed to `transformers.Trainer`.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        args: SkillItConfig | None = None,
+        skills: SkillSet | None = None,
+        graph: SkillsGraph | None = None,
+        mixer: Mixer | None = None,
+        evaluators: list[SkillEvaluator] | None = None,
+        data_collator=None,
+        processing_class=None,
+        **kwargs,
+    ):
+        if not isinstance(args, SkillItConfig):
+            raise ValueError(f"args must be a SkillItConfig, got {type(args).__name__}")
+        if not isinstance(skills, SkillSet):
+            raise ValueError(f"skills must be a SkillSet, got {type(skills).__name__}")
+        for unsupported in ("train_dataset",):
+            if kwargs.get(unsupported) is not None:
+                raise ValueError(f"SkillItTrainer draws its training data from skills=; do not pass {unsupported}=")
+        if data_collator is None:
+            pad_id = getattr(processing_class, "pad_token_id", None)
+            if pad_id is None:
+                raise ValueError(
+                    "the tokenizer (processing_class) has no pad token, which batching needs: set "
+                    "`tokenizer.pad_token = tokenizer.eos_token` (or pass data_collator=)"
+                )
+            data_collator = LMCollator(pad_token_id=pad_id)
+        # Checked before the Trainer is built, so that data, graph and mixer mistakes show before any model work.
+        skills = skills.tokenized(processing_class, args.dataset_text_field, args.max_length)
+        self._setup_skills(args, skills, graph, mixer, evaluators, model, data_collator)
+        super().__init__(
+            model=model, args=args, data_collator=data_collator, processing_class=processing_class, **kwargs
+        )
+        self.args: SkillItConfig
+        self._setup_stream()

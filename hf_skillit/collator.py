@@ -32,7 +32,7 @@ class LMCollator:
         length = int(lengths.max())
         if self.pad_to_multiple_of:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        # The rows' tokens land in row-major order on the positions `scored` marks: one vectorised scatter per
+        # The rows' tokens land in row-major order on the positions `valid` marks: one vectorised scatter per
         # column instead of a Python loop over rows (rows may be lists, numpy arrays or tensors).
         valid = np.arange(length) < lengths[:, None]
         input_ids = np.full((len(ids), length), self.pad_token_id, dtype=np.int64)
@@ -62,20 +62,21 @@ def _column(features: Sequence[dict[str, Any]], key: str, lengths: np.ndarray) -
     """Every row's `key` concatenated (None when no row has it); a row without it gets the default for its
     positions: 1 for the attention mask, its own tokens (where attended) for the labels."""
     values = [f.get(key) for f in features]
-    if all(v is None for v in values):
+    present = [v is not None for v in values]
+    if not any(present):
         return None
-    own = np.fromiter((lengths[i] if v is None else len(v) for i, v in enumerate(values)), np.int64, len(values))
-    if (bad := np.flatnonzero(own != lengths)).size:
-        raise ValueError(f"row {bad[0]} of the batch has {own[bad[0]]} {key} for {lengths[bad[0]]} input_ids")
-    if any(v is None for v in values):
+    if not all(present):
         for i, feature in enumerate(features):
-            if values[i] is None:
+            if not present[i]:
                 ids = np.asarray(feature["input_ids"], dtype=np.int64)
                 mask = feature.get("attention_mask")
                 default = np.ones_like(ids) if key == "attention_mask" else ids
                 if key == "labels" and mask is not None:
                     default = np.where(np.asarray(mask) != 0, ids, IGNORE_INDEX)
                 values[i] = default
+    own = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    if (bad := np.flatnonzero(own != lengths)).size:
+        raise ValueError(f"row {bad[0]} of the batch has {own[bad[0]]} {key} for {lengths[bad[0]]} input_ids")
     return _concatenate(values)
 
 

@@ -1,0 +1,183 @@
+"""TRL integration: `SkillItSFTTrainer` (TRL's SFTTrainer with Skill-It rounds) on a tiny model, real steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from transformers import HfArgumentParser, TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+from hf_skillit import SkillSet, SkillsGraph
+from hf_skillit.integrations.trl import SkillItSFTConfig, SkillItSFTTrainer
+from hf_skillit.synthetic import build_tokenizer, make_lego
+
+SKILLS = ["1", "2", "3"]
+GRAPH = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}assistant :{% endif %}"
+)
+# TRL's defaults that a CPU test does not want (bf16 autocast, gradient checkpointing), and quiet, fast runs.
+CPU = dict(bf16=False, gradient_checkpointing=False, use_cpu=True, report_to="none", disable_tqdm=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def formats():
+    """Skill 1 as raw text, skill 2 as prompt/completion, skill 3 as chat messages (LEGO rows of each depth)."""
+    lego = make_lego(900, k=3, seed=0)
+    by_skill = {s: lego.filter(lambda v, s=s: v == s, input_columns="skill") for s in SKILLS}
+    text = by_skill["1"].select_columns(["text"])
+    prompt_completion = (
+        by_skill["2"].map(lambda r: {"completion": " " + r["answer"]}).select_columns(["prompt", "completion"])
+    )
+    chat = by_skill["3"].map(
+        lambda r: {
+            "messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["answer"]}]
+        }
+    )
+    return {"1": text, "2": prompt_completion, "3": chat.select_columns(["messages"])}
+
+
+@pytest.fixture
+def chat_tokenizer():
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def sft_config(tmp_path, **overrides) -> SkillItSFTConfig:
+    args = dict(
+        output_dir=str(tmp_path),
+        mixing="skill_it",
+        eta=1.0,
+        window=2,
+        rounds=3,
+        max_steps=6,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=16,
+        learning_rate=3e-3,
+        save_strategy="no",
+        logging_steps=1000,
+        max_length=64,
+        **CPU,
+    )
+    args.update(overrides)
+    return SkillItSFTConfig(**args)
+
+
+def build(tmp_path, formats, tokenizer, tiny_model, **overrides) -> SkillItSFTTrainer:
+    callbacks = overrides.pop("callbacks", None)
+    peft_config = overrides.pop("peft_config", None)
+    return SkillItSFTTrainer(
+        model=tiny_model(),
+        args=sft_config(tmp_path, **overrides),
+        skills=SkillSet.from_dict(formats, 16),
+        graph=SkillsGraph(GRAPH, SKILLS),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def test_each_skill_is_tokenized_as_sft_trainer_tokenizes_it(tmp_path, formats, chat_tokenizer, tiny_model):
+    trainer = build(tmp_path / "skillit", formats, chat_tokenizer, tiny_model)
+    split = SkillSet.from_dict(formats, 16)
+    for skill in SKILLS:
+        alone = SFTTrainer(
+            model=tiny_model(),
+            args=SFTConfig(output_dir=str(tmp_path / skill), max_length=64, **CPU),
+            train_dataset=split.train(skill),
+            processing_class=chat_tokenizer,
+        ).train_dataset
+        ours = trainer.skills.train(skill)
+        assert ours["input_ids"][:] == alone["input_ids"][:], skill
+        assert ours["labels"][:] == alone["labels"][:], skill
+    row = trainer.skills.validation("2")[0]
+    # Prompt/completion rows are scored on the completion (with TRL's EOS) only, in training and in validation.
+    scored = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
+    assert scored == chat_tokenizer(row["completion"])["input_ids"] and len(scored) < len(row["input_ids"])
+
+
+def test_logged_mixture_is_algorithm_1_of_the_logged_losses(tmp_path, formats, chat_tokenizer, tiny_model):
+    trainer = build(tmp_path, formats, chat_tokenizer, tiny_model)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "skillit/p/1" in entry]
+    assert [entry["step"] for entry in logged] == [2, 4, 6]
+    p = [np.array([entry[f"skillit/p/{s}"] for s in SKILLS]) for entry in logged]
+    losses = [np.array([entry[f"skillit/loss/{s}"] for s in SKILLS]) for entry in logged]
+    eta, window = 1.0, 2
+    assert np.allclose(p[0], softmax(eta * GRAPH.sum(axis=1)), atol=1e-12)
+    for t in range(1, 3):
+        # p_{t+1} ∝ exp(eta * Σ_{τ = t-w+1..t} A L_τ), the window counted in rounds.
+        recent = sum(losses[max(0, t - window) : t])
+        assert np.allclose(p[t], softmax(eta * GRAPH @ recent), atol=1e-12), t
+    trajectory = trainer.trajectory
+    assert [sum(r["samples"].values()) for r in trajectory] == [8, 8, 8]
+    assert all(np.isclose(r["p"][s], p[i][j]) for i, r in enumerate(trajectory) for j, s in enumerate(SKILLS))
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_resume_mid_round_continues_the_identical_run(tmp_path, formats, chat_tokenizer, tiny_model):
+    saving = dict(save_strategy="steps", save_steps=3)
+    whole = build(tmp_path / "whole", formats, chat_tokenizer, tiny_model, **saving)
+    whole.train()
+    cut = build(tmp_path / "cut", formats, chat_tokenizer, tiny_model, callbacks=[StopAt(3)], **saving)
+    cut.train()
+    assert cut.state.global_step == 3  # one step into round 2
+    resumed = build(tmp_path / "cut", formats, chat_tokenizer, tiny_model, **saving)
+    resumed.train(resume_from_checkpoint=True)
+    for a, b in zip(whole.trajectory, resumed.trajectory, strict=True):
+        assert a["samples"] == b["samples"] and a["global_step"] == b["global_step"]
+        assert np.allclose(list(a["p"].values()), list(b["p"].values()), rtol=0, atol=1e-9)
+        assert np.allclose(list(a["eval_loss"].values()), list(b["eval_loss"].values()), rtol=0, atol=1e-6)
+
+
+def test_lora_through_peft_config_trains_only_the_adapter(tmp_path, formats, chat_tokenizer, tiny_model):
+    from peft import LoraConfig, PeftModel
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["query_key_value", "dense_h_to_4h"], task_type="CAUSAL_LM")
+    trainer = build(tmp_path, formats, chat_tokenizer, tiny_model, peft_config=lora, learning_rate=1e-2)
+    assert isinstance(trainer.model, PeftModel)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    start = trainer.evaluate_skills()
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    changed = {n for n, p in before.items() if not np.allclose(p.numpy(), after[n].detach().numpy())}
+    assert changed and all("lora_" in n for n in changed), sorted(changed)[:5]
+    final = trainer.trajectory[-1]["eval_loss"]
+    assert all(final[s] < start[s] for s in SKILLS), (start, final)
+
+
+def test_config_parses_from_flags_and_bad_setups_are_refused(tmp_path, formats, chat_tokenizer, tiny_model):
+    (config,) = HfArgumentParser(SkillItSFTConfig).parse_args_into_dataclasses(
+        [
+            *("--output_dir", str(tmp_path), "--max_steps", "12", "--mixing", "skill_it", "--eta", "0.5"),
+            *("--rounds", "6", "--max_length", "128", "--use_cpu", "--bf16", "false", "--report_to", "none"),
+        ]
+    )
+    assert (config.mixing, config.eta, config.rounds, config.steps_per_round, config.max_length) == (
+        "skill_it",
+        0.5,
+        6,
+        2,
+        128,
+    )
+    with pytest.raises(ValueError, match="not a multiple of rounds"):
+        sft_config(tmp_path, max_steps=7)
+    with pytest.raises(ValueError, match="packing and padding_free are not supported"):
+        build(tmp_path, formats, chat_tokenizer, tiny_model, packing=True)
+    with pytest.raises(ValueError, match="args must be a SkillItSFTConfig"):
+        SkillItSFTTrainer(model=tiny_model(), args=SFTConfig(output_dir=str(tmp_path), **CPU), skills=None)

@@ -10,6 +10,10 @@ Each finished run is written to `output_dir/runs/<run>.json` at once, atomically
 resumes where it stopped and runs can be spread over several processes (`num_shards`, `shard_index`). Once every run
 exists, [`merge_runs`] turns the measurements into a [`SkillsGraph`] and writes `graph.json`, `measurements.json`
 and `graph.png`.
+
+This module trains and records; which runs to train and how their loss curves become edges (the edge rules) live in
+`hf_skillit.graph_edges`, which needs no torch. [`GraphLearningArguments`] holds every setting of a graph-learning
+run (a recipe's `learn_graph:` section); `learn_graph` accepts it as `graph_args`.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
+import inspect
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -29,13 +33,24 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from accelerate import PartialState
 from transformers import PreTrainedModel, TrainingArguments, set_seed
 
 from .config import SkillItConfig
 from .evaluation import SkillEvaluator
 from .graph import SkillsGraph
+from .graph_edges import (
+    EDGE_RULES,
+    METHODS,
+    GraphRun,
+    GraphSettingsError,
+    check_settings,
+    describe_rule,
+    edge_matrix,
+    measure_runs,
+    plan_runs,
+    resolve_eval_skills,
+)
 from .rundir import (
     LEARN_GRAPH_CONFIG_NAME,
     LEARN_GRAPH_RUNS_DIR,
@@ -49,16 +64,18 @@ from .rundir import (
 from .skills import SkillSet
 from .trainer import SkillItTrainer
 
-__all__ = ["EDGE_RULES", "METHODS", "GraphRun", "learn_graph", "merge_runs", "plan_runs"]
+__all__ = [
+    "EDGE_RULES",
+    "METHODS",
+    "GraphLearningArguments",
+    "GraphRun",
+    "GraphSettingsError",
+    "learn_graph",
+    "merge_runs",
+    "plan_runs",
+]
 
 logger = logging.getLogger(__name__)
-
-METHODS = ("brute_force", "approximate")
-EDGE_RULES = ("delta", "delta_diff", "positive", "lego")
-# Rules that compare a pair run with the single run of its evaluation skill exist only for Algorithm 2.
-_BRUTE_FORCE_ONLY = ("delta_diff", "lego")
-_DEFAULT_EDGE_RULE = {"brute_force": "delta_diff", "approximate": "delta"}
-LEGO_EDGE_WEIGHT = 0.5  # the paper's LEGO/addition edge weight (Appendix C.2, Figures 10 and 11)
 
 CONFIG_NAME = LEARN_GRAPH_CONFIG_NAME
 RUNS_DIR = LEARN_GRAPH_RUNS_DIR
@@ -87,36 +104,92 @@ _IDENTITY_TRAINING_FIELDS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class GraphRun:
-    """One short training run: `train_skills` (one skill, or a pair trained as a balanced mixture)."""
+@dataclasses.dataclass
+class GraphLearningArguments:
+    """How to learn a skills graph: the settings of [`learn_graph`] as one object (a recipe's `learn_graph:` section).
 
-    id: str
-    train_skills: tuple[str, ...]
+    Every run trains the base model from its starting point with the training settings (learning rate, batch
+    size...), for `steps` steps on one skill or a balanced pair of skills. Constructing it checks the settings
+    together (`hf_skillit.graph_edges.check_settings`); those that need `steps` wait until it is set
+    ([`with_steps`]).
 
-    @property
-    def weights(self) -> dict[str, float]:
-        return {skill: 1.0 / len(self.train_skills) for skill in self.train_skills}
+    Args:
+        output_dir (`str`, *optional*): where the runs and `graph.json` go. In a recipe, defaults to
+            `training.output_dir + "_graph"`.
+        method (`str`, *optional*, defaults to `"brute_force"`): "brute_force" (Algorithm 2) or "approximate"
+            (Algorithm 3).
+        steps (`int`, *optional*): steps H of each run. In a recipe, defaults to `training.max_steps`.
+        eval_every (`int`, *optional*): steps between two validation losses of a run (must divide `steps`;
+            defaults to `steps`).
+        edge_rule (`str`, *optional*): "delta", "delta_diff", "positive" or "lego" (see [`learn_graph`]); defaults
+            to the method's.
+        target_loss (`float`, *optional*): the loss the "lego" rule counts steps to (paper: 0.01).
+        diagonal (`float`, *optional*): set every A_jj to this (paper LEGO: 1).
+        measure_at (`int`, *optional*): the step at which loss changes are read (paper NI: 100 of 600).
+        eval_skills (`list[str]`, *optional*): the graph's columns; defaults to [`learn_graph`]'s.
+        num_shards (`int`, *optional*, defaults to 1): split the runs over this many processes...
+        shard_index (`int`, *optional*, defaults to 0): ...and train this one's share of them.
 
+    Example:
 
-def plan_runs(method: str, train_skills: Sequence[str], eval_skills: Sequence[str]) -> list[GraphRun]:
-    """The runs of a method, in a fixed order (shards take every `num_shards`-th run of this list).
-
-    Brute force (Algorithm 2): each evaluation skill j alone, and each unordered pair {i, j} of distinct skills with
-    j an evaluation skill (one pair run measures both of its skills). Approximate (Algorithm 3): each training skill
-    alone. Run ids use the skills' positions in `train_skills`, so they are valid file names for any skill name.
+    ```python
+    >>> from hf_skillit.graph_learning import GraphLearningArguments
+    >>> GraphLearningArguments(method="approximate", steps=100, eval_every=20).with_steps(600).steps
+    100
+    ```
     """
-    _check_choice(method, METHODS, "method")
-    index = {skill: i for i, skill in enumerate(train_skills)}
-    if method == "approximate":
-        return [GraphRun(f"single-{i}", (skill,)) for skill, i in index.items()]
-    targets = {index[skill] for skill in eval_skills}
-    runs = [GraphRun(f"single-{i}", (train_skills[i],)) for i in sorted(targets)]
-    for i in range(len(train_skills)):
-        for j in range(i + 1, len(train_skills)):
-            if i in targets or j in targets:
-                runs.append(GraphRun(f"pair-{i}-{j}", (train_skills[i], train_skills[j])))
-    return runs
+
+    output_dir: str | None = dataclasses.field(
+        default=None, metadata={"help": "Where runs and graph.json go. Default: training.output_dir + '_graph'."}
+    )
+    method: str = dataclasses.field(
+        default="brute_force", metadata={"help": "brute_force (Algorithm 2) or approximate (Algorithm 3)."}
+    )
+    steps: int | None = dataclasses.field(
+        default=None, metadata={"help": "Steps H of each run. Default: training.max_steps."}
+    )
+    eval_every: int | None = dataclasses.field(
+        default=None, metadata={"help": "Steps between two validation losses of a run (must divide steps)."}
+    )
+    edge_rule: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "delta, delta_diff, positive or lego (see learn_graph). Default: the method's."},
+    )
+    target_loss: float | None = dataclasses.field(
+        default=None, metadata={"help": "Loss the lego rule counts steps to (0.01)."}
+    )
+    diagonal: float | None = dataclasses.field(
+        default=None, metadata={"help": "Set every A_jj to this (paper LEGO: 1)."}
+    )
+    measure_at: int | None = dataclasses.field(
+        default=None, metadata={"help": "Step at which loss changes are read (paper NI: 100 of 600)."}
+    )
+    eval_skills: list[str] | None = dataclasses.field(
+        default=None, metadata={"help": "Graph columns. Default: learn_graph's."}
+    )
+    num_shards: int = dataclasses.field(default=1, metadata={"help": "Split the runs over this many processes..."})
+    shard_index: int = dataclasses.field(default=0, metadata={"help": "...and train this one's share of them."})
+
+    def __post_init__(self) -> None:
+        self.resolved()
+
+    def resolved(self) -> dict[str, Any]:
+        """The checked settings with defaults filled in (`eval_every`, `edge_rule`), as `check_settings` returns."""
+        return check_settings(
+            self.method,
+            self.steps,
+            self.eval_every,
+            self.edge_rule,
+            self.target_loss,
+            self.diagonal,
+            self.measure_at,
+            self.num_shards,
+            self.shard_index,
+        )
+
+    def with_steps(self, default_steps: int) -> GraphLearningArguments:
+        """These settings with `steps` set (to `default_steps` when it is not), checked again in full."""
+        return dataclasses.replace(self, steps=self.steps or default_steps)
 
 
 def learn_graph(
@@ -124,7 +197,7 @@ def learn_graph(
     skills: SkillSet,
     model_init: Callable[[], PreTrainedModel],
     output_dir: str | os.PathLike,
-    steps: int,
+    steps: int | None = None,
     method: str = "brute_force",
     eval_skills: Sequence[str] | None = None,
     eval_every: int | None = None,
@@ -139,6 +212,7 @@ def learn_graph(
     num_shards: int = 1,
     shard_index: int = 0,
     model_description: str | None = None,
+    graph_args: GraphLearningArguments | None = None,
 ) -> SkillsGraph | None:
     """Learn the skills graph A (training skills x evaluation skills) with short training runs.
 
@@ -176,6 +250,9 @@ def learn_graph(
             evaluation skills (e.g. lm-eval tasks, out-of-domain).
         num_shards, shard_index: this process trains runs `shard_index, shard_index + num_shards, ...` of
             [`plan_runs`]; start one process per shard index, then `merge_runs(output_dir)`.
+        graph_args: all of `steps`, `method`, `eval_skills`, `eval_every`, `edge_rule`, `target_loss`, `diagonal`,
+            `measure_at`, `num_shards` and `shard_index` as one [`GraphLearningArguments`] (its `output_dir` is not
+            used: pass `output_dir`); those arguments must then be left out.
         model_description: the base model as recorded in the graph's metadata (default: class, model type,
             parameter count and checkpoint of the model built by `model_init`).
 
@@ -187,20 +264,33 @@ def learn_graph(
         raise ValueError(f"skills must be a SkillSet, got {type(skills).__name__}")
     if not callable(model_init):
         raise ValueError(f"model_init must be a callable returning a fresh model, got {type(model_init).__name__}")
-    _check_choice(method, METHODS, "method")
-    _check_positive_int(steps, "steps")
-    eval_every = steps if eval_every is None else _check_positive_int(eval_every, "eval_every")
-    if steps % eval_every:
-        raise ValueError(
-            f"eval_every={eval_every} does not divide steps={steps}: the loss curve needs equal intervals"
-        )
+    settings = {
+        "steps": steps,
+        "method": method,
+        "eval_skills": eval_skills,
+        "eval_every": eval_every,
+        "edge_rule": edge_rule,
+        "target_loss": target_loss,
+        "diagonal": diagonal,
+        "measure_at": measure_at,
+        "num_shards": num_shards,
+        "shard_index": shard_index,
+    }
+    if graph_args is None:
+        graph_args = GraphLearningArguments(**settings)
+    else:
+        defaults = inspect.signature(learn_graph).parameters
+        if given := [name for name, value in settings.items() if value != defaults[name].default]:
+            raise ValueError(f"give either graph_args or {', '.join(given)}, not both")
+    if graph_args.steps is None:
+        raise GraphSettingsError("steps must be a positive integer, got None")
+    resolved = graph_args.resolved()
+    method, steps, eval_every = resolved["method"], resolved["steps"], resolved["eval_every"]
+    num_shards, shard_index = graph_args.num_shards, graph_args.shard_index
+    edge = {key: resolved[key] for key in ("edge_rule", "target_loss", "diagonal", "measure_at")}
     evaluators = list(evaluators or [])
-    eval_skills = _resolve_eval_skills(method, skills, eval_skills, evaluators)
-    edge = _edge_settings(method, edge_rule, target_loss, diagonal, measure_at, steps, eval_every)
-    if not isinstance(num_shards, int) or num_shards < 1:
-        raise ValueError(f"num_shards must be an integer >= 1, got {num_shards!r}")
-    if not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index!r}")
+    measured = list(skills.eval_skills) + [s for e in evaluators for s in e.skills if s not in skills.eval_skills]
+    eval_skills = resolve_eval_skills(method, skills.train_skills, measured, graph_args.eval_skills)
 
     output_dir = Path(output_dir)
     template = _run_args(args, output_dir / WORK_DIR, steps, eval_every, {skills.train_skills[0]: 1.0})
@@ -286,7 +376,8 @@ def merge_runs(
     if edge_rule is None:
         edge = {key: config[key] for key in ("edge_rule", "target_loss", "diagonal", "measure_at")}
     else:
-        edge = _edge_settings(method, edge_rule, target_loss, diagonal, measure_at, steps, eval_every)
+        resolved = check_settings(method, steps, eval_every, edge_rule, target_loss, diagonal, measure_at)
+        edge = {key: resolved[key] for key in ("edge_rule", "target_loss", "diagonal", "measure_at")}
     train_skills, eval_skills = identity["train_skills"], identity["eval_skills"]
     plan = plan_runs(method, train_skills, eval_skills)
     missing = _missing_runs(output_dir, plan)
@@ -297,8 +388,8 @@ def merge_runs(
         )
     runs = {run.id: _load_run(output_dir, run, config["identity_hash"]) for run in plan}
 
-    measurements = _measure(method, plan, runs, train_skills, eval_skills, edge)
-    matrix = _edges(method, measurements, train_skills, eval_skills, edge)
+    measurements = measure_runs(method, plan, runs, train_skills, eval_skills, edge)
+    matrix = edge_matrix(method, measurements, train_skills, eval_skills, edge)
     cost = {
         "runs": len(plan),
         "train_steps": steps * len(plan),
@@ -310,7 +401,7 @@ def merge_runs(
         "steps": steps,
         "eval_every": eval_every,
         "edge_rule": edge["edge_rule"],
-        "edge_rule_description": _describe_rule(method, edge, steps),
+        "edge_rule_description": describe_rule(method, edge, steps),
         "target_loss": edge["target_loss"],
         "diagonal": edge["diagonal"],
         "measure_at": None if edge["edge_rule"] == "lego" else edge["measure_at"] or steps,
@@ -335,79 +426,6 @@ def merge_runs(
 
 
 # ----- validation ---------------------------------------------------------------------------------------------------
-
-
-def _check_choice(value: object, choices: Sequence[str], what: str) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
-
-
-def _check_positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _resolve_eval_skills(
-    method: str, skills: SkillSet, eval_skills: Sequence[str] | None, evaluators: list[SkillEvaluator]
-) -> tuple[str, ...]:
-    measured = list(skills.eval_skills) + [s for e in evaluators for s in e.skills if s not in skills.eval_skills]
-    if eval_skills is None:
-        eval_skills = skills.train_skills if method == "brute_force" else measured
-    elif isinstance(eval_skills, str):
-        raise ValueError(f"eval_skills must be a sequence of names, got the string {eval_skills!r}")
-    eval_skills = tuple(eval_skills)
-    if not eval_skills:
-        raise ValueError("there are no evaluation skills: give eval_skills or validation data")
-    if duplicates := sorted({s for s in eval_skills if eval_skills.count(s) > 1}):
-        raise ValueError(f"eval_skills lists skills more than once: {duplicates}")
-    if method == "brute_force" and (outside := [s for s in eval_skills if s not in skills.train_skills]):
-        raise ValueError(
-            f"brute_force trains on pairs of evaluation and training skills, so the evaluation skills must be training "
-            f"skills; {outside} are not (training skills: {list(skills.train_skills)}). Use method='approximate' for "
-            "evaluation skills disjoint from the training skills."
-        )
-    if unmeasured := [s for s in eval_skills if s not in measured]:
-        raise ValueError(
-            f"evaluation skills {unmeasured} have no validation data (skills with validation data or an evaluator: "
-            f"{measured})"
-        )
-    return eval_skills
-
-
-def _edge_settings(
-    method: str,
-    edge_rule: str | None,
-    target_loss: float | None,
-    diagonal: float | None,
-    measure_at: int | None,
-    steps: int,
-    eval_every: int,
-) -> dict[str, Any]:
-    edge_rule = _DEFAULT_EDGE_RULE[method] if edge_rule is None else edge_rule
-    _check_choice(edge_rule, EDGE_RULES, "edge_rule")
-    if method == "approximate" and edge_rule in _BRUTE_FORCE_ONLY:
-        raise ValueError(
-            f"edge_rule={edge_rule!r} compares pair runs with single runs: it needs method='brute_force' "
-            "(approximate supports 'delta' and 'positive')"
-        )
-    if edge_rule == "lego":
-        if target_loss is None or not math.isfinite(target_loss) or target_loss <= 0:
-            raise ValueError(f"edge_rule='lego' needs a finite target_loss > 0 (paper: 0.01), got {target_loss!r}")
-        if measure_at is not None:
-            raise ValueError("edge_rule='lego' counts steps to target_loss over the whole run; drop measure_at")
-    elif target_loss is not None:
-        raise ValueError(f"target_loss is only used by edge_rule='lego', not {edge_rule!r}")
-    if diagonal is not None and not math.isfinite(diagonal):
-        raise ValueError(f"diagonal must be a finite number, got {diagonal!r}")
-    if measure_at is not None:
-        _check_positive_int(measure_at, "measure_at")
-        if measure_at > steps or measure_at % eval_every:
-            raise ValueError(
-                f"measure_at={measure_at} must be a step of the loss curve: a multiple of eval_every={eval_every} "
-                f"up to steps={steps}"
-            )
-    return {"edge_rule": edge_rule, "target_loss": target_loss, "diagonal": diagonal, "measure_at": measure_at}
 
 
 # ----- runs ---------------------------------------------------------------------------------------------------------
@@ -517,122 +535,6 @@ def _describe_model(model: Any) -> str:
 
 
 # ----- measurements and edges ---------------------------------------------------------------------------------------
-
-
-def _measure(
-    method: str,
-    plan: list[GraphRun],
-    runs: Mapping[str, dict[str, Any]],
-    train_skills: Sequence[str],
-    eval_skills: Sequence[str],
-    edge: Mapping[str, Any],
-) -> dict[str, Any]:
-    """Loss changes (and, for the "lego" rule, steps to the target loss) from the runs' curves."""
-    first = runs[plan[0].id]
-    initial = {s: first["loss"][s][0] for s in eval_skills}
-    spread = max(abs(record["loss"][s][0] - initial[s]) for record in runs.values() for s in eval_skills)
-    if not math.isfinite(spread) or any(not math.isfinite(v) for v in initial.values()):
-        bad = [s for s in eval_skills if not all(math.isfinite(v) for r in runs.values() for v in r["loss"][s])]
-        raise ValueError(f"the validation losses of skills {bad} are not finite (no scored tokens, or divergence)")
-    if spread > 1e-3 * max(1.0, max(initial.values())):
-        logger.warning(
-            "the runs' initial losses differ by up to %.4g: model_init does not return identical models, so the "
-            "runs do not start from the same base model",
-            spread,
-        )
-
-    def at_step(record: dict[str, Any], skill: str) -> float:
-        step = edge["measure_at"] or record["steps"][-1]
-        return record["loss"][skill][record["steps"].index(step)]
-
-    def steps_to_target(record: dict[str, Any], skill: str) -> int | None:
-        hits = [
-            s for s, loss in zip(record["steps"], record["loss"][skill], strict=True) if loss <= edge["target_loss"]
-        ]
-        return hits[0] if hits else None
-
-    def single(skill: str) -> dict[str, Any]:
-        return runs[f"single-{train_skills.index(skill)}"]
-
-    out: dict[str, Any] = {
-        "method": method,
-        "train_skills": list(train_skills),
-        "eval_skills": list(eval_skills),
-        "initial_loss": initial,
-        "initial_loss_spread": spread,
-        "measured_at_step": edge["measure_at"] or first["steps"][-1],
-    }
-    if method == "approximate":
-        out["delta"] = [[initial[j] - at_step(single(i), j) for j in eval_skills] for i in train_skills]
-        return out
-
-    def pair(i: str, j: str) -> dict[str, Any]:
-        a, b = sorted((train_skills.index(i), train_skills.index(j)))
-        return single(j) if a == b else runs[f"pair-{a}-{b}"]
-
-    out["delta_single"] = {j: initial[j] - at_step(single(j), j) for j in eval_skills}
-    out["delta_pair"] = [[initial[j] - at_step(pair(i, j), j) for j in eval_skills] for i in train_skills]
-    if edge["edge_rule"] == "lego":
-        out["target_loss"] = edge["target_loss"]
-        out["steps_to_target_single"] = {j: steps_to_target(single(j), j) for j in eval_skills}
-        out["steps_to_target_pair"] = [[steps_to_target(pair(i, j), j) for j in eval_skills] for i in train_skills]
-    return out
-
-
-def _edges(
-    method: str,
-    measurements: Mapping[str, Any],
-    train_skills: Sequence[str],
-    eval_skills: Sequence[str],
-    edge: Mapping[str, Any],
-) -> np.ndarray:
-    rule = edge["edge_rule"]
-    if method == "approximate":
-        matrix = np.array(measurements["delta"], dtype=np.float64)
-    elif rule == "lego":
-        single = [measurements["steps_to_target_single"][j] for j in eval_skills]
-        pair = measurements["steps_to_target_pair"]
-        # The pair must reach the target, and sooner than j alone (which may never reach it).
-        matrix = np.array(
-            [
-                [
-                    LEGO_EDGE_WEIGHT if p is not None and (s is None or p < s) else 0.0
-                    for p, s in zip(row, single, strict=True)
-                ]
-                for row in pair
-            ]
-        )
-    else:
-        matrix = np.array(measurements["delta_pair"], dtype=np.float64)
-        if rule != "delta":
-            matrix = matrix - np.array([measurements["delta_single"][j] for j in eval_skills])
-    if rule == "positive":
-        matrix = np.maximum(matrix, 0.0)
-    if edge["diagonal"] is not None:
-        for j, skill in enumerate(eval_skills):
-            if skill in train_skills:
-                matrix[train_skills.index(skill), j] = edge["diagonal"]
-    return matrix
-
-
-def _describe_rule(method: str, edge: Mapping[str, Any], steps: int) -> str:
-    at = edge["measure_at"] or steps
-    descriptions = {
-        ("approximate", "delta"): f"A_ij = δ_i^j = L_j(f) - L_j(f after training on i), at step {at}",
-        (
-            "approximate",
-            "positive",
-        ): f"A_ij = max(0, δ_i^j), δ_i^j = L_j(f) - L_j(f after training on i), at step {at}",
-        ("brute_force", "delta"): f"A_ij = δ_ij^j = L_j(f) - L_j(f after training on (i, j)), at step {at}",
-        ("brute_force", "delta_diff"): f"A_ij = δ_ij^j - δ_j^j (pair (i, j) vs j alone), at step {at}",
-        ("brute_force", "positive"): f"A_ij = max(0, δ_ij^j - δ_j^j) (pair (i, j) vs j alone), at step {at}",
-        ("brute_force", "lego"): (
-            f"A_ij = {LEGO_EDGE_WEIGHT} if training on (i, j) reaches loss {edge['target_loss']} on j in fewer steps "
-            "than j alone, else 0"
-        ),
-    }
-    text = descriptions[(method, edge["edge_rule"])]
-    return text if edge["diagonal"] is None else f"{text}; A_jj = {edge['diagonal']}"
 
 
 # ----- files --------------------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from transformers import HfArgumentParser, TrainerCallback
@@ -11,6 +13,7 @@ from hf_skillit import SkillSet, SkillsGraph
 from hf_skillit.integrations.trl import SkillItSFTConfig, SkillItSFTTrainer
 from hf_skillit.synthetic import build_tokenizer, make_lego
 
+EXAMPLES = Path(__file__).parent.parent / "examples"
 SKILLS = ["1", "2", "3"]
 GRAPH = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
 CHAT_TEMPLATE = (
@@ -181,3 +184,42 @@ def test_config_parses_from_flags_and_bad_setups_are_refused(tmp_path, formats, 
         build(tmp_path, formats, chat_tokenizer, tiny_model, packing=True)
     with pytest.raises(ValueError, match="args must be a SkillItSFTConfig"):
         SkillItSFTTrainer(model=tiny_model(), args=SFTConfig(output_dir=str(tmp_path), **CPU), skills=None)
+
+
+def test_example_script_fine_tunes_a_saved_model_on_a_skills_dir(tmp_path, formats, chat_tokenizer, tiny_model):
+    """examples/sft_skillit.py, TRL-style flags: a local model by name, a skills folder, LoRA, streaming skills."""
+    import importlib.util
+    import sys
+
+    from trl import ModelConfig, TrlParser
+
+    model_dir, skills_dir = tmp_path / "model", tmp_path / "skills"
+    tiny_model().save_pretrained(model_dir)
+    chat_tokenizer.save_pretrained(model_dir)
+    for skill, rows in formats.items():
+        rows.select(range(60)).to_json(skills_dir / skill / "part-0.jsonl")
+    spec = importlib.util.spec_from_file_location("sft_skillit", EXAMPLES / "sft_skillit.py")
+    example = importlib.util.module_from_spec(spec)
+    sys.modules["sft_skillit"] = example  # dataclasses look their module up there
+    spec.loader.exec_module(example)
+    parser = TrlParser((example.SkillArguments, SkillItSFTConfig, ModelConfig))
+    flags = [
+        *("--model_name_or_path", str(model_dir), "--skills_dir", str(skills_dir), "--streaming"),
+        *("--validation_per_skill", "8", "--mixing", "no_graph", "--eta", "0.5", "--rounds", "2"),
+        *("--max_steps", "4", "--per_device_train_batch_size", "4", "--max_length", "64", "--output_dir"),
+        *(
+            str(tmp_path / "run"),
+            "--use_peft",
+            "--lora_r",
+            "4",
+            "--lora_target_modules",
+            "query_key_value",
+            "dense_h_to_4h",
+        ),
+        *("--bf16", "false", "--gradient_checkpointing", "false", "--use_cpu", "--report_to", "none"),
+        *("--save_strategy", "no", "--disable_tqdm", "true"),
+    ]
+    trainer = example.main(*parser.parse_args_and_config(args=flags))
+    assert trainer.skills.train_skills == tuple(SKILLS) and trainer.skills.train_sizes() == dict.fromkeys(SKILLS)
+    assert [r["global_step"] for r in trainer.trajectory] == [2, 4]
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()

@@ -43,7 +43,7 @@ def write_corpus(root: str, rows_per_skill: int, shards: int = 3, padding: int =
         os.makedirs(os.path.join(root, skill), exist_ok=True)
         bounds = np.linspace(0, rows_per_skill, shards + 1).astype(int)
         for shard, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-            with open(os.path.join(root, skill, f"part-{shard}.jsonl"), "w") as f:
+            with open(os.path.join(root, skill, f"part-{shard:05d}.jsonl"), "w") as f:
                 for i in range(start, stop):
                     row = {"id": int(i), "skill": skill, "text": texts[i % len(texts)]}
                     if padding:

@@ -28,12 +28,13 @@ def read_scalars(log_dir: str) -> dict[str, dict[int, float]]:
     return scalars
 
 
+@pytest.mark.parametrize("kind", ["trainer", "sft"])
 def test_tensorboard_event_files_hold_the_mixture_and_losses_of_every_round(
-    tmp_path, tokenizer, tiny_model, skills, monkeypatch
+    kind, tmp_path, tokenizer, tiny_model, skills, monkeypatch
 ):
     log_dir = tmp_path / "tb"
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(log_dir))
-    args = SkillItConfig(
+    settings = dict(
         output_dir=str(tmp_path / "run"),
         mixing="no_graph",
         eta=2.0,
@@ -48,7 +49,14 @@ def test_tensorboard_event_files_hold_the_mixture_and_losses_of_every_round(
         logging_steps=1000,
         seed=0,
     )
-    trainer = SkillItTrainer(model=tiny_model(), args=args, skills=skills, processing_class=tokenizer)
+    if kind == "sft":  # the same round logs through TRL's SFTTrainer (pre-tokenized skills: TRL keeps their labels)
+        from hf_skillit.integrations.trl import SkillItSFTConfig, SkillItSFTTrainer
+
+        args = SkillItSFTConfig(**settings, bf16=False, gradient_checkpointing=False)
+        trainer = SkillItSFTTrainer(model=tiny_model(), args=args, skills=skills, processing_class=tokenizer)
+    else:
+        args = SkillItConfig(**settings)
+        trainer = SkillItTrainer(model=tiny_model(), args=args, skills=skills, processing_class=tokenizer)
     trainer.train()
     scalars = read_scalars(str(log_dir))
     trajectory = trainer.trajectory

@@ -1,0 +1,84 @@
+"""`benchmarks/gpu/run.py --smoke`: the GPU comparison script, end to end on the CPU with a tiny llama GGUF.
+
+The smoke mode takes every path the GPU run takes (GGUF written and converted by `hf_skillit.pretrained`, the
+timing child, the FSDP check through `accelerate launch`, a wave of parallel training processes that calibrate and
+agree on their number of steps, the report) with a tiny model and a few steps, so the script works on its first
+try where device time is scarce.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gguf", reason="the `pretrained` extra (pip install 'hf-skillit[pretrained]') is not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu" / "run.py"
+
+
+@pytest.mark.slow
+def test_gpu_script_smoke_mode_on_cpu(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.pop("OUT", None)
+    start = time.time()
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    wall = time.time() - start
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "addition_curves.png",
+        "lego_curves.png",
+        "log.txt",
+        "results.json",
+        "results.md",
+    ]
+    report = json.loads((out / "results.json").read_text())
+    assert report["smoke"] and report["device"] == "cpu" and report["wall_s"] < 180
+
+    timing = report["timing"]
+    for trainer in ("skillit_trainer", "plain_trainer"):
+        assert timing[trainer]["steps_timed"] == timing["steps"] - timing["warmup"] - 1
+        assert timing[trainer]["samples_per_s"] == pytest.approx(
+            timing["batch"] / timing[trainer]["s_per_step"], rel=1e-3
+        )
+    ratio = timing["stream_samples_per_s"] / timing["skillit_trainer"]["samples_per_s"]
+    assert timing["stream_over_training"] == pytest.approx(ratio, abs=0.06)
+
+    runs = {r["name"]: r for r in report["runs"]}
+    expected = {"lego_skill_it_seed0", "lego_stratified_seed0", "lego_random_seed0", "addition_skill_it_seed0"}
+    assert expected <= set(runs) and all(r["ok"] for r in runs.values())
+    for run in runs.values():
+        rounds = report["settings"]["tasks"][run["task"]]["rounds"]
+        assert run["steps_done"] == run["steps"] and len(run["trajectory"]) == rounds
+        # Every round trains steps/rounds batches, drawn from that round's mixture, and the curve starts at step 0.
+        for record in run["trajectory"]:
+            assert sum(record["samples"].values()) == run["steps"] // rounds * report["settings"]["batch"]
+            assert math.isclose(sum(record["p"].values()), 1.0, abs_tol=1e-9)
+        assert run["curve"][0]["step"] == 0 and run["curve"][-1]["step"] == run["steps"]
+        assert all(0.0 <= a <= 1.0 for point in run["curve"] for a in point["accuracy"].values())
+    # The methods of a wave agreed on one number of steps; stratified keeps p uniform, random follows the pool.
+    assert len({r["steps"] for r in runs.values() if r["task"] == "lego"}) == 1
+    assert all(p == pytest.approx(0.2) for p in runs["lego_stratified_seed0"]["trajectory"][0]["p"].values())
+    random_p = runs["lego_random_seed0"]["trajectory"][0]["p"]
+    assert random_p["5"] > random_p["4"] > random_p["1"]  # the imbalanced pool 1:1:1:3:5
+
+    assert report["fsdp"]["ok"] and report["fsdp"]["rounds"] == 2 and report["fsdp"]["losses_finite"]
+    markdown = (out / "results.md").read_text()
+    assert "| SkillItTrainer |" in markdown and "## lego: validation at step" in markdown
+    assert "FSDP smoke check" in markdown and "passed" in markdown
+    print(f"smoke mode: {wall:.0f} s wall")

@@ -1,9 +1,10 @@
 """The training stream: per-skill data streams interleaved with the round's mixture.
 
-Each round is built afresh with `datasets.interleave_datasets(..., probabilities=p_t)`: a built dataset's
-probabilities cannot be changed through any public API. The interleave mixes *indices* (skill, row), and
-rows are fetched from the skills' datasets in chunks as the stream is read, so a rebuild is cheap and the
-stream stays far faster than a training step (see benchmarks/overhead.py).
+Each round is built afresh from p_t: the draws of `datasets.interleave_datasets(..., probabilities=p_t)` over
+the skills' next rows (`round_index_stream` builds that dataset; `round_draws`, which the stream uses, computes
+the same (skill, row) pairs directly in numpy). Rows are fetched in chunks as the stream is read, token columns
+as numpy views of the Arrow buffers (`_RowStore`), so a rebuild is cheap and the stream runs hundreds of times
+faster than a CPU training step (see benchmarks/overhead.py --stream-only).
 
 Every skill keeps its position across rounds: a rebuild continues each skill's shuffled order where the
 last round left it, and a skill whose rows are used up starts a new epoch on a fresh permutation. So no
@@ -208,6 +209,7 @@ def _is_token_column(column: pa.ChunkedArray) -> bool:
         (pa.types.is_list(kind) or pa.types.is_large_list(kind))
         and pa.types.is_integer(kind.value_type)
         and column.null_count == 0
+        and all(chunk.values.null_count == 0 for chunk in column.chunks)
     )
 
 

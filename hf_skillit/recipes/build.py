@@ -1,0 +1,211 @@
+"""Building a recipe's run: graph, model and lm-eval evaluators on top of its data, checked to fit together before
+the (possibly large) model is loaded; the trainer; the arguments of `learn_graph`."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..config import SkillItConfig
+from ..graph import SkillsGraph
+from ..mixer_registry import check_mixer_inputs
+from ..names import SkillsMismatchError, UnknownSkillsError
+from ..rundir import check_fresh_output_dir, last_complete_checkpoint
+from ..skills import SkillSet
+from ..synthetic import lego_parent, make_tiny_model, tiny_model_config
+from ..trainer import SkillItTrainer
+from .data import load_data
+from .schema import RecipeError, recipe_error
+from .sections import ModelArguments, Recipe
+
+__all__ = [
+    "RunParts",
+    "build",
+    "build_graph",
+    "check_output_dir",
+    "graph_learning_kwargs",
+    "lego_reasoning_graph",
+    "load_model",
+    "make_trainer",
+]
+
+
+def lego_reasoning_graph(skills: Sequence[str], structure: str = "chain", edge_weight: float = 0.5) -> SkillsGraph:
+    """The LEGO reasoning graph over LEGO skills ("1".."k"): 1 on the diagonal, `edge_weight` from each variable's
+    parent to it (chain: i -> i+1; tree: i // 2 -> i). The hand-made default until a learned graph is given."""
+    index = {name: i for i, name in enumerate(skills)}
+    matrix = np.eye(len(skills))
+    for name in skills:
+        parent = lego_parent(int(name), structure)
+        if parent is not None and str(parent) in index:
+            matrix[index[str(parent)], index[name]] = edge_weight
+    return SkillsGraph(matrix, skills, metadata={"method": f"lego_{structure}", "edge_weight": edge_weight})
+
+
+def build_graph(recipe: Recipe, skills: SkillSet, evaluators: Sequence[Any] = ()) -> SkillsGraph | None:
+    args, data, training = recipe.graph, recipe.data, recipe.training
+    graph = None
+    if args.reasoning is not None:
+        if data.synthetic != "lego":
+            raise RecipeError("graph.reasoning is the LEGO reasoning graph: it needs data.synthetic: lego")
+        graph = lego_reasoning_graph(skills.train_skills, args.reasoning, args.edge_weight)
+    elif args.path is not None or args.matrix is not None:
+        where = f"graph.path {args.path!r}" if args.path is not None else "graph.matrix"
+        try:
+            if args.path is not None:
+                graph = SkillsGraph.load(args.path)
+            else:
+                graph = SkillsGraph(args.matrix, args.train_skills or skills.train_skills, args.eval_skills)
+        except ValueError as err:
+            raise RecipeError(f"{where}: {err}") from None
+        try:
+            graph.check_train_skills(skills.train_skills)
+        except SkillsMismatchError as err:
+            raise RecipeError(
+                f"{where} does not match the data's training skills: "
+                f"not in the graph {err.missing}, in the graph but not in the data {err.extra}"
+            ) from None
+    evaluable = list(skills.eval_skills) + [s for e in evaluators for s in e.skills]
+    if graph is not None and (no_data := [s for s in graph.eval_skills if s not in evaluable]):
+        raise RecipeError(
+            f"the graph's evaluation skill(s) {no_data} have neither validation data nor an lm_eval task "
+            f"(evaluation skills: {evaluable})"
+        )
+    try:
+        check_mixer_inputs(
+            training.mixing,
+            graph,
+            skills.train_skills,
+            training.target_skills,
+            graph_hint="set graph.path, graph.matrix or (LEGO) graph.reasoning",
+        )
+    except UnknownSkillsError as err:
+        target = err.unknown[0]
+        close = difflib.get_close_matches(target, err.known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise RecipeError(
+            f"training.target_skills: unknown skill {target!r}; {hint}evaluation skills: {err.known}"
+        ) from None
+    except ValueError as err:
+        raise recipe_error(err, "training") from None
+    return graph
+
+
+def load_model(args: ModelArguments, tokenizer, seq_len: int | None):
+    if args.tiny is not None:
+        kwargs = dict(args.tiny)
+        seed = kwargs.pop("seed", 0)
+        # Positions past the table would fail mid-training: size it for the data unless told otherwise.
+        kwargs.setdefault("max_position_embeddings", max(64, seq_len or 0))
+        model = make_tiny_model(tiny_model_config(tokenizer=tokenizer, **kwargs), seed=seed)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        kwargs = {"revision": args.revision}
+        if args.dtype is not None:
+            kwargs["dtype"] = args.dtype
+        model = AutoModelForCausalLM.from_pretrained(args.checkpoint(), **kwargs)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+    if args.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(**{"task_type": "CAUSAL_LM", **args.lora}))
+    return model
+
+
+class RunParts(NamedTuple):
+    """What `build` returns: everything `SkillItTrainer` needs."""
+
+    model: Any
+    tokenizer: Any
+    skills: SkillSet
+    graph: SkillsGraph | None
+    config: SkillItConfig
+    evaluators: Sequence[Any] = ()  # lm-eval tasks as evaluation skills (the recipe's lm_eval: section)
+
+
+def load_evaluators(recipe: Recipe, tokenizer) -> list:
+    if recipe.lm_eval is None:
+        return []
+    try:
+        return [recipe.lm_eval.skills(tokenizer)]
+    except RuntimeError as err:  # a task whose dataset cannot be loaded: the message says what to download
+        raise RecipeError(f"lm_eval: {err}") from None
+
+
+def build(recipe: Recipe) -> RunParts:
+    """Load the recipe's data, lm-eval tasks, graph, tokenizer and model, checking that data, graph and targets fit
+    together before the (possibly large) model is loaded."""
+    tokenizer, skills, seq_len = load_data(recipe)
+    evaluators = load_evaluators(recipe, tokenizer)
+    graph = build_graph(recipe, skills, evaluators)
+    model = load_model(recipe.model, tokenizer, seq_len)
+    return RunParts(model, tokenizer, skills, graph, recipe.training, evaluators)
+
+
+def graph_learning_kwargs(recipe: Recipe) -> dict[str, Any]:
+    """The keyword arguments of `hf_skillit.graph_learning.learn_graph` for the recipe's `learn_graph:` section,
+    with the recipe's data loaded and the settings checked (so mistakes show before the first run trains)."""
+    try:
+        args = recipe.learn_graph.with_steps(recipe.training.max_steps)
+    except ValueError as err:
+        raise recipe_error(err, "learn_graph") from None
+    settings = args.resolved()
+    steps, eval_every = settings["steps"], settings["eval_every"]
+    tokenizer, skills, seq_len = load_data(recipe)
+    return {
+        "skills": skills,
+        "evaluators": load_evaluators(recipe, tokenizer),
+        "model_init": lambda: load_model(recipe.model, tokenizer, seq_len),
+        "output_dir": args.output_dir or recipe.training.output_dir.rstrip("/") + "_graph",
+        "steps": steps,
+        "method": args.method,
+        "eval_skills": args.eval_skills,
+        "eval_every": eval_every,
+        "edge_rule": args.edge_rule,
+        "target_loss": args.target_loss,
+        "diagonal": args.diagonal,
+        "measure_at": args.measure_at,
+        "args": recipe.training,
+        "processing_class": tokenizer,
+        "num_shards": args.num_shards,
+        "shard_index": args.shard_index,
+        "model_description": recipe.model.name_or_path or recipe.model.pretrained or f"tiny {recipe.model.tiny}",
+    }
+
+
+def check_output_dir(config: SkillItConfig, resume: bool) -> None:
+    if resume:
+        if last_complete_checkpoint(config.output_dir) is None:
+            raise RecipeError(f"--resume: no complete checkpoint in {config.output_dir!r}")
+        return
+    try:
+        check_fresh_output_dir(
+            config.output_dir,
+            config.overwrite_output_dir,
+            where="training.output_dir",
+            advice="continue it with --resume, choose another output_dir, or --set training.overwrite_output_dir=true",
+        )
+    except ValueError as err:
+        raise RecipeError(str(err)) from None
+
+
+def make_trainer(recipe: Recipe, resume: bool = False) -> SkillItTrainer:
+    """Check the output directory, `build` the recipe, and return its `SkillItTrainer` (not yet trained)."""
+    check_output_dir(recipe.training, resume)
+    parts = build(recipe)
+    trainer = SkillItTrainer(
+        model=parts.model,
+        args=parts.config,
+        skills=parts.skills,
+        graph=parts.graph,
+        evaluators=parts.evaluators,
+        processing_class=parts.tokenizer,
+    )
+    if parts.evaluators and (callback := recipe.lm_eval.callback(trainer, parts.evaluators[0])) is not None:
+        trainer.add_callback(callback)
+    return trainer

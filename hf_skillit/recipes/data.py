@@ -1,0 +1,189 @@
+"""A recipe's data: its tokenizer and its `SkillSet`, from a synthetic task, the user's files, or a
+Super-NaturalInstructions checkout."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import datasets
+
+from ..skills import SkillSet
+from ..synthetic import build_tokenizer, encode
+from .loading import as_list, file_builder
+from .schema import RecipeError
+from .sections import DataArguments, ModelArguments, synthetic_generator
+
+if TYPE_CHECKING:
+    from .sections import Recipe
+
+__all__ = ["load_data", "load_natural_instructions", "load_tokenizer"]
+
+
+def _load_files(paths: str | list[str], where: str) -> datasets.Dataset:
+    files = as_list(paths)
+    builders = {file_builder(p, where) for p in files}
+    if len(builders) > 1:
+        raise RecipeError(f"{where}: files of different formats cannot be read together: {files}")
+    return datasets.load_dataset(builders.pop(), data_files=files, split="train")
+
+
+def _snake(name: str) -> str:
+    return "_".join(name.lower().split())
+
+
+def load_natural_instructions(
+    tasks_dir: str,
+    skill: str = "category",
+    skills: Sequence[str] | None = None,
+    max_samples_per_task: int | None = None,
+) -> datasets.Dataset:
+    """Rows `text`, `skill`, `task` from the task JSON files of a Super-NaturalInstructions `tasks/` directory.
+
+    A task's skill is its first category in snake case (`question_answering`), or with `skill="category_language"`
+    the category and the input language (`question_generation_spanish`, paper Table 2). The text is the task
+    definition, the instance input and its first reference output.
+    """
+    wanted = None if skills is None else set(skills)
+    # One table per task, concatenated: Arrow holds the text compactly, where one list of dicts of the whole
+    # collection (over a million instances) would not fit comfortably in memory.
+    tables = []
+    for file in sorted(glob.glob(os.path.join(tasks_dir, "task*.json"))):
+        with open(file) as f:
+            task = json.load(f)
+        name = _snake(task["Categories"][0])
+        if skill == "category_language":
+            name = f"{name}_{_snake(task['Input_language'][0])}"
+        if wanted is not None and name not in wanted:
+            continue
+        definition = task["Definition"][0]
+        instances = task["Instances"][:max_samples_per_task]
+        tables.append(
+            datasets.Dataset.from_dict(
+                {
+                    "text": [
+                        f"Definition: {definition}\n\nInput: {i['input']}\nOutput: {i['output'][0]}" for i in instances
+                    ],
+                    "skill": [name] * len(instances),
+                    "task": [os.path.splitext(os.path.basename(file))[0]] * len(instances),
+                }
+            )
+        )
+    if not tables:
+        raise RecipeError(f"no task of skills {sorted(wanted or [])} in {tasks_dir!r} (skill: {skill})")
+    return datasets.concatenate_datasets(tables)
+
+
+def _select_skills(ds: datasets.Dataset, column: str, skills: Sequence[str] | None, where: str) -> list[str]:
+    """The training skills in order (`skills`, or the data's order of appearance), checked against the data."""
+    if column not in ds.column_names:
+        raise RecipeError(f"{where} has no column {column!r} (columns: {', '.join(ds.column_names)})")
+    present = list(dict.fromkeys(str(v) for v in ds[column]))
+    if skills is None:
+        return present
+    if missing := [s for s in skills if s not in present]:
+        raise RecipeError(f"data.skills: no rows of skill(s) {missing} in {where} (skills there: {present})")
+    return list(skills)
+
+
+def _by_column(
+    train: datasets.Dataset, validation: datasets.Dataset | None, data: DataArguments, column: str, where: str
+) -> SkillSet:
+    """Split one table into skills by `column`, keeping `data.skills` (in that order) if given."""
+    order = _select_skills(train, column, data.skills, where)
+    if set(order) != set(str(v) for v in train[column]):
+        keep = set(order)
+        train = train.filter(lambda batch: [str(v) in keep for v in batch[column]], batched=True)
+    # Skill names are strings; a column of ints (e.g. LEGO depths) would not match the graph's names.
+    if str(train.features[column].dtype) != "string":
+        train = train.cast_column(column, datasets.Value("string"))
+    if validation is not None and str(validation.features[column].dtype) != "string":
+        validation = validation.cast_column(column, datasets.Value("string"))
+    held_out = validation if validation is not None else data.validation_per_skill
+    return SkillSet.from_column(train, column=column, validation=held_out, order=order, seed=data.seed)
+
+
+def _space_answers(batch: dict[str, list]) -> dict[str, list]:
+    # With a leading space the answer tokenizes alone as it does inside the text, under BPE tokenizers too
+    # (`encode` checks that); the word-level tokenizer ignores the space.
+    return {"answer": [" " + a for a in batch["answer"]]}
+
+
+def synthetic_skills(data: DataArguments, tokenizer) -> tuple[SkillSet, int]:
+    """The synthetic task's SkillSet (encoded) and its sequence length."""
+    generate = synthetic_generator(data.synthetic)
+    kwargs = dict(data.generator or {})
+    names = data.synthetic_skills
+    if data.skills is not None and (unknown := [s for s in data.skills if s not in names]):
+        raise RecipeError(f"data.skills: {unknown} are not skills of {data.synthetic} (skills: {names})")
+    train = generate(data.num_train_samples, seed=data.seed, **kwargs)
+    # Validation is balanced whatever the training proportions, from its own seed, without rows seen in training.
+    validation_kwargs = {k: v for k, v in kwargs.items() if k != "proportions"}
+    validation = generate(data.validation_per_skill * len(names), seed=data.seed + 1, **validation_kwargs)
+    seen = set(validation["text"])
+    train = train.filter(lambda batch: [t not in seen for t in batch["text"]], batched=True)
+    train, validation = (
+        encode(ds.map(_space_answers, batched=True), tokenizer, answer_only=data.answer_only)
+        for ds in (train, validation)
+    )
+    present = set(train["skill"])
+    order = [s for s in (data.skills or names) if s in present]
+    if data.skills is not None:
+        keep = set(order)
+        train = train.filter(lambda batch: [s in keep for s in batch["skill"]], batched=True)
+        validation = validation.filter(lambda batch: [s in keep for s in batch["skill"]], batched=True)
+    skills = SkillSet.from_column(train, column="skill", validation=validation, order=order)
+    return skills, max(len(train[0]["input_ids"]), len(validation[0]["input_ids"]))
+
+
+def user_skills(data: DataArguments) -> SkillSet:
+    if data.natural_instructions is not None:
+        ds = load_natural_instructions(
+            data.natural_instructions, data.sni_skill, data.skills, data.max_samples_per_task
+        )
+        return _by_column(ds, None, data, "skill", data.natural_instructions)
+    if data.train_file is not None:
+        train = _load_files(data.train_file, "data.train_file")
+        validation = (
+            None if data.validation_file is None else _load_files(data.validation_file, "data.validation_file")
+        )
+        return _by_column(train, validation, data, data.skill_column, "data.train_file")
+    order = data.skills if data.skills is not None else list(data.train_files)
+    if unknown := [s for s in order if s not in data.train_files]:
+        raise RecipeError(
+            f"data.skills: {unknown} have no entry in data.train_files (skills: {list(data.train_files)})"
+        )
+    train = {s: _load_files(data.train_files[s], f"data.train_files[{s!r}]") for s in order}
+    if data.validation_files is not None:
+        validation = {s: _load_files(p, f"data.validation_files[{s!r}]") for s, p in data.validation_files.items()}
+        return SkillSet(train, validation)
+    return SkillSet.from_dict(train, validation=data.validation_per_skill, seed=data.seed)
+
+
+def load_tokenizer(args: ModelArguments):
+    name = args.tokenizer or args.checkpoint()
+    if name is None:
+        return build_tokenizer()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=args.revision if name == args.name_or_path else None)
+    if tokenizer.pad_token is None:
+        # Causal LM tokenizers often have no pad token; padding positions are masked out of the loss anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_data(recipe: Recipe):
+    """The tokenizer, the SkillSet and the sequence length of the recipe's data."""
+    tokenizer = load_tokenizer(recipe.model)
+    if recipe.data.synthetic is not None:
+        skills, seq_len = synthetic_skills(recipe.data, tokenizer)
+        return tokenizer, skills, seq_len
+    if recipe.model.tiny is not None and recipe.model.tokenizer is None:
+        raise RecipeError(
+            "model.tiny with user data needs model.tokenizer: the built-in tokenizer only knows the synthetic tasks"
+        )
+    return tokenizer, user_skills(recipe.data), recipe.training.max_length

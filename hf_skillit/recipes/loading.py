@@ -1,0 +1,172 @@
+"""Loading a recipe: read the YAML, apply `section.key=value` overrides, check every section and every local path.
+
+Nothing is loaded here (no data, no model): [`load_recipe`] only finds what is wrong, with the key, the file and how
+to get it, before anything trains.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import MISSING, fields
+from typing import Any
+
+from .schema import RecipeError, check_mapping, dataclass_schema, load_yaml, recipe_error, unknown_key
+from .sections import SECTION_TYPES, SECTIONS, SNI_URL, Recipe, section_class
+
+__all__ = ["as_list", "file_builder", "load_recipe"]
+
+# `datasets` builders for local files, by extension; compressed files keep the builder of their inner extension.
+_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    path = key.strip().split(".")
+    if not sep or len(path) < 2 or not all(path):
+        raise RecipeError(f"override {override!r} must look like section.key=value (e.g. training.max_steps=60)")
+    value = load_yaml(text, f"the value of override {override!r}")
+    node = raw
+    for depth, part in enumerate(path[:-1]):
+        if depth == 0 and part not in SECTIONS:
+            raise unknown_key(part, "the recipe", list(SECTIONS))
+        if node.get(part) is None:
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            raise RecipeError(f"override {override!r}: {'.'.join(path[: depth + 1])} is not a mapping")
+        node = node[part]
+    node[path[-1]] = value
+
+
+def _resolve_auto_bf16(raw: dict[str, Any]) -> None:
+    """`training.bf16: auto`: bf16 mixed precision where a GPU supports it, float32 elsewhere (the CPU)."""
+    training = raw.get("training")
+    if isinstance(training, dict) and training.get("bf16") == "auto":
+        import torch
+
+        training["bf16"] = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _local_path_missing(path: str) -> bool:
+    return not (glob.glob(path) if glob.has_magic(path) else os.path.exists(path))
+
+
+def as_list(paths: str | list[str]) -> list[str]:
+    return [paths] if isinstance(paths, str) else list(paths)
+
+
+def _missing_data(where: str, path: str, hint: str | None) -> RecipeError:
+    message = f"{where}: {path!r} not found"
+    return RecipeError(f"{message}. {hint}" if hint else message)
+
+
+def _check_paths(recipe: Recipe, check_graph: bool) -> None:
+    """Every local path the recipe reads exists; otherwise say what is missing and how to get it."""
+    data = recipe.data
+    if data.natural_instructions is not None:
+        hint = data.download or (
+            f"This recipe trains on Super-NaturalInstructions: `git clone {SNI_URL}` and point "
+            "data.natural_instructions at its tasks/ directory"
+        )
+        if not os.path.isdir(data.natural_instructions):
+            raise _missing_data("data.natural_instructions", data.natural_instructions, hint)
+        if not glob.glob(os.path.join(data.natural_instructions, "task*.json")):
+            raise RecipeError(
+                f"data.natural_instructions: {data.natural_instructions!r} holds no task*.json files. {hint}"
+            )
+    entries: list[tuple[str, str]] = []
+    for name in ("train_files", "validation_files"):
+        for skill, paths in (getattr(data, name) or {}).items():
+            entries += [(f"data.{name}[{skill!r}]", p) for p in as_list(paths)]
+    for name in ("train_file", "validation_file"):
+        if getattr(data, name) is not None:
+            entries += [(f"data.{name}", p) for p in as_list(getattr(data, name))]
+    for where, path in entries:
+        if _local_path_missing(path):
+            raise _missing_data(where, path, data.download)
+        file_builder(path, where)
+    if recipe.lm_eval is not None and recipe.lm_eval.include_path is not None:
+        for path in as_list(recipe.lm_eval.include_path):
+            if not os.path.exists(path):
+                raise _missing_data("lm_eval.include_path", path, data.download)
+    if check_graph and recipe.graph.path is not None and not os.path.isfile(recipe.graph.path):
+        raise RecipeError(
+            f"graph.path: {recipe.graph.path!r} not found; learn it with "
+            f"`hf-skillit learn-graph {recipe.source or 'RECIPE.yaml'}` (its learn_graph: section says where it goes)"
+        )
+    model = recipe.model
+    for where, name in (("model.name_or_path", model.name_or_path), ("model.tokenizer", model.tokenizer)):
+        # A name that does not exist locally is a Hub id ("name" or "owner/name"), unless it is spelled as a path.
+        if name is not None and not os.path.exists(name) and (name.startswith(("/", ".")) or name.count("/") > 1):
+            raise RecipeError(f"{where}: {name!r} not found")
+
+
+def file_builder(path: str, where: str) -> str:
+    stem = path
+    for suffix in _COMPRESSIONS:
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    extension = os.path.splitext(stem)[1].lower()
+    if extension not in _BUILDERS:
+        raise RecipeError(f"{where}: {path!r} has an unknown format; use one of {', '.join(_BUILDERS)}")
+    return _BUILDERS[extension]
+
+
+def load_recipe(
+    path: str | os.PathLike | None,
+    overrides: Sequence[str] = (),
+    raw: dict | None = None,
+    check_graph: bool = True,
+) -> Recipe:
+    """Read, override and check a recipe, without loading data or models.
+
+    Args:
+        path: the recipe YAML file (or None with `raw`).
+        overrides: `section.key=value` strings (nested: `model.tiny.hidden_size=64`); values are YAML.
+        raw: the recipe as a mapping instead of a file.
+        check_graph: whether `graph.path` must exist (not when the graph is about to be learned).
+
+    Raises:
+        RecipeError: unknown section or key (with the closest known key), a wrongly typed value, an inconsistent
+            setting, or a local path that does not exist (with how to get the data).
+    """
+    if raw is None:
+        if path is None:
+            raise RecipeError("load_recipe needs a path or raw=")
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise RecipeError(f"recipe {path!r} not found")
+        with open(path) as f:
+            raw = load_yaml(f.read(), f"recipe {path!r}")
+    raw = copy.deepcopy(raw or {})  # overrides edit it
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path!r} must be a mapping with sections {', '.join(SECTIONS)}")
+    for override in overrides:
+        _apply_override(raw, override)
+    _resolve_auto_bf16(raw)
+    for section in raw:
+        if section not in SECTIONS:
+            raise unknown_key(section, "the recipe", list(SECTIONS))
+
+    parsed: dict[str, Any] = {}
+    for section in SECTIONS:
+        if SECTION_TYPES[section].optional and raw.get(section) is None:
+            parsed[section] = None
+            continue
+        cls = section_class(section)
+        kwargs = check_mapping(raw.get(section), dataclass_schema(cls), section)
+        required = [f.name for f in fields(cls) if f.init and f.default is MISSING and f.default_factory is MISSING]
+        if missing := [name for name in required if name not in kwargs]:
+            raise RecipeError(f"{section}.{missing[0]} is required")
+        try:
+            parsed[section] = cls(**kwargs)
+        except (ValueError, TypeError) as err:
+            raise recipe_error(err, section) from None
+    if parsed["training"].graph_path is not None:
+        raise RecipeError("training.graph_path: set graph.path instead (the recipe checks the graph against the data)")
+    recipe = Recipe(**parsed, raw=raw, source=None if path is None else os.fspath(path))
+    _check_paths(recipe, check_graph)
+    return recipe

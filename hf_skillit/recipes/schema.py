@@ -1,0 +1,205 @@
+"""Recipe schema: YAML reading and the type checker that turns a section's mapping into checked keyword arguments.
+
+A section's schema is its dataclass's fields (`dataclass_schema`) or a function's parameters (`signature_schema`),
+key -> type. `check_mapping` rejects unknown keys (with a did-you-mean) and wrongly typed values, converting
+what YAML cannot say (ints as floats, numbers as skill names). Every error is a [`RecipeError`] naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
+from enum import Enum
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "RecipeError",
+    "check_mapping",
+    "dataclass_schema",
+    "load_yaml",
+    "recipe_error",
+    "signature_schema",
+    "unknown_key",
+]
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run: unknown key, wrong type, missing file, names that do not match."""
+
+
+def recipe_error(err: Exception, where: str) -> RecipeError:
+    """`err`, raised by a library check, as a `RecipeError` about `where` (a section or key of the recipe).
+
+    An error may carry its own `recipe_message`, worded with the recipe's keys (see
+    `hf_skillit.graph_edges.GraphSettingsError`); otherwise the message is prefixed with `where`.
+    """
+    if isinstance(err, RecipeError):
+        return err
+    return RecipeError(getattr(err, "recipe_message", None) or f"{where}: {err}")
+
+
+# ----- YAML --------------------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """`SafeLoader` that reads `1e-3` as a float: YAML 1.1 (PyYAML) needs a dot and would return the string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse YAML text; a `RecipeError` naming `where` if it is not valid YAML."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{where} is not valid YAML: {' '.join(str(err).split())}") from None
+
+
+# ----- type checking ------------------------------------------------------------------------------------------
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is type(None):
+        return "null"
+    if tp is Any:
+        return "any value"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple, Sequence):
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        return "mapping"
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return "one of " + ", ".join(repr(e.value) for e in tp)
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any) -> Any:
+    """`value` if it has type `tp` (ints count as floats, numbers as names), else raise `_Mismatch`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or isinstance(tp, typing.TypeVar):
+        return value
+    if origin in (typing.Union, types.UnionType):
+        # Exact matches first, so that e.g. `int | str` keeps 3 an int.
+        for arg in args:
+            if _accepts(value, arg):
+                return value
+        for arg in args:
+            try:
+                return _convert(value, arg)
+            except _Mismatch:
+                pass
+        raise _Mismatch
+    if tp is type(None):
+        if value is None:
+            return value
+        raise _Mismatch
+    if origin is Literal:
+        if value in args:
+            return value
+        raise _Mismatch
+    if origin in (list, tuple, Sequence) or tp is list:
+        if not isinstance(value, list):
+            raise _Mismatch
+        return [_convert(v, args[0]) for v in value] if args else value
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        if not isinstance(value, dict):
+            raise _Mismatch
+        if len(args) == 2:
+            return {_convert(k, args[0]): _convert(v, args[1]) for k, v in value.items()}
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        # Skill names such as LEGO's "3" read as YAML ints.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        raise _Mismatch
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        if isinstance(value, tp) or value in {e.value for e in tp}:
+            return value
+        raise _Mismatch
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise _Mismatch
+    return value  # a typing construct without a YAML counterpart: left to the consumer to check
+
+
+def _accepts(value: Any, tp: Any) -> bool:
+    try:
+        return _convert(value, tp) is value
+    except _Mismatch:
+        return False
+
+
+def unknown_key(key: object, where: str, known: Sequence[str]) -> RecipeError:
+    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
+    if not close and len(known) > 30:
+        hint = "see `hf_skillit.SkillItConfig` / `transformers.TrainingArguments` for the known keys"
+    return RecipeError(f"unknown key {key!r} in {where}; {hint}")
+
+
+def check_mapping(raw: Any, schema: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """`raw` checked against `schema` (key -> type): unknown keys and wrong types raise `RecipeError`."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where} must be a mapping of key: value, got {type(raw).__name__}")
+    checked = {}
+    for key, value in raw.items():
+        if key not in schema:
+            raise unknown_key(key, where, list(schema))
+        try:
+            checked[key] = _convert(value, schema[key])
+        except _Mismatch:
+            raise RecipeError(
+                f"{where}.{key} must be {_type_name(schema[key])}, got {value!r} ({type(value).__name__})"
+            ) from None
+    return checked
+
+
+def dataclass_schema(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, Any) for f in fields(cls) if f.init and not f.name.startswith("_")}
+
+
+def signature_schema(fn: Callable, exclude: Sequence[str] = ()) -> dict[str, Any]:
+    hints = typing.get_type_hints(fn)
+    return {
+        name: hints.get(name, Any)
+        for name, p in inspect.signature(fn).parameters.items()
+        if name not in exclude and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }

@@ -213,6 +213,11 @@ def _is_token_column(column: pa.ChunkedArray) -> bool:
     )
 
 
+def _stored(dataset: datasets.Dataset | datasets.IterableDataset) -> bool:
+    """Whether `_RowStore` reads the skill: map-style without a format or transform (those apply on `__getitem__`)."""
+    return isinstance(dataset, datasets.Dataset) and dataset.format["type"] is None
+
+
 class _RowStore:
     """Every map-style skill's rows, addressed by one global row number, fetched a chunk at a time in numpy.
 
@@ -233,7 +238,7 @@ class _RowStore:
         tables, physical, first, base, n = [], [], [], 0, 0
         for ds in train_sets:
             first.append(n)
-            if not isinstance(ds, datasets.Dataset):
+            if not _stored(ds):
                 tables.append(None)
                 continue
             table = ds.data.table
@@ -344,7 +349,7 @@ class MixtureStream(torch.utils.data.IterableDataset):
         self.round_index = 0
         self._readers: dict[int, _StreamingSkillReader] = {}
         self._store: _RowStore | None = None  # built on first read (in the DataLoader worker, if any)
-        self._streaming = np.asarray([size is None for size in self.sizes], dtype=bool)
+        self._direct = np.asarray([not _stored(ds) for ds in self.train_sets], dtype=bool)  # read row by row
         self._permutations: dict[int, tuple[int, np.ndarray]] = {}  # each skill's current epoch order
 
     def __len__(self) -> int:
@@ -387,17 +392,23 @@ class MixtureStream(torch.utils.data.IterableDataset):
     def _fetch(self, skills: np.ndarray, rows: np.ndarray) -> list[dict]:
         if self._store is None:
             self._store = _RowStore(self.train_sets)
-        streaming = self._streaming[skills]
-        if not streaming.any():
+        direct = self._direct[skills]
+        if not direct.any():
             return self._store.rows(skills, rows)
         fetched: list[dict] = [{}] * len(skills)
-        mapped = np.flatnonzero(~streaming)
-        for i, row in zip(mapped.tolist(), self._store.rows(skills[mapped], rows[mapped]), strict=True):
+        stored = np.flatnonzero(~direct)
+        for i, row in zip(stored.tolist(), self._store.rows(skills[stored], rows[stored]), strict=True):
             fetched[i] = row
-        for i in np.flatnonzero(streaming).tolist():
-            skill = int(skills[i])
-            reader = self._readers.setdefault(
-                skill, _StreamingSkillReader(self.train_sets[skill], self.skill_names[skill])
-            )
-            fetched[i] = {**reader.read(int(rows[i])), SKILL_KEY: skill}
+        for skill in np.unique(skills[direct]).tolist():
+            mine = np.flatnonzero(skills == skill)
+            if self.sizes[skill] is None:
+                reader = self._readers.setdefault(
+                    skill, _StreamingSkillReader(self.train_sets[skill], self.skill_names[skill])
+                )
+                values = [reader.read(row) for row in rows[mine].tolist()]
+            else:  # a format or transform: rows through `Dataset.__getitem__`, which applies it
+                columns = self.train_sets[skill][rows[mine].tolist()]
+                values = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+            for i, row in zip(mine.tolist(), values, strict=True):
+                fetched[i] = {**row, SKILL_KEY: skill}
         return fetched

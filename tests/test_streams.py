@@ -139,3 +139,22 @@ def test_rows_come_from_arrow_buffers_with_every_column():
         assert ("labels" in row) == (row[SKILL_KEY] == 1)
         if "labels" in row:
             assert row["labels"].tolist() == [-100, 7]
+
+
+def test_formatted_and_transformed_skills_are_read_through_getitem():
+    """A skill's format or transform applies to its rows, as when rows are read with `Dataset.__getitem__`."""
+    plain = datasets.Dataset.from_dict({"input_ids": [[i, i] for i in range(8)]})
+    tensors = plain.with_format("torch")
+    shouted = datasets.Dataset.from_dict({"text": [f"row {i}" for i in range(8)]}).with_transform(
+        lambda batch: {"text": [t.upper() for t in batch["text"]]}
+    )
+    stream = MixtureStream([plain, tensors, shouted], lambda r: [0.3, 0.3, 0.4], StreamState.fresh(3), 0, 30, 4)
+    rows = list(stream)
+    assert {row[SKILL_KEY] for row in rows} == {0, 1, 2}
+    for row in rows:
+        if row[SKILL_KEY] == 0:
+            assert isinstance(row["input_ids"], np.ndarray)
+        elif row[SKILL_KEY] == 1:
+            assert isinstance(row["input_ids"], torch.Tensor)
+        else:
+            assert row["text"].startswith("ROW ")

@@ -22,6 +22,9 @@ The methods:
     python benchmarks/discovery_table.py --out runs/discovery_table --set data.num_train_samples=3000
     python benchmarks/discovery_table.py --out /tmp/quick --quick          # smoke test: a tiny model, 2 short runs
 
+`--evaluate VALIDATION_FILE RUN_DIR ...` scores the final models of finished runs (the end-to-end comparison) on
+the same rows grouped by their `true_skill`: per-skill loss and greedy accuracy, and their mean over skills.
+
 The runs are resumable: run the command again after an interruption. The results go to `OUT/results.json`, and the
 script prints the Markdown table.
 """
@@ -53,7 +56,36 @@ def accuracies(features: np.ndarray, truth: np.ndarray, k: int, seeds: int) -> l
     return [recovery_accuracy(truth, cluster_skills(features, k, seed=s)) for s in range(seeds)]
 
 
+def evaluate(validation_file: str, run_dirs: list[str]) -> None:
+    """Final validation loss and accuracy per true skill of each run's saved model, on the same rows."""
+    import datasets
+    from transformers import AutoModelForCausalLM
+
+    from hf_skillit.evaluation import per_skill_loss
+    from hf_skillit.synthetic import answer_accuracy, build_tokenizer
+
+    rows = datasets.load_dataset("json", data_files=validation_file, split="train")
+    skills = sorted(set(rows["true_skill"]))
+    by_skill = {s: rows.filter(lambda batch, s=s: [t == s for t in batch["true_skill"]], batched=True) for s in skills}
+    collator = LMCollator(pad_token_id=build_tokenizer().pad_token_id)
+    print("| run | " + " | ".join(f"loss {s}" for s in skills) + " | mean loss | mean accuracy (%) |")
+    print("|---" * (len(skills) + 3) + "|")
+    results = {}
+    for run_dir in run_dirs:
+        model = AutoModelForCausalLM.from_pretrained(run_dir)
+        losses = per_skill_loss(model, by_skill, collator, batch_size=100, device=torch.device("cpu"))
+        accuracy = answer_accuracy(model, None, rows, batch_size=100, skill_column="true_skill")
+        results[run_dir] = {"loss": losses, "accuracy": accuracy}
+        cells = " | ".join(f"{losses[s]:.3f}" for s in skills)
+        print(
+            f"| {run_dir} | {cells} | {np.mean(list(losses.values())):.3f} | {100 * np.mean(list(accuracy.values())):.1f} |"
+        )
+    print(json.dumps(results))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--evaluate"]:
+        return evaluate(sys.argv[2], sys.argv[3:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "lego_pretrain.yaml"))
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="SECTION.KEY=VALUE")

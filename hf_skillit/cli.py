@@ -1,6 +1,6 @@
 """`hf-skillit`: train a recipe, learn its skills graph, or plot a run.
 
-    hf-skillit train RECIPE.yaml [--set section.key=value ...] [--resume] [--verbose]
+    hf-skillit train RECIPE.yaml [--set section.key=value ...] [--resume] [--dry-run] [--verbose]
     hf-skillit learn-graph RECIPE.yaml [--set section.key=value ...] [--verbose]
     hf-skillit discover-skills RECIPE.yaml --num-skills K [--set section.key=value ...] [--no-labels] [--verbose]
     hf-skillit plot RUN_DIR
@@ -71,6 +71,8 @@ def _one_thread_for_tiny_models(recipe) -> None:
 def _train(args: argparse.Namespace) -> int:
     from .recipes import load_recipe, make_trainer, train_and_report
 
+    if args.dry_run:
+        return _dry_run(args)
     try:
         recipe = load_recipe(args.recipe, args.overrides)
         _one_thread_for_tiny_models(recipe)
@@ -78,6 +80,17 @@ def _train(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         return _fail(err)
     train_and_report(trainer, recipe, resume=args.resume)
+    return 0
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    from .recipes import describe_run, load_recipe
+
+    try:
+        # The graph may not be learned yet: the plan says so instead of refusing the recipe.
+        print(describe_run(load_recipe(args.recipe, args.overrides, check_graph=False)))
+    except (ValueError, OSError) as err:
+        return _fail(err)
     return 0
 
 
@@ -177,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--resume", action="store_true", help="continue the run in training.output_dir from its last checkpoint"
+    )
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each skill's data sources, the mixture of round 1 and the lm-eval tasks; load no model, train nothing",
     )
     train.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     train.set_defaults(handler=_train)

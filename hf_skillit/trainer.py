@@ -64,11 +64,42 @@ __all__ = [
     "TRAJECTORY_NAME",
     "SkillItTrainer",
     "SkillItTrainerMixin",
+    "build_mixer",
     "is_complete_checkpoint",
     "last_complete_checkpoint",
 ]
 
 _MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
+
+
+def build_mixer(
+    args: SkillItConfig,
+    skills: SkillSet,
+    graph: SkillsGraph | None,
+    model: Any = None,
+    collator: Any = None,
+    graph_hint: str = "pass graph= or set graph_path",
+) -> tuple[SkillSet, Mixer]:
+    """The registered mixer `args.mixing` for `skills` and `graph`, and the skills it trains on (the data's, unless
+    it prepares others: the sample-level curricula score the rows with `model` into difficulty buckets)."""
+    cls = check_mixer_inputs(args.mixing, graph, skills.train_skills, args.target_skills, graph_hint=graph_hint)
+    setup = MixerSetup(
+        train_skills=skills.train_skills,
+        graph=graph,
+        train_sizes=skills.train_sizes(),
+        eta=args.eta,
+        window=args.window,
+        fixed_weights=args.fixed_weights,
+        target_skills=args.target_skills,
+        rounds=args.rounds,
+        skills=skills,
+        model=model,
+        collator=collator,
+        batch_size=args.per_device_eval_batch_size,
+    )
+    if callable(prepare := getattr(cls, "prepare", None)):
+        setup = prepare(setup)
+    return setup.skills, cls.from_setup(setup)
 
 
 class _RoundBoundaryCallback(TrainerCallback):
@@ -152,31 +183,7 @@ class SkillItTrainerMixin:
         return graph.reorder(list(self.skills.train_skills), list(graph.eval_skills))
 
     def _build_mixer(self, args: SkillItConfig, model: Any, collator: Any) -> tuple[SkillSet, Mixer]:
-        """The registered mixer `args.mixing`, and the skills it trains on (the data's, unless it prepares others)."""
-        cls = check_mixer_inputs(
-            args.mixing,
-            self.graph,
-            self.skills.train_skills,
-            args.target_skills,
-            graph_hint="pass graph= or set graph_path",
-        )
-        setup = MixerSetup(
-            train_skills=self.skills.train_skills,
-            graph=self.graph,
-            train_sizes=self.skills.train_sizes(),
-            eta=args.eta,
-            window=args.window,
-            fixed_weights=args.fixed_weights,
-            target_skills=args.target_skills,
-            rounds=args.rounds,
-            skills=self.skills,
-            model=model,
-            collator=collator,
-            batch_size=args.per_device_eval_batch_size,
-        )
-        if callable(prepare := getattr(cls, "prepare", None)):
-            setup = prepare(setup)
-        return setup.skills, cls.from_setup(setup)
+        return build_mixer(args, self.skills, self.graph, model, collator)
 
     def _check_mixer(self, mixer: Mixer) -> None:
         if tuple(mixer.train_skills) != self.skills.train_skills:

@@ -15,12 +15,14 @@ One job per module, each depending only on those above it:
 - `build`: graph, model, evaluators, the checks that they fit (through the library's own checks: the mixer
   registry, `SkillsGraph`, `hf_skillit.rundir`), `make_trainer`, `graph_learning_kwargs`.
 - `report`: `train_and_report` / `run`: train, save, summary table, plots.
+- `plan`: `describe_run`, the run plan without training (`hf-skillit train --dry-run`).
 """
 
 from ..graph_learning import GraphLearningArguments
 from .build import RunParts, build, graph_learning_kwargs, lego_reasoning_graph, make_trainer
 from .data import load_natural_instructions
 from .loading import load_recipe
+from .plan import describe_run
 from .report import format_summary, run, train_and_report
 from .schema import RecipeError
 from .sections import SECTIONS, DataArguments, GraphArguments, ModelArguments, Recipe
@@ -35,6 +37,7 @@ __all__ = [
     "RecipeError",
     "RunParts",
     "build",
+    "describe_run",
     "format_summary",
     "graph_learning_kwargs",
     "lego_reasoning_graph",

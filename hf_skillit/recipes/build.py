@@ -19,7 +19,7 @@ from ..synthetic import lego_parent, make_tiny_model, tiny_model_config
 from ..trainer import SkillItTrainer
 from .data import load_data
 from .schema import RecipeError, recipe_error
-from .sections import ModelArguments, Recipe
+from .sections import ModelArguments, Recipe, recipe_trainer
 
 __all__ = [
     "RunParts",
@@ -195,10 +195,17 @@ def check_output_dir(config: SkillItConfig, resume: bool) -> None:
 
 
 def make_trainer(recipe: Recipe, resume: bool = False) -> SkillItTrainer:
-    """Check the output directory, `build` the recipe, and return its `SkillItTrainer` (not yet trained)."""
+    """Check the output directory, `build` the recipe, and return its trainer (not yet trained): `SkillItTrainer`,
+    or with `training.trainer: sft` TRL's `SFTTrainer` with the same rounds (`SkillItSFTTrainer`), which tokenizes
+    text, prompt/completion and chat rows TRL's way."""
     check_output_dir(recipe.training, resume)
     parts = build(recipe)
-    trainer = SkillItTrainer(
+    trainer_class = SkillItTrainer
+    if recipe_trainer(recipe.raw) == "sft":
+        from ..integrations.trl import SkillItSFTTrainer  # the training section parsed, so TRL is installed
+
+        trainer_class = SkillItSFTTrainer
+    trainer = trainer_class(
         model=parts.model,
         args=parts.config,
         skills=parts.skills,

@@ -14,7 +14,7 @@ import datasets
 from ..skills import SkillSet
 from ..synthetic import build_tokenizer, encode
 from .loading import as_list, file_builder
-from .schema import RecipeError
+from .schema import RecipeError, recipe_error
 from .sections import DataArguments, ModelArguments, synthetic_generator
 
 if TYPE_CHECKING:
@@ -23,12 +23,14 @@ if TYPE_CHECKING:
 __all__ = ["load_data", "load_natural_instructions", "load_tokenizer"]
 
 
-def _load_files(paths: str | list[str], where: str) -> datasets.Dataset:
+def _load_files(
+    paths: str | list[str], where: str, streaming: bool = False
+) -> datasets.Dataset | datasets.IterableDataset:
     files = as_list(paths)
     builders = {file_builder(p, where) for p in files}
     if len(builders) > 1:
         raise RecipeError(f"{where}: files of different formats cannot be read together: {files}")
-    return datasets.load_dataset(builders.pop(), data_files=files, split="train")
+    return datasets.load_dataset(builders.pop(), data_files=files, split="train", streaming=streaming)
 
 
 def _snake(name: str) -> str:
@@ -156,11 +158,15 @@ def user_skills(data: DataArguments) -> SkillSet:
         raise RecipeError(
             f"data.skills: {unknown} have no entry in data.train_files (skills: {list(data.train_files)})"
         )
-    train = {s: _load_files(data.train_files[s], f"data.train_files[{s!r}]") for s in order}
+    # Streaming sources are opened, not read; a held-out validation prefix is their only rows read here.
+    train = {s: _load_files(data.train_files[s], f"data.train_files[{s!r}]", data.streaming) for s in order}
     if data.validation_files is not None:
         validation = {s: _load_files(p, f"data.validation_files[{s!r}]") for s, p in data.validation_files.items()}
         return SkillSet(train, validation)
-    return SkillSet.from_dict(train, validation=data.validation_per_skill, seed=data.seed)
+    try:
+        return SkillSet.from_dict(train, validation=data.validation_per_skill, seed=data.seed)
+    except ValueError as err:  # e.g. a source with no more rows than the held-out prefix
+        raise recipe_error(err, "data.train_files") from None
 
 
 def load_tokenizer(args: ModelArguments):

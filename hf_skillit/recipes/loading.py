@@ -14,7 +14,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from .schema import RecipeError, check_mapping, dataclass_schema, load_yaml, recipe_error, unknown_key
-from .sections import SECTION_TYPES, SECTIONS, SNI_URL, Recipe, section_class
+from .sections import SECTION_TYPES, SECTIONS, SNI_URL, Recipe, section_class, training_class
 
 __all__ = ["as_list", "file_builder", "load_recipe"]
 
@@ -156,8 +156,10 @@ def load_recipe(
         if SECTION_TYPES[section].optional and raw.get(section) is None:
             parsed[section] = None
             continue
-        cls = section_class(section)
-        kwargs = check_mapping(raw.get(section), dataclass_schema(cls), section)
+        cls, mapping = section_class(section), raw.get(section)
+        if section == "training":  # `trainer: sft` parses it as TRL's SFTConfig with Skill-It's fields
+            cls, mapping = training_class(mapping)
+        kwargs = check_mapping(mapping, dataclass_schema(cls), section)
         required = [f.name for f in fields(cls) if f.init and f.default is MISSING and f.default_factory is MISSING]
         if missing := [name for name in required if name not in kwargs]:
             raise RecipeError(f"{section}.{missing[0]} is required")

@@ -6,9 +6,10 @@
 - `data:` [`DataArguments`]: a synthetic task (`synthetic: lego | addition | fold`), or the user's files (one file
   per skill, or one file with a skill column), or a Super-NaturalInstructions checkout.
 - `graph:` [`GraphArguments`]: a graph JSON file, the LEGO reasoning graph built in code, an inline matrix, or none.
-- `training:` [`SkillItConfig`] fields.
+- `training:` [`SkillItConfig`] fields; with `trainer: sft`, TRL's `SFTConfig` fields too (`SkillItSFTConfig`).
 - `learn_graph:` `hf_skillit.graph_learning.GraphLearningArguments`: how `hf-skillit learn-graph` learns the graph.
 - `lm_eval:` (optional) `hf_skillit.lm_eval_hooks.LMEvalArguments`: lm-eval tasks as evaluation skills.
+- `report:` (optional) [`ReportArguments`]: reference runs the end-of-run summary compares with.
 
 How to add a section: one entry in `SECTION_TYPES` (its name, the dataclass, whether it may be absent). The loader
 checks its keys against the dataclass's fields and builds it; `Recipe` gets an attribute of that name. A section
@@ -17,6 +18,7 @@ dataclass checks its own values in `__post_init__`, raising `RecipeError` or a `
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
@@ -42,8 +44,12 @@ __all__ = [
     "GraphArguments",
     "ModelArguments",
     "Recipe",
+    "ReportArguments",
     "SectionType",
+    "TRAINERS",
+    "recipe_trainer",
     "section_class",
+    "training_class",
 ]
 
 SYNTHETIC_TASKS = ("lego", "addition", "fold")
@@ -159,6 +165,14 @@ class DataArguments:
     validation_files: dict[str, str | list[str]] | None = field(
         default=None, metadata={"help": "skill -> local validation file(s); may name evaluation-only skills."}
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read each train_files skill with load_dataset(..., streaming=True): rows are read as training "
+            "uses them, in the files' order (validation: validation_files, or each source's first "
+            "validation_per_skill rows, never trained on). See docs/streaming.md."
+        },
+    )
     train_file: str | list[str] | None = field(
         default=None, metadata={"help": "Local file(s) holding every skill's rows, with a skill_column."}
     )
@@ -220,6 +234,9 @@ class DataArguments:
             raise RecipeError("data.validation_files goes with train_files (use validation_file with train_file)")
         if self.validation_file is not None and self.train_file is None:
             raise RecipeError("data.validation_file goes with train_file (use validation_files with train_files)")
+        if self.streaming and self.train_files is None:
+            # One stream split by a skill column would be read once per skill.
+            raise RecipeError("data.streaming needs train_files: one streaming source (files or globs) per skill")
 
     @property
     def synthetic_skills(self) -> list[str]:
@@ -264,6 +281,27 @@ class GraphArguments:
             raise RecipeError("graph.train_skills and graph.eval_skills name the rows and columns of graph.matrix")
 
 
+@dataclass
+class ReportArguments:
+    """`report:` section (optional): what the end-of-run summary compares the run with
+    (`hf_skillit.recipes.report`)."""
+
+    reference: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSONL file of reference runs, one `hf-skillit reference RUN_DIR` line each (e.g. skill-stratified "
+            "on the same budget): the summary ends with a line comparing this run with them."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.reference is not None and not os.path.isfile(self.reference):
+            raise RecipeError(
+                f"report.reference: {self.reference!r} not found; write it with "
+                "`hf-skillit reference RUN_DIR ... > FILE.jsonl` from finished runs"
+            )
+
+
 # ----- the table of sections ---------------------------------------------------------------------------------------
 
 
@@ -271,6 +309,39 @@ def _skillit_config() -> type:
     from ..config import SkillItConfig
 
     return SkillItConfig
+
+
+def _skillit_sft_config() -> type:
+    try:
+        from ..integrations.trl import SkillItSFTConfig
+    except ImportError as err:
+        raise RecipeError(f"training.trainer: sft needs TRL: {err}") from None
+    return SkillItSFTConfig
+
+
+# `training.trainer:` the trainer a recipe trains with, and the dataclass its `training:` section is parsed into.
+TRAINERS: dict[str, Callable[[], type]] = {"skillit": _skillit_config, "sft": _skillit_sft_config}
+
+
+def training_class(section: Any) -> tuple[type, Any]:
+    """The dataclass of a `training:` mapping, chosen by its `trainer:` key (`skillit`, the default: `SkillItConfig`;
+    `sft`: TRL's `SFTConfig` with Skill-It's fields, `hf_skillit.integrations.trl.SkillItSFTConfig`), and the
+    mapping without that key."""
+    if not isinstance(section, dict) or "trainer" not in section:
+        return _skillit_config(), section
+    section = dict(section)
+    name = section.pop("trainer")
+    if name not in TRAINERS:
+        close = difflib.get_close_matches(str(name), list(TRAINERS), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(TRAINERS)}"
+        raise RecipeError(f"training.trainer: unknown trainer {name!r}; {hint}")
+    return TRAINERS[name](), section
+
+
+def recipe_trainer(raw: dict[str, Any]) -> str:
+    """The `training.trainer` of a (checked) raw recipe: `skillit` or `sft`."""
+    training = raw.get("training")
+    return training.get("trainer", "skillit") if isinstance(training, dict) else "skillit"
 
 
 def _graph_learning_arguments() -> type:
@@ -301,6 +372,7 @@ SECTION_TYPES: dict[str, SectionType] = {
     "training": SectionType(_skillit_config, annotation="SkillItConfig"),
     "learn_graph": SectionType(_graph_learning_arguments, annotation="GraphLearningArguments"),
     "lm_eval": SectionType(_lm_eval_arguments, optional=True, annotation="LMEvalArguments | None"),
+    "report": SectionType(lambda: ReportArguments, optional=True, annotation="ReportArguments | None"),
 }
 SECTIONS = tuple(SECTION_TYPES)
 

@@ -1,0 +1,115 @@
+"""A recipe's run plan, shown without training (`hf-skillit train RECIPE --dry-run`): what each skill's data is read
+from, the mixture of round 1 (p_1) and the lm-eval tasks, without loading the model or the lm-eval datasets.
+
+The data is opened as the run would open it (streaming sources read only their held-out validation prefix), the
+graph is built and checked against the data, and p_1 comes from the mixer the trainer would build
+(`hf_skillit.trainer.build_mixer`). A mixer that scores the data with the model first (the sample-level curricula)
+has no p_1 before the model is loaded, and the plan says so.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+
+from ..mixer_registry import mixer_class
+from ..skills import SkillSet
+from ..trainer import build_mixer
+from .build import build_graph
+from .data import load_data, user_skills
+from .loading import as_list, file_builder
+from .schema import RecipeError
+from .sections import Recipe, recipe_trainer
+
+__all__ = ["describe_run"]
+
+
+class _TaskNames:
+    """Stands for the lm-eval evaluator in the graph checks: its skills are the recipe's task names, unloaded."""
+
+    def __init__(self, tasks: Sequence[str]):
+        self.skills = tuple(tasks)
+
+
+def _files(paths: str | list[str]) -> list[str]:
+    return sorted(f for p in as_list(paths) for f in (glob.glob(p) if glob.has_magic(p) else [p]))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(f"{cell!s:<{w}}" for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return ["  " + line for line in lines]
+
+
+def _sources(recipe: Recipe, skills: SkillSet) -> list[str]:
+    data = recipe.data
+    rows = []
+    for name in skills.train_skills:
+        size = skills.train_sizes()[name]
+        if data.synthetic is not None:
+            source = f"synthetic {data.synthetic}, {size} rows"
+        elif data.train_files is not None:
+            files = _files(data.train_files[name])
+            kind = file_builder(files[0], "data.train_files")
+            shown = files[0] if len(files) == 1 else f"{os.path.dirname(files[0])}/ ({len(files)} files)"
+            source = f"{kind} {shown}, " + ("streaming" if data.streaming else f"{size} rows")
+        elif data.train_file is not None:
+            source = f"rows of {', '.join(as_list(data.train_file))} with {data.skill_column}={name}: {size}"
+        else:
+            source = f"Natural Instructions tasks in {data.natural_instructions}: {size} rows"
+        if name not in skills.eval_skills:
+            validation = "none"
+        elif data.validation_files is not None or data.validation_file is not None or data.synthetic is not None:
+            validation = f"{len(skills.validation(name))} rows (separate split)"
+        elif size is None:
+            validation = f"first {len(skills.validation(name))} rows of the stream (never trained on)"
+        else:
+            validation = f"{len(skills.validation(name))} rows held out"
+        rows.append((name, source, validation))
+    return _table(("skill", "training data", "validation"), rows)
+
+
+def describe_run(recipe: Recipe) -> str:
+    """The plan of `recipe`'s run as text: sources per skill, p_1 and the lm-eval tasks. Loads no model."""
+    training = recipe.training
+    if recipe.data.synthetic is not None:
+        _, skills, _ = load_data(recipe)  # the built-in tokenizer encodes the synthetic rows
+    else:
+        skills = user_skills(recipe.data)  # untokenized: the plan needs names, sizes and validation rows only
+    lines = [
+        f"Run plan of {recipe.source or 'the recipe'} (dry run: nothing trained, no model loaded)",
+        "",
+        f"trainer: {recipe_trainer(recipe.raw)}, output_dir: {training.output_dir}",
+        f"{len(skills.train_skills)} training skills:",
+        *_sources(recipe, skills),
+        "",
+    ]
+    tasks = list(recipe.lm_eval.tasks) if recipe.lm_eval is not None else []
+    settings = f"mixing: {training.mixing}, eta {training.eta}, rounds {training.rounds}, window {training.window}"
+    if recipe.graph.path is not None and not os.path.isfile(recipe.graph.path):
+        lines.append(f"Mixture of round 1 ({settings}): not computed, graph.path {recipe.graph.path!r} not found yet")
+        lines.append(f"  (learn it with `hf-skillit learn-graph {recipe.source or 'RECIPE.yaml'}`)")
+    elif callable(getattr(mixer_class(training.mixing), "prepare", None)):
+        lines.append(f"Mixture of round 1 ({settings}): decided by scoring the data with the model, not in a dry run")
+    else:
+        graph = build_graph(recipe, skills, [_TaskNames(tasks)] if tasks else [])
+        try:
+            _, mixer = build_mixer(
+                training, skills, graph, graph_hint="set graph.path, graph.matrix or graph.reasoning"
+            )
+        except ValueError as err:
+            raise RecipeError(f"training.mixing: {err}") from None
+        lines.append(f"Mixture of round 1, p_1 ({settings}):")
+        p_1 = zip(mixer.train_skills, mixer.initial(), strict=True)
+        lines += _table(("skill", "p_1"), [(skill, f"{weight:.4f}") for skill, weight in p_1])
+    lines.append("")
+    if tasks:
+        lm_eval = recipe.lm_eval
+        lines.append(f"lm-eval tasks (evaluation skills, metric {lm_eval.metric}, limit {lm_eval.limit}):")
+        lines.append("  " + ", ".join(tasks))
+    else:
+        lines.append("lm-eval tasks: none")
+    return "\n".join(lines)

@@ -16,10 +16,9 @@ user has (data sources, files), or a single group when nothing is known. With a 
 and the runs differ only in their data order: run r shuffles with `data_seed + r`.
 
 Every run trains through [`SkillItTrainer`] with `mixing="fixed"`, as in graph learning, so loss masks, the collator
-and peft behave as in real training. Per-sample losses reuse `evaluation.scored_token_loss`: they are token-weighted
-over the scored positions (labels != -100). Each finished run is written at once and atomically to
-`output_dir/runs/run-<r>.npz`, so a killed call retrains only the run it was in. Runs may be added later: a run's
-mixture depends only on (seed, r).
+and peft behave as in real training. Per-sample losses reuse `evaluation.scored_token_loss` (token-weighted over the
+positions with labels != -100). Each finished run is written at once, atomically, to `output_dir/runs/run-<r>.npz`:
+a killed call retrains only the run it was in, and runs may be added later (a mixture depends only on (seed, r)).
 
 [`discover_skills`] is the pipeline behind `hf-skillit discover-skills`. It labels a recipe's training and validation
 rows with the discovered skills and writes them as `train.jsonl` and `validation.jsonl`, with a `skill` column and
@@ -32,10 +31,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import glob
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -59,28 +60,15 @@ from .graph_learning import _run_args
 from .skills import SkillSet
 from .trainer import SkillItTrainer
 
-__all__ = [
-    "cluster_skills",
-    "discover_skills",
-    "draw_mixtures",
-    "embed_samples",
-    "loss_trajectories",
-    "per_sample_loss",
-    "prepare_discovery",
-    "recovery_accuracy",
-    "run_discovery",
-    "standardize",
-]
+__all__ = ["cluster_skills", "discover_skills", "draw_mixtures", "embed_samples", "loss_trajectories"]
+__all__ += ["per_sample_loss", "prepare_discovery", "recovery_accuracy", "run_discovery", "standardize"]
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "trajectories.json"
-RUNS_DIR = "runs"
-WORK_DIR = "work"
+CONFIG_NAME, RUNS_DIR, WORK_DIR = "trajectories.json", "runs", "work"
 POOL = "pool"  # the pool's name inside the SkillSet that tokenizes it with the groups
-POOLINGS = ("mean", "last")
+POOLINGS, FORMATS = ("mean", "last"), ("jsonl", "parquet")
 OUTPUT_FILES = ("train.{fmt}", "validation.{fmt}", "recipe.yaml", "report.json", "clusters.png")
-FORMATS = ("jsonl", "parquet")
 
 # Training settings that change what a run measures: a resumed run set must agree on them.
 _IDENTITY_TRAINING_FIELDS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
@@ -110,10 +98,9 @@ def _batches(dataset: datasets.Dataset, collator: Callable, batch_size: int, col
 @contextlib.contextmanager
 def _eval_mode(model: torch.nn.Module):
     was_training = model.training
-    model.eval()
     try:
         with torch.no_grad():
-            yield
+            yield model.eval()
     finally:
         model.train(was_training)
 
@@ -176,22 +163,16 @@ class _PoolScorer(TrainerCallback):
 
     def __init__(self, trainer: SkillItTrainer, pool: datasets.Dataset, every: int):
         self.trainer, self.pool, self.every = trainer, pool, every
-        self.steps: list[int] = []
         self.losses: list[np.ndarray] = []
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0:
-            self.steps.append(state.global_step)
-            self.losses.append(
-                per_sample_loss(
-                    self.trainer.model,
-                    self.pool,
-                    self.trainer.data_collator,
-                    batch_size=args.per_device_eval_batch_size,
-                    device=args.device,
-                    autocast=self.trainer.autocast_smart_context_manager,
-                )
+            trainer = self.trainer
+            batch_size, autocast = args.per_device_eval_batch_size, trainer.autocast_smart_context_manager
+            scores = per_sample_loss(
+                trainer.model, self.pool, trainer.data_collator, batch_size, args.device, autocast
             )
+            self.losses.append(scores)
 
 
 def _tokenize_and_check(
@@ -272,16 +253,9 @@ def loss_trajectories(
     base = _as_mapping(args)
     template = _run_args(base, output_dir / WORK_DIR, steps, steps, {groups.train_skills[0]: 1.0})
     groups, pool = _tokenize_and_check(groups, pool, processing_class, template)
-    identity = {
-        "groups": list(groups.train_skills),
-        "steps": steps,
-        "eval_every": eval_every,
-        "alpha": alpha,
-        "seed": seed,
-        "pool": _fingerprint(pool),
-        "training": {name: str(getattr(template, name)) for name in _IDENTITY_TRAINING_FIELDS},
-        "data_seed": template.data_seed,
-    }
+    training = {name: str(getattr(template, name)) for name in (*_IDENTITY_TRAINING_FIELDS, "data_seed")}
+    identity = {"groups": list(groups.train_skills), "steps": steps, "eval_every": eval_every, "alpha": alpha}
+    identity.update(seed=seed, pool=_fingerprint(pool), training=training)
     identity_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     _write_config(output_dir, identity, identity_hash)
 
@@ -291,30 +265,24 @@ def loss_trajectories(
         if path.is_file():
             continue
         weights = dict(zip(groups.train_skills, mixtures[r].tolist(), strict=True))
-        logger.info("loss trajectory run %d/%d: mixture %s", r + 1, runs, _format(weights))
+        logger.info(
+            "loss trajectory run %d/%d: mixture %s", r + 1, runs, " ".join(f"{k}={v:.3f}" for k, v in weights.items())
+        )
         run_args = _run_args(
             {**base, "data_seed": data_seed + r}, output_dir / WORK_DIR / f"run-{r}", steps, steps, weights
         )
         set_seed(run_args.seed)
-        trainer = SkillItTrainer(
-            model=model_init(),
-            args=run_args,
-            skills=groups,
-            processing_class=processing_class,
-            data_collator=data_collator,
-        )
+        kwargs = {"processing_class": processing_class, "data_collator": data_collator}
+        trainer = SkillItTrainer(model=model_init(), args=run_args, skills=groups, **kwargs)
         scorer = _PoolScorer(trainer, pool, eval_every)
         trainer.add_callback(scorer)
         start = time.perf_counter()
         trainer.train()
-        seconds = time.perf_counter() - start
-        losses = np.stack(scorer.losses, axis=1)
-        # The trainer and its callbacks hold each other: free the model before the next run builds one.
-        del trainer, scorer
+        record = {"losses": np.stack(scorer.losses, axis=1), "seconds": time.perf_counter() - start}
+        del trainer, scorer  # they hold each other: free the model before the next run builds one
         gc.collect()
-        _atomic_savez(path, losses=losses, mixture=mixtures[r], seconds=seconds, identity_hash=identity_hash)
-        with contextlib.suppress(OSError):
-            (output_dir / WORK_DIR / f"run-{r}").rmdir()
+        _atomic_savez(path, **record, mixture=mixtures[r], identity_hash=identity_hash)
+        shutil.rmtree(output_dir / WORK_DIR / f"run-{r}", ignore_errors=True)
     with contextlib.suppress(OSError):
         (output_dir / WORK_DIR).rmdir()
     return np.concatenate([_load_run(output_dir, r, identity_hash)["losses"] for r in range(runs)], axis=1)
@@ -367,8 +335,7 @@ def cluster_skills(features: Any, num_skills: int, seed: int = 0, standardized: 
         x = standardize(x)
     labels = KMeans(n_clusters=int(num_skills), n_init=1, random_state=seed).fit_predict(x)
     _, first = np.unique(labels, return_index=True)
-    order = labels[np.sort(first)]
-    return np.argsort(order)[labels]
+    return np.argsort(labels[np.sort(first)])[labels]
 
 
 def recovery_accuracy(true_labels: Sequence[Any], labels: Sequence[Any]) -> float:
@@ -402,7 +369,6 @@ class _Discovery:
     true_labels: list[str] | None
     groups: SkillSet
     trajectory_kwargs: dict[str, Any]
-    seed: int
 
 
 def prepare_discovery(
@@ -451,37 +417,27 @@ def prepare_discovery(
         train = [skills.train(s) for s in skills.train_skills]
         columns = [c for c in train[0].column_names if all(c in t.column_names for t in train)]
         skills = SkillSet({"all": datasets.concatenate_datasets([t.select_columns(columns) for t in train])}, {})
-    trajectory_kwargs = {
-        "model_init": kwargs["model_init"],
-        "output_dir": output_dir / "trajectories",
-        "steps": steps,
-        "runs": runs,
-        "eval_every": eval_every,
-        "alpha": alpha,
-        "seed": seed,
-        "args": kwargs["args"],
-        "processing_class": kwargs["processing_class"],
-    }
+    trajectory_kwargs = dict(steps=steps, runs=runs, eval_every=eval_every, alpha=alpha, seed=seed)
+    trajectory_kwargs.update({k: kwargs[k] for k in ("model_init", "args", "processing_class")})
+    trajectory_kwargs["output_dir"] = output_dir / "trajectories"
     template = _run_args(_as_mapping(kwargs["args"]), output_dir, steps, steps, {skills.train_skills[0]: 1.0})
     groups, pool = _tokenize_and_check(skills, pool, kwargs["processing_class"], template)
     true_labels = names if len(set(names)) > 1 else None  # one recipe skill is no labelling to score against
-    return _Discovery(recipe, num_skills, output_dir, fmt, pool, splits, true_labels, groups, trajectory_kwargs, seed)
+    return _Discovery(recipe, num_skills, output_dir, fmt, pool, splits, true_labels, groups, trajectory_kwargs)
 
 
 def run_discovery(job: _Discovery) -> dict[str, Any]:
     """Train the runs, cluster, and write the labelled data, the derived recipe, the report and the plot."""
     start = time.process_time()
     features = loss_trajectories(groups=job.groups, pool=job.pool, **job.trajectory_kwargs)
-    labels = cluster_skills(features, job.num_skills, seed=job.seed)
+    labels = cluster_skills(features, job.num_skills, seed=job.trajectory_kwargs["seed"])
     # Name clusters by mean loss, lowest first: c0 is the skill the runs learned best.
     means = [features[labels == c].mean() for c in range(job.num_skills)]
     names = np.array([f"c{rank}" for rank in np.argsort(np.argsort(means))])[labels]
     out, tokenizer = job.output_dir, job.trajectory_kwargs["processing_class"]
     out.mkdir(parents=True, exist_ok=True)
-    table = job.pool.add_column("skill_discovered", names.tolist())
-    if "skill" in table.column_names:
-        table = table.remove_columns("skill")
-    table = table.rename_column("skill_discovered", "skill")
+    table = job.pool.remove_columns([c for c in job.pool.column_names if c == "skill"])
+    table = table.add_column("skill", names.tolist())
     if job.true_labels is not None:
         table = table.add_column("true_skill", job.true_labels)
     if "text" not in table.column_names and tokenizer is not None:  # readable rows for tokenized data
@@ -494,27 +450,29 @@ def run_discovery(job: _Discovery) -> dict[str, Any]:
         part.to_json(files[split], lines=True) if job.fmt == "jsonl" else part.to_parquet(files[split])
     cluster_names = sorted(set(names.tolist()), key=lambda n: int(n[1:]))
     sizes = {c: {s: int(((names == c) & (splits == s)).sum()) for s in ("train", "validation")} for c in cluster_names}
-    recipe_path = _write_recipe(job, files, [c for c in cluster_names if sizes[c]["validation"] == 0])
+    no_validation = [c for c in cluster_names if sizes[c]["validation"] == 0]
+    if no_validation:
+        logger.warning("clusters %s have no validation rows: the recipe holds some out of train", no_validation)
+    recipe_path = _write_recipe(job, files, no_validation)
+    settings = {k: job.trajectory_kwargs[k] for k in ("runs", "steps", "eval_every", "alpha", "seed")}
+    mixtures = draw_mixtures(len(job.groups.train_skills), settings["runs"], settings["alpha"], settings["seed"])
     report: dict[str, Any] = {
         "num_skills": job.num_skills,
         "pool": {s: int((splits == s).sum()) for s in ("train", "validation")},
         "cluster_sizes": sizes,
         "accuracy": None if job.true_labels is None else recovery_accuracy(job.true_labels, names),
         "groups": list(job.groups.train_skills),
-        **{k: job.trajectory_kwargs[k] for k in ("runs", "steps", "eval_every", "alpha", "seed")},
+        **settings,
         "features": list(features.shape),
-        "mixtures": draw_mixtures(
-            len(job.groups.train_skills), job.trajectory_kwargs["runs"], job.trajectory_kwargs["alpha"], job.seed
-        )
-        .round(4)
-        .tolist(),
+        "mixtures": mixtures.round(4).tolist(),
         "cpu_seconds": round(time.process_time() - start, 1),
         "files": {**{k: str(v) for k, v in files.items()}, "recipe": str(recipe_path)},
     }
-    if job.true_labels is not None:
-        truth = sorted(set(job.true_labels))
+    if job.true_labels is not None:  # rows: the recipe's skills, columns: the clusters, both in np.unique order
+        classes, clusters = np.unique(job.true_labels).tolist(), np.unique(names).tolist()  # contingency's order
+        table = contingency_matrix(job.true_labels, names).tolist()
         report["contingency"] = {
-            t: {c: int(((np.array(job.true_labels) == t) & (names == c)).sum()) for c in cluster_names} for t in truth
+            t: dict(zip(clusters, row, strict=True)) for t, row in zip(classes, table, strict=True)
         }
     _plot_clusters(features, names, job.true_labels, out / "clusters.png")
     (out / "report.json").write_text(json.dumps(report, indent=1))
@@ -525,16 +483,10 @@ def discover_skills(recipe: Any, num_skills: int, output_dir: str | os.PathLike,
     """Discover `num_skills` skills in a recipe's data and write it labelled (`hf-skillit discover-skills`).
 
     The pool is the recipe's training rows followed by its validation rows. The runs are the recipe's `learn_graph`
-    runs (its `steps` and `eval_every`, its training settings) with random mixtures over the recipe's skills
-    (`use_labels=True`, the paper's protocol) or over all its training rows as one group (`use_labels=False`).
-    Writes into `output_dir`: `train.jsonl` and `validation.jsonl` (or `.parquet`) with the discovered `skill` and
-    the recipe's label as `true_skill`; `recipe.yaml`, the recipe retargeted to those files, its graph learned into
-    `output_dir/graph` and its run in `output_dir/run`; `report.json` (cluster sizes, accuracy against the recipe's
-    labels, settings, mixtures, CPU seconds); `clusters.png`; and the resumable runs in `trajectories/`.
-
-    Keyword arguments are those of [`prepare_discovery`]: `runs`, `steps`, `eval_every`, `alpha`, `seed`,
-    `use_labels`, `fmt` ("jsonl" or "parquet") and `overwrite` (of earlier discovery output; the recipe's own data
-    files are never overwritten).
+    runs (its `steps`, `eval_every` and training settings) on random mixtures of the recipe's skills (`use_labels`,
+    the paper's protocol) or on all its training rows as one group. Writes `train.jsonl`, `validation.jsonl` (a
+    `skill` and a `true_skill` column), `recipe.yaml` (training on them), `report.json`, `clusters.png` and the runs
+    (`trajectories/`) into `output_dir` (docs/discovery.md). Keyword arguments: those of [`prepare_discovery`].
     """
     return run_discovery(prepare_discovery(recipe, num_skills, output_dir, **kwargs))
 
@@ -548,10 +500,6 @@ def _as_mapping(args: TrainingArguments | Mapping[str, Any] | None) -> dict[str,
     return dict(args or {})
 
 
-def _format(weights: Mapping[str, float]) -> str:
-    return " ".join(f"{k}={v:.3f}" for k, v in weights.items())
-
-
 def _fingerprint(pool: datasets.Dataset) -> str:
     digest = hashlib.sha256()
     for column in ("input_ids", "labels", "attention_mask"):
@@ -561,15 +509,12 @@ def _fingerprint(pool: datasets.Dataset) -> str:
 
 
 def _write_config(output_dir: Path, identity: dict[str, Any], identity_hash: str) -> None:
-    path = output_dir / CONFIG_NAME
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored["identity_hash"] != identity_hash:
-            differ = [k for k in identity if stored["identity"].get(k) != identity[k]]
-            raise ValueError(
-                f"{output_dir} holds loss trajectories of other settings (differing: {', '.join(differ)}); use "
-                "another output_dir or delete it"
-            )
+    """Record the settings; a directory holding runs of other settings is refused (they would be mixed in)."""
+    if (path := output_dir / CONFIG_NAME).is_file():
+        if (stored := json.loads(path.read_text()))["identity_hash"] != identity_hash:
+            differ = ", ".join(k for k in identity if stored["identity"].get(k) != identity[k])
+            raise ValueError(f"{output_dir} holds loss trajectories of other settings (differing: {differ}); use "
+                             "another output_dir or delete it")  # fmt: skip
         return
     output_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -596,8 +541,6 @@ def _load_run(output_dir: Path, r: int, identity_hash: str) -> dict[str, np.ndar
 
 
 def _data_files(data: Any) -> list[str]:
-    import glob
-
     paths: list[str] = []
     for name in ("train_file", "validation_file"):
         value = getattr(data, name, None)
@@ -613,11 +556,7 @@ def _write_recipe(job: _Discovery, files: Mapping[str, Path], no_validation: lis
     raw = json.loads(json.dumps(job.recipe.raw, default=str))
     data = {k: v for k, v in (raw.get("data") or {}).items() if k in ("validation_per_skill", "seed", "download")}
     data.update({"train_file": str(files["train"]), "skill_column": "skill"})
-    if no_validation:  # such a cluster gets validation rows held out of its training rows instead
-        logger.warning(
-            "clusters %s have no validation rows: the recipe holds validation rows out of train", no_validation
-        )
-    else:
+    if not no_validation:  # else the recipe holds validation rows out of each cluster's training rows
         data["validation_file"] = str(files["validation"])
     raw["data"] = data
     model = raw.setdefault("model", {})

@@ -111,3 +111,87 @@ def test_peak_memory_does_not_grow_with_the_corpus(tmp_path):
     # Reading the large corpus into memory would add at least its size (~60 MB); streaming adds nothing.
     grown = peaks[large] - peaks[small]
     assert grown < 0.1 * size, f"peak RSS {peaks[small]:.0f} MB -> {peaks[large]:.0f} MB for a {size:.0f} MB corpus"
+
+
+# ----- recipes: data.streaming and hf-skillit train --dry-run --------------------------------------------------------
+
+
+def streaming_recipe(corpus: str, tmp_path: Path) -> dict:
+    tokenizer_dir = tmp_path / "tokenizer"
+    streaming_run.build_tokenizer().save_pretrained(tokenizer_dir)
+    return {
+        "model": {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}, "tokenizer": str(tokenizer_dir)},
+        "data": {
+            "train_files": {s: f"{corpus}/{s}/*.jsonl" for s in streaming_run.SKILLS},
+            "streaming": True,
+            "validation_per_skill": streaming_run.HOLDOUT,
+        },
+        "graph": {"matrix": streaming_run.GRAPH.tolist()},
+        "training": {
+            **dict(output_dir=str(tmp_path / "run"), mixing="skill_it", eta=1.0, rounds=2, max_steps=4),
+            **dict(per_device_train_batch_size=4, max_length=48, report_to="none", disable_tqdm=True),
+            **dict(save_strategy="no", remove_unused_columns=False, use_cpu=True),
+        },
+    }
+
+
+def test_streaming_recipe_trains_on_the_sources_after_their_prefix(tmp_path, corpus):
+    from hf_skillit.recipes import load_recipe, make_trainer
+
+    trainer = make_trainer(load_recipe(None, raw=streaming_recipe(corpus, tmp_path)))
+    assert trainer.skills.train_sizes() == dict.fromkeys(streaming_run.SKILLS)  # streams: no length
+    for skill in streaming_run.SKILLS:
+        assert trainer.skills.validation(skill)["id"][:] == list(range(streaming_run.HOLDOUT))
+    trainer.train()
+    assert [r["global_step"] for r in trainer.trajectory] == [2, 4]
+    assert all(len(r["eval_loss"]) == 3 for r in trainer.trajectory)
+
+
+def test_streaming_needs_one_source_per_skill(tmp_path, corpus):
+    from hf_skillit.recipes import RecipeError, load_recipe
+
+    raw = streaming_recipe(corpus, tmp_path)
+    raw["data"] = {"train_file": f"{corpus}/1/part-00000.jsonl", "streaming": True}
+    with pytest.raises(RecipeError, match="data.streaming needs train_files"):
+        load_recipe(None, raw=raw)
+
+
+def test_dry_run_prints_sources_first_mixture_and_tasks_without_a_model(tmp_path, monkeypatch, capsys):
+    """recipes/redpajama_ood.yaml, on 7 local sources of 2 jsonl shards each and a made-up graph: no model loads
+    (its hub id is unreachable here), nothing trains, and p_1 is the static Skill-It mixture softmax(eta * A 1)."""
+    import numpy as np
+    import yaml
+
+    from hf_skillit import SkillsGraph
+    from hf_skillit.cli import main
+
+    recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "redpajama_ood.yaml"
+    raw = yaml.safe_load(recipe_path.read_text())
+    sources, tasks = list(raw["data"]["train_files"]), raw["lm_eval"]["tasks"]
+    assert raw["data"]["streaming"] is True
+    monkeypatch.chdir(tmp_path)
+    for source in sources:
+        for shard in range(2):
+            path = tmp_path / "data" / "redpajama" / source / f"part-{shard}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps({"text": f"{source} {shard} {i}"}) + "\n" for i in range(120)))
+    # Without a graph yet, the plan says how to learn it.
+    assert main(["train", str(recipe_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "not found yet" in out and "hf-skillit learn-graph" in out
+    matrix = np.random.default_rng(0).uniform(0, 0.01, (len(sources), len(tasks)))
+    SkillsGraph(matrix, sources, tasks).save(raw["graph"]["path"])
+    assert main(["train", str(recipe_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for source in sources:
+        assert f"{source}/ (2 files), streaming" in out and "first 100 rows of the stream (never trained on)" in out
+    logits = raw["training"]["eta"] * matrix.sum(axis=1)
+    p_1 = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    printed = {
+        line.split()[0]: float(line.split()[1])
+        for line in out.splitlines()
+        if line.strip().startswith(tuple(sources)) and len(line.split()) == 2
+    }
+    assert printed == pytest.approx(dict(zip(sources, p_1, strict=True)), abs=5e-5)
+    assert ", ".join(tasks) in out
+    assert not (tmp_path / raw["training"]["output_dir"]).exists(), "a dry run writes no run"

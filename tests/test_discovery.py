@@ -265,3 +265,42 @@ def test_cli_discovers_skills_then_learns_the_graph_and_trains_on_them(tmp_path,
     assert "would overwrite the recipe's own data file" in capsys.readouterr().err
     assert main([*argv[:3], "1", *argv[4:], "--overwrite"]) == 2
     assert "num_skills must be an integer >= 2" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_labels_an_unlabelled_text_file(tmp_path, capsys, keep_torch_threads):
+    """Raw text with no skill labels: one `train_files` entry, runs on one group, rows labelled by their curves."""
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [{"text": r["text"], "kind": r["skill"]} for s in SKILLS for r in _rows(s, 120, seed=2).map(
+        lambda row: {"text": TOKENIZER.decode(row["input_ids"][:-1])})]  # fmt: skip
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    TOKENIZER.save_pretrained(tmp_path / "tokenizer")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        json.dumps(
+            {
+                "model": {
+                    "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2},
+                    "tokenizer": str(tmp_path / "tokenizer"),
+                },
+                "data": {"train_files": {"all": str(corpus)}, "validation_per_skill": 60},
+                "training": {
+                    **ARGS,
+                    "output_dir": str(tmp_path / "run"),
+                    "max_steps": 40,
+                    "rounds": 1,
+                    "mixing": "random",
+                },
+            }
+        )
+    )
+    out = tmp_path / "found"
+    argv = ["discover-skills", str(recipe), "--num-skills", "3", "--no-labels", "--runs", "2", "--steps", "40"]
+    assert main([*argv, "--eval-every", "10", "--output-dir", str(out)]) == 0
+    assert "accuracy" not in capsys.readouterr().out  # one recipe skill: nothing to score against
+    labelled = [
+        json.loads(line) for f in ("train", "validation") for line in (out / f"{f}.jsonl").read_text().splitlines()
+    ]
+    assert len(labelled) == len(rows) and "true_skill" not in labelled[0]
+    assert recovery_accuracy([r["kind"] for r in labelled], [r["skill"] for r in labelled]) >= 0.9
+    assert json.loads((out / "report.json").read_text())["accuracy"] is None

@@ -1,5 +1,6 @@
 """FSDP2 (`fully_shard`) with two CPU processes under torchrun (gloo): the model is really sharded, every rank
-gets the same mixture and losses, equal to an unsharded single-process evaluation, lm-eval skills included."""
+gets the same mixture and losses, equal to an unsharded single-process evaluation, lm-eval skills included, and a
+resume from a sharded checkpoint continues the identical trajectory."""
 
 import json
 import os
@@ -23,18 +24,9 @@ def free_port() -> int:
 @pytest.mark.multiprocess
 def test_two_process_fsdp2_rounds_equal_unsharded_evaluation(tmp_path, task_dir):  # noqa: F811
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-    ]
-    done = subprocess.run(
-        [*command, SCRIPT, str(tmp_path), str(task_dir)], env=env, capture_output=True, text=True, timeout=240
-    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_port", str(free_port()), SCRIPT, str(tmp_path), str(task_dir), "--resume-from-step", "6"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world_size"] for r in ranks] == [2, 2] and all(r["fsdp_enabled"] for r in ranks)
@@ -59,3 +51,9 @@ def test_two_process_fsdp2_rounds_equal_unsharded_evaluation(tmp_path, task_dir)
             assert record["eval_loss"][skill] == pytest.approx(loss, abs=1e-6)
         for task in (LL_TASK, MC_TASK):
             assert record["eval_loss"][task] == pytest.approx(unsharded["lm_eval"][task], abs=1e-5)
+
+    # Resuming a copy of the sharded checkpoint at step 6 (mid-round 2) continues the identical trajectory.
+    assert [r["resumed_steps"] for r in ranks] == [[7, 8], [7, 8]], "the resumed run trains steps 7 and 8 only"
+    resumed = ranks[0]["resumed_trajectory"]
+    assert [r["round"] for r in resumed] == [1, 2]
+    assert resumed == trajectory, "the resumed run must reproduce the uninterrupted one exactly"

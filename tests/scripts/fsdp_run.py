@@ -1,6 +1,6 @@
 """Two-process SkillItTrainer run under PyTorch FSDP2 (`fully_shard`) on CPU with gloo, for tests/test_fsdp.py.
 
-    torchrun --nproc_per_node 2 tests/scripts/fsdp_run.py OUTPUT_DIR TASK_DIR
+    torchrun --nproc_per_node 2 tests/scripts/fsdp_run.py OUTPUT_DIR TASK_DIR [--resume-from-step N]
 
 Accelerate never enables FSDP on CPU: `AcceleratorState.__init__` (accelerate 1.15, state.py) sets
 `DistributedType.FSDP` and keeps the `fsdp_plugin` only inside the branch for accelerator devices
@@ -17,12 +17,20 @@ At every round boundary, after the trainer's own (sharded) evaluation, a referen
 weights on every rank and, on rank 0 alone, scores them unsharded: the validation losses with `per_skill_loss`
 on one process, and the lm-eval tasks with `LMEvalSkills.evaluate` on a plain model. Each rank writes what it
 logged, and rank 0 the references and the trajectory, to `OUTPUT_DIR/rank<r>.json`.
+
+Checkpoints are FSDP's sharded ones (`SHARDED_STATE_DICT`: each rank writes its shard with
+`torch.distributed.checkpoint`). With `FULL_STATE_DICT`, transformers' `save_model` fails here on CPU inside
+safetensors ("Attempted to access the data pointer on an invalid python storage"), presumably because the gathered
+tensors still point into FSDP2's freed unsharded buffers when the `cpu_offload` copy, which makes them fresh on
+GPUs, is a no-op on CPU (not investigated further).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
 import sys
 
 import torch
@@ -38,6 +46,7 @@ from hf_skillit import SkillItConfig, SkillItTrainer, SkillsGraph  # noqa: E402
 from hf_skillit.collator import LMCollator  # noqa: E402
 from hf_skillit.evaluation import per_skill_loss  # noqa: E402
 from hf_skillit.lm_eval_hooks import LMEvalSkills  # noqa: E402
+from hf_skillit.rundir import TRAJECTORY_NAME  # noqa: E402
 from hf_skillit.synthetic import build_tokenizer, make_tiny_model, tiny_model_config  # noqa: E402
 
 SKILLS = ["1", "2", "3"]
@@ -64,6 +73,14 @@ class RecordLogs(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and any(k.startswith("skillit/") for k in logs):
             self.logs.append({"step": state.global_step, **logs})
+
+
+class RecordSteps(TrainerCallback):
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
 
 
 class UnshardedReference:
@@ -107,12 +124,13 @@ class UnshardedReference:
         return {}
 
 
-def main(output_dir: str, task_dir: str) -> None:
-    torch.set_num_threads(1)
+def build_trainer(
+    output_dir: str, lm_eval: LMEvalSkills, save_steps: int | None, evaluators=(), callbacks=()
+) -> CPUFSDP2Trainer:
+    """Skill-It over 3 LEGO skills, 2 rounds of 4 steps, tiny GPT-NeoX sharded with FSDP2 (sharded checkpoints)."""
     tokenizer = build_tokenizer()
     skills = lego_skills(tokenizer, {s: 120 for s in SKILLS}, validation=13)
     config = tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2)
-    lm_eval = LMEvalSkills(TASKS, include_path=task_dir, include_defaults=False, batch_size=4)
     args = SkillItConfig(
         output_dir=output_dir,
         mixing="skill_it",
@@ -124,24 +142,40 @@ def main(output_dir: str, task_dir: str) -> None:
         use_cpu=True,
         ddp_backend="gloo",
         fsdp=True,
-        fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["GPTNeoXLayer"], "reshard_after_forward": True},
+        fsdp_config={
+            "version": 2,
+            "transformer_layer_cls_to_wrap": ["GPTNeoXLayer"],
+            "reshard_after_forward": True,
+            "state_dict_type": "SHARDED_STATE_DICT",
+        },
         report_to="none",
         disable_tqdm=True,
-        save_strategy="no",
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 1,
         seed=0,
     )
     graph = SkillsGraph(torch.tensor([[1.0, 0.5, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]]).numpy(), SKILLS)
-    recorder = RecordLogs()
-    reference = UnshardedReference(config, tokenizer, lm_eval)
-    trainer = CPUFSDP2Trainer(
+    return CPUFSDP2Trainer(
         model=make_tiny_model(config),
         args=args,
         skills=skills,
         graph=graph,
-        evaluators=[lm_eval, reference],
+        evaluators=[lm_eval, *evaluators],
         processing_class=tokenizer,
-        callbacks=[recorder],
+        callbacks=list(callbacks),
     )
+
+
+def main(output_dir: str, task_dir: str, resume_from_step: int | None = None) -> None:
+    """Train; with `resume_from_step`, also resume a copy of that checkpoint in `output_dir/resumed`, in the same
+    processes (a second launch would double the test's time), and record its trajectory."""
+    torch.set_num_threads(1)
+    lm_eval = LMEvalSkills(TASKS, include_path=task_dir, include_defaults=False, batch_size=4)
+    recorder = RecordLogs()
+    tokenizer = build_tokenizer()
+    config = tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2)
+    reference = UnshardedReference(config, tokenizer, lm_eval)
+    trainer = build_trainer(output_dir, lm_eval, resume_from_step, [reference], [recorder])
     trainer.train()
     rank = trainer.accelerator.process_index
     result = {
@@ -153,9 +187,29 @@ def main(output_dir: str, task_dir: str) -> None:
     if rank == 0:
         result["reference"] = reference.rounds
         result["trajectory"] = trainer.trajectory
+    if resume_from_step:
+        resumed = os.path.join(output_dir, "resumed")
+        if rank == 0:
+            checkpoint = f"checkpoint-{resume_from_step}"
+            shutil.copytree(os.path.join(output_dir, checkpoint), os.path.join(resumed, checkpoint))
+            shutil.copy(os.path.join(output_dir, TRAJECTORY_NAME), os.path.join(resumed, TRAJECTORY_NAME))
+        trainer.accelerator.wait_for_everyone()
+        steps = RecordSteps()
+        again = build_trainer(resumed, lm_eval, resume_from_step, callbacks=[steps])
+        again.train(resume_from_checkpoint=True)
+        result["resumed_steps"] = steps.steps
+        if rank == 0:
+            result["resumed_trajectory"] = again.trajectory
     with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output_dir")
+    parser.add_argument("task_dir")
+    parser.add_argument(
+        "--resume-from-step", type=int, help="save a sharded checkpoint at this step, then resume a copy of it"
+    )
+    opts = parser.parse_args()
+    main(opts.output_dir, opts.task_dir, opts.resume_from_step)

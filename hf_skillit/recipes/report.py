@@ -1,24 +1,52 @@
 """Running a recipe and reporting: train, save the model, write the recipe, the summary and the plots into the run
-directory (`hf_skillit.rundir` names the files), and print the per-skill table."""
+directory (`hf_skillit.rundir` names the files), and print the per-skill table with what its numbers mean.
+
+The summary explains itself:
+
+- **Chance level** per skill, for synthetic tasks scored on the answer only: what a model that ignores its input
+  scores. Its loss is the entropy of the answer tokens (per answer position, token-weighted like the validation
+  loss: the best constant prediction), its accuracy the share of the most frequent answer. LEGO's answers are two
+  values, balanced: chance is ln 2 = 0.693 and 50 %.
+- **Which skills moved most**: each skill's loss before training (or, for runs without that measurement, after the
+  first round) against its final loss.
+- **A comparison line** against reference runs saved with the recipe (`report: {reference: FILE.jsonl}`): one JSON
+  object per reference run, as `hf-skillit reference RUN_DIR` prints it (`reference_record`), e.g. skill-stratified
+  on the same budget. The line compares the mean over the target skills (all evaluation skills without targets) and
+  says when the budgets differ.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Mapping
+import statistics
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import datasets
 import yaml
 
-from ..plotting import plot_run
-from ..rundir import GRAPH_JSON, RECIPE_NAME, SUMMARY_NAME
+from ..plotting import CHANCE_LOSS_KEY, INITIAL_LOSS_KEY, plot_run
+from ..rundir import GRAPH_JSON, RECIPE_NAME, SUMMARY_NAME, read_trajectory
 from ..synthetic import answer_accuracy
 from ..trainer import SkillItTrainer
 from .build import make_trainer
 from .sections import Recipe
 
-__all__ = ["format_summary", "run", "train_and_report"]
+__all__ = [
+    "chance_levels",
+    "explain_summary",
+    "format_summary",
+    "read_reference",
+    "reference_record",
+    "run",
+    "train_and_report",
+]
+
+CHANCE_ACCURACY_KEY = "chance_accuracy"
 
 
 def _final_losses(trainer: SkillItTrainer) -> dict[str, float]:
@@ -34,6 +62,30 @@ def _final_losses(trainer: SkillItTrainer) -> dict[str, float]:
     return trainer.evaluate_skills(list(trainer.skills.eval_skills))
 
 
+def chance_levels(validation: Mapping[str, datasets.Dataset]) -> dict[str, dict[str, float]]:
+    """Per skill, the chance level of data scored on its answer only (`labels` -100 elsewhere): `chance_loss`, the
+    token-weighted entropy of the answer tokens at each answer position, and `chance_accuracy`, the share of the
+    most frequent whole answer."""
+    losses, accuracies = {}, {}
+    for skill, dataset in validation.items():
+        answers = [tuple(t for t in labels if t != -100) for labels in dataset["labels"]]
+        answers = [a for a in answers if a]
+        if not answers:
+            continue
+        by_position: dict[int, Counter] = {}
+        for answer in answers:
+            for i, token in enumerate(answer):
+                by_position.setdefault(i, Counter())[token] += 1
+        tokens = sum(len(a) for a in answers)
+        entropy = 0.0
+        for counts in by_position.values():
+            n = sum(counts.values())
+            entropy -= sum(c * math.log(c / n) for c in counts.values())
+        losses[skill] = entropy / tokens
+        accuracies[skill] = Counter(answers).most_common(1)[0][1] / len(answers)
+    return {CHANCE_LOSS_KEY: losses, CHANCE_ACCURACY_KEY: accuracies}
+
+
 def _summary(trainer: SkillItTrainer, recipe: Recipe) -> dict[str, dict[str, float]]:
     names = list(trainer.skills.eval_skills)
     summary = {"loss": _final_losses(trainer)}
@@ -42,7 +94,139 @@ def _summary(trainer: SkillItTrainer, recipe: Recipe) -> dict[str, dict[str, flo
         summary["accuracy"] = answer_accuracy(
             trainer.model, trainer.processing_class, validation, batch_size=trainer.args.per_device_eval_batch_size
         )
+        if recipe.data.answer_only:
+            summary.update(chance_levels({n: trainer.skills.validation(n) for n in names}))
     return summary
+
+
+def _budget(training: Mapping[str, Any]) -> int | None:
+    """Training samples per process: max_steps x per-device batch x gradient accumulation."""
+    steps = training.get("max_steps")
+    if not isinstance(steps, int) or steps <= 0:
+        return None
+    return (
+        steps
+        * int(training.get("per_device_train_batch_size", 8))
+        * int(training.get("gradient_accumulation_steps", 1))
+    )
+
+
+def reference_record(run_dir: str | os.PathLike, label: str | None = None) -> dict[str, Any]:
+    """One line of a reference file: a finished `hf-skillit train` run's final summary and the settings that say
+    what it is (`label`, default: its mixing; `mixing`, `seed`, `max_steps`, `budget` = training samples per
+    process), read from its `summary.json` and `recipe.yaml`."""
+    run_dir = Path(run_dir)
+    for name in (SUMMARY_NAME, RECIPE_NAME):
+        if not (run_dir / name).is_file():
+            raise ValueError(f"{str(run_dir)!r} has no {name}: reference runs are finished `hf-skillit train` runs")
+    with open(run_dir / SUMMARY_NAME) as f:
+        summary = json.load(f)
+    with open(run_dir / RECIPE_NAME) as f:
+        training = (yaml.safe_load(f) or {}).get("training") or {}
+    mixing = training.get("mixing", "skill_it")
+    return {
+        "label": label or mixing,
+        "run": run_dir.name,
+        "mixing": mixing,
+        "seed": training.get("seed", 42),
+        "max_steps": training.get("max_steps"),
+        "budget": _budget(training),
+        **{key: summary[key] for key in ("loss", "accuracy") if key in summary},
+    }
+
+
+def read_reference(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The reference runs of a JSONL file (one `reference_record` per line); a ValueError names a bad line."""
+    records = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number} is not a JSON object: {err}") from None
+            if not isinstance(record, dict) or not isinstance(record.get("loss"), dict):
+                raise ValueError(f"{path}:{number} has no per-skill 'loss' mapping (see hf-skillit reference)")
+            records.append(record)
+    if not records:
+        raise ValueError(f"{path} holds no reference runs")
+    return records
+
+
+def _mean(values: Mapping[str, float], skills: Sequence[str]) -> float | None:
+    picked = [values[s] for s in skills if s in values]
+    return sum(picked) / len(picked) if len(picked) == len(skills) else None
+
+
+def _spread(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _comparison(
+    summary: Mapping[str, Mapping[str, float]],
+    reference: Sequence[Mapping[str, Any]],
+    skills: Sequence[str],
+    budget: int | None,
+    where: str,
+) -> str:
+    labels = ", ".join(dict.fromkeys(str(r.get("label", r.get("mixing", "?"))) for r in reference))
+    what = f"skill {skills[0]}" if len(skills) == 1 else f"mean over skills {', '.join(skills)}"
+    cells = []
+    for metric in ("loss", "accuracy"):
+        ours = _mean(summary.get(metric, {}), skills)
+        theirs = [v for r in reference if (v := _mean(r.get(metric) or {}, skills)) is not None]
+        if ours is not None and theirs:
+            diff = ours - statistics.mean(theirs)
+            cells.append(f"{metric} {ours:.3f} vs {_spread(theirs)} ({diff:+.3f})")
+    if not cells:
+        return f"Reference {where}: no run there scored {what}."
+    budgets = {r.get("budget") for r in reference}
+    if budget is not None and budgets == {budget}:
+        same = f"same budget, {budget} samples"
+    else:
+        shown = ", ".join(str(b) for b in sorted(b for b in budgets if b is not None)) or "unknown"
+        same = f"NOT the same budget: reference {shown} samples, this run {budget}"
+    runs = f"{len(reference)} run{'s' if len(reference) > 1 else ''}"
+    return f"This run vs {labels} ({runs} in {where}; {same}), {what}: " + "; ".join(cells)
+
+
+def explain_summary(
+    summary: Mapping[str, Mapping[str, float]],
+    trajectory: Sequence[Mapping[str, Any]] = (),
+    target_skills: Sequence[str] = (),
+    reference: str | os.PathLike | None = None,
+    budget: int | None = None,
+) -> list[str]:
+    """The lines under the summary table that say what it means: chance levels, the skills that moved most, and the
+    comparison with the reference runs in the file `reference` (see the module docstring)."""
+    lines = []
+    final = summary.get("loss", {})
+    chance = summary.get(CHANCE_LOSS_KEY, {})
+    if chance:
+        below = [s for s in final if s in chance and final[s] < chance[s]]
+        lines.append(
+            "chance_*: what a model that ignores its input scores (loss: entropy of the answers; accuracy: the most "
+            f"frequent answer). Below chance loss: {len(below)} of {len(final)} skills"
+            + (f" ({', '.join(below)})." if below else ".")
+        )
+    start, when = {}, ""
+    if trajectory:
+        start, when = trajectory[0].get(INITIAL_LOSS_KEY) or {}, "before training"
+        if not start:
+            start, when = trajectory[0].get("eval_loss") or {}, f"after round 1 (step {trajectory[0]['global_step']})"
+    moved = sorted((s for s in final if s in start), key=lambda s: final[s] - start[s])
+    if moved:
+        shown = ", ".join(f"skill {s} {start[s]:.3f} -> {final[s]:.3f}" for s in moved[:3])
+        lines.append(
+            f"Moved most (loss {when} -> final): {shown}" + (f"; least: skill {moved[-1]}" if len(moved) > 3 else "")
+        )
+    if reference is not None:
+        skills = [s for s in target_skills if s in final] or list(final)
+        lines.append(_comparison(summary, read_reference(reference), skills, budget, str(reference)))
+    return lines
 
 
 def format_summary(summary: Mapping[str, Mapping[str, float]]) -> str:
@@ -50,10 +234,14 @@ def format_summary(summary: Mapping[str, Mapping[str, float]]) -> str:
     metrics = list(summary)
     skills = list(dict.fromkeys(s for values in summary.values() for s in values))
     width = max(len("skill"), *(len(s) for s in skills))
-    header = f"{'skill':<{width}}  " + "  ".join(f"{m:>10}" for m in metrics)
+    columns = [max(10, len(m)) for m in metrics]
+    header = f"{'skill':<{width}}  " + "  ".join(f"{m:>{w}}" for m, w in zip(metrics, columns, strict=True))
     lines = [header, "-" * len(header)]
     for skill in skills:
-        cells = [f"{summary[m][skill]:>10.4f}" if skill in summary[m] else f"{'-':>10}" for m in metrics]
+        cells = [
+            f"{summary[m][skill]:>{w}.4f}" if skill in summary[m] else f"{'-':>{w}}"
+            for m, w in zip(metrics, columns, strict=True)
+        ]
         lines.append(f"{skill:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)
 
@@ -75,6 +263,17 @@ def train_and_report(trainer: SkillItTrainer, recipe: Recipe, resume: bool = Fal
             json.dump(summary, f, indent=1)
         plots = plot_run(output_dir)
         print(f"\nFinal validation per skill ({output_dir}):\n{format_summary(summary)}")
+        reference = recipe.report.reference if recipe.report is not None else None
+        training = recipe.training
+        budget = _budget(
+            {
+                k: getattr(training, k)
+                for k in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps")
+            }
+        )
+        targets = recipe.training.target_skills or ()
+        for line in explain_summary(summary, read_trajectory(output_dir), targets, reference, budget):
+            print(line)
         print("Plots: " + ", ".join(str(p) for p in plots))
     return summary
 

@@ -11,6 +11,7 @@ from accelerate import PartialState
 from transformers import TrainingArguments
 
 from .mixer_registry import MIXER_NAMES, check_mixer_settings, mixer_names
+from .mixing import check_eta
 
 # A live view of the mixer registry: a mixer registered later (`register_mixer`) is a valid choice too.
 MIXING_CHOICES = MIXER_NAMES
@@ -18,14 +19,77 @@ MIXING_CHOICES = MIXER_NAMES
 
 @dataclass
 class SkillItConfig(TrainingArguments):
-    """Training arguments for [`SkillItTrainer`].
+    r"""
+    Configuration class for the [`SkillItTrainer`]: `transformers.TrainingArguments` plus the Skill-It data selection.
 
-    Training runs `max_steps` optimizer steps split into `rounds` equal rounds; `max_steps` must be a multiple
-    of `rounds`, so every round trains on the same number of samples (the paper's n/T). At the end of each
-    round the per-skill validation losses are measured and the mixture for the next round is computed.
+    Training runs `max_steps` optimizer steps split into `rounds` equal rounds; `max_steps` must be a multiple of
+    `rounds`, so every round trains on the same number of samples (the paper's n/T). At the end of each round the
+    per-skill validation losses are measured and the mixer computes the mixture of the next round (paper
+    Algorithm 1). The defaults of `rounds`, `eta` and `window` are the paper's LEGO continual pre-training setting
+    (T = 6, eta = 0.5, w = 3; Appendix C.3). Every other parameter is `TrainingArguments`'; this class refuses
+    the two that cannot work with rounds (`auto_find_batch_size`, `dataloader_persistent_workers`).
 
-    Defaults for `rounds`, `eta` and `window` are the paper's LEGO continual pre-training setting
-    (T = 6, eta = 0.5, w = 3; Appendix C.3).
+    Using [`~transformers.HfArgumentParser`] this class becomes command-line arguments (`--mixing`, `--rounds`, ...).
+
+    Parameters:
+        > Parameters that choose the mixture
+
+        mixing (`str`, *optional*, defaults to `"skill_it"`):
+            The mixer, by its name in the registry (`hf_skillit.mixer_registry`): `"skill_it"` (Algorithm 1),
+            `"static"` (Skill-It with T = 1), `"stratified"`, `"random"` (proportional to each skill's rows),
+            `"no_graph"` (Skill-It on the identity graph), `"fixed"` (given weights or a per-round schedule), the
+            curricula `"curriculum"`, `"anticurriculum"`, `"skill_curriculum"`, `"skill_anticurriculum"`, or a
+            name added with [`register_mixer`].
+        rounds (`int`, *optional*, defaults to `6`):
+            Number of rounds T; the mixture changes between rounds. Must divide `max_steps`.
+        eta (`float`, *optional*, defaults to `0.5`):
+            Skill-It learning rate eta of the multiplicative update (paper eq. 4); a finite number > 0.
+        window (`int`, *optional*, defaults to `3`):
+            Rounds w of past validation losses in the Skill-It update (the reference code counts evaluations).
+        graph_path (`str`, *optional*):
+            Skills graph file (`.json` written by `SkillsGraph.save`, or a `.npy` matrix named by the training
+            skills), used when the trainer gets no `graph=`. Mixers that need a graph: `"skill_it"`, `"static"`.
+        target_skills (`list[str]`, *optional*):
+            Fine-tuning: the evaluation skills to learn. The graph keeps only these columns, and each needs a
+            training skill with a positive edge into it.
+        fixed_weights (`dict`, `list` or `str`, *optional*):
+            For `mixing="fixed"`: `{skill: weight}` (skills left out get 0), a list of weights in training-skill
+            order, or a per-round schedule `[{skill: weight}, ...]` (also as `{"schedule": [...]}`; the last entry
+            holds once the schedule ends); a JSON string of any of these is accepted. Weights are normalised.
+
+        > Parameters that control the round-boundary evaluation
+
+        eval_samples_per_skill (`int`, *optional*):
+            Validation rows per skill scored at each round boundary; `None` scores all of them (paper: 100).
+        evaluate_skills_every_round (`bool`, *optional*, defaults to `True`):
+            Score every skill at round boundaries (for the trajectory and the plots) even when the mixer does not
+            use the losses; `False` scores only what the mixer needs.
+
+        > Parameters that control the data preprocessing
+
+        dataset_text_field (`str`, *optional*, defaults to `"text"`):
+            Column tokenized with the trainer's `processing_class` when a skill's data has no `input_ids`.
+        max_length (`int`, *optional*):
+            Truncation length when tokenizing text; `None` does not truncate.
+
+        > Parameters that control the run directory
+
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Start a new run in an `output_dir` that holds another run's trajectory (otherwise refused: resume it
+            with `train(resume_from_checkpoint=True)` or choose another directory).
+
+    Example:
+
+    ```python
+    >>> from hf_skillit import SkillItConfig
+    >>> args = SkillItConfig(output_dir="runs/lego", max_steps=600, rounds=6, eta=0.5, window=3, use_cpu=True)
+    >>> args.steps_per_round
+    100
+    >>> SkillItConfig(output_dir="runs/lego", max_steps=600, rounds=7)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_steps=600 is not a multiple of rounds=7: every round trains the same number of steps; use max_steps=595 or 602
+    ```
     """
 
     mixing: str = field(
@@ -88,8 +152,7 @@ class SkillItConfig(TrainingArguments):
                 f"max_steps={self.max_steps} is not a multiple of rounds={self.rounds}: every round trains the same "
                 f"number of steps; use max_steps={lower} or {lower + self.rounds}"
             )
-        if not (self.eta > 0 and self.eta < float("inf")):
-            raise ValueError(f"eta must be a finite number > 0, got {self.eta!r}")
+        check_eta(self.eta)
         if not isinstance(self.window, int) or self.window < 1:
             raise ValueError(f"window must be an integer >= 1, got {self.window!r}")
         if self.eval_samples_per_skill is not None and self.eval_samples_per_skill < 1:
@@ -111,6 +174,7 @@ class SkillItConfig(TrainingArguments):
 
     @property
     def steps_per_round(self) -> int:
+        """Optimizer steps per round, `max_steps // rounds`."""
         return self.max_steps // self.rounds
 
     def fixed_schedule(self) -> tuple[dict[str, float] | None, list[dict[str, float]] | None]:

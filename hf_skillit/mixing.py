@@ -58,6 +58,7 @@ __all__ = [
     "SkillItMixer",
     "StaticMixer",
     "StratifiedMixer",
+    "check_eta",
     "check_mixer_inputs",
     "dry_run_mixture",
     "make_mixer",
@@ -97,7 +98,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
-def _check_eta(eta: object) -> float:
+def check_eta(eta: object) -> float:
+    """`eta` as a float; a ValueError unless it is a finite number > 0 (the Skill-It learning rate, eq. 4)."""
     if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not np.isfinite(eta) or eta <= 0:
         raise ValueError(f"eta must be a finite number > 0, got {eta!r}")
     return float(eta)
@@ -237,7 +239,7 @@ class SkillItMixer(_BaseMixer):
         return cls(setup.targeted_graph(), setup.eta, setup.window)
 
     def __init__(self, graph: SkillsGraph, eta: float = 0.5, window: int = 3) -> None:
-        self.eta = _check_eta(eta)
+        self.eta = check_eta(eta)
         self.window = _check_window(window)
         self._matrix = graph.matrix
         self._history: list[np.ndarray] = []
@@ -283,7 +285,7 @@ class StaticMixer(_BaseMixer):
         return cls(setup.targeted_graph(), setup.eta)
 
     def __init__(self, graph: SkillsGraph, eta: float = 0.5) -> None:
-        self.eta = _check_eta(eta)
+        self.eta = check_eta(eta)
         super().__init__(graph.train_skills, graph.eval_skills, _softmax(self.eta * graph.matrix.sum(axis=1)))
 
     def update(self, eval_losses: Losses) -> np.ndarray:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import datasets
@@ -32,7 +33,7 @@ import numpy as np
 import safetensors
 import torch
 from torch.utils.data import DataLoader
-from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
 from transformers.core_model_loading import revert_weight_conversion
 from transformers.utils import SAFE_WEIGHTS_NAME
 
@@ -460,34 +461,78 @@ class SkillItTrainerMixin:
 
 
 class SkillItTrainer(SkillItTrainerMixin, Trainer):
-    """A drop-in `Trainer` that trains on an online mixture of skills chosen by Skill-It (or a baseline).
+    r"""
+    A drop-in [`~transformers.Trainer`] that trains on an online mixture of skills chosen by Skill-It (or a baseline).
+
+    The training data is drawn from `skills` round by round (see `hf_skillit.trainer`): every sample of round t
+    comes from the mixture p_t, and at each round's end the per-skill validation losses are measured and the mixer
+    computes p_{t+1}. Rounds are logged through `Trainer.log` (`skillit/p/<skill>`, `skillit/loss/<skill>`) and
+    recorded in `output_dir/skillit_trajectory.jsonl`; checkpoints carry the mixer's state, so a resumed run
+    continues the same mixture on the same data.
 
     Args:
-        model: the model to train (a `PreTrainedModel`, or a `peft` model).
-        args: a [`SkillItConfig`].
-        skills: a [`SkillSet`]: each training skill's data and each evaluation skill's validation data,
-            tokenized (`input_ids`, optional `labels` with -100 on unscored positions) or as raw text in
-            `args.dataset_text_field`, tokenized here with `processing_class`.
-        graph: the [`SkillsGraph`] (rows = training skills, columns = evaluation skills); else loaded from
-            `args.graph_path`. Not needed by the `random`, `stratified`, `no_graph` and `fixed` mixtures.
-        mixer: a ready-made mixer overriding `args.mixing` (any object with the `Mixer` protocol).
-        evaluators: evaluation skills measured without a validation set, e.g. lm-eval tasks
-            (`hf_skillit.lm_eval_hooks`); their skill names can be columns of the graph (out-of-domain).
-        Everything else is passed to `transformers.Trainer`.
+        model (`PreTrainedModel` or `torch.nn.Module`, *optional*):
+            The model to train: a `transformers` causal LM, or a `peft` model. As for `Trainer`, may be left out
+            with `model_init=`.
+        args ([`SkillItConfig`]):
+            The training and Skill-It settings (mixer, rounds, eta, window...).
+        skills ([`SkillSet`]):
+            Each training skill's data and each evaluation skill's validation data, tokenized (`input_ids`,
+            optional `labels` with -100 on unscored positions) or as raw text in `args.dataset_text_field`,
+            tokenized here with `processing_class`.
+        graph ([`SkillsGraph`], *optional*):
+            The skills graph (rows: training skills, columns: evaluation skills); else loaded from
+            `args.graph_path`. Needed by the mixers that declare `needs_graph` (`"skill_it"`, `"static"`).
+        mixer ([`Mixer`], *optional*):
+            A ready-made mixer overriding `args.mixing` (any object with the `Mixer` protocol).
+        evaluators (`list[SkillEvaluator]`, *optional*):
+            Evaluation skills measured without a validation set, e.g. lm-eval tasks (`hf_skillit.lm_eval_hooks`);
+            their skill names can be columns of the graph (out-of-domain).
+        data_collator (`Callable`, *optional*):
+            Batches rows; defaults to [`LMCollator`] padding with `processing_class.pad_token_id`.
+        processing_class (`PreTrainedTokenizerBase`, *optional*):
+            The tokenizer: pads batches, and tokenizes skills given as text.
+        **kwargs:
+            Everything else is passed to `transformers.Trainer` (`callbacks`, `eval_dataset`, `compute_metrics`,
+            `optimizers`...), except `train_dataset`: the training data comes from `skills`.
+
+    Example:
+
+    ```python
+    >>> from hf_skillit import SkillItConfig, SkillItTrainer, SkillSet, SkillsGraph
+    >>> from hf_skillit.synthetic import build_tokenizer, encode, make_lego, make_tiny_model, tiny_model_config
+    >>> tokenizer = build_tokenizer()
+    >>> rows = encode(make_lego(600, k=3, seed=0), tokenizer)  # LEGO skills "1", "2", "3": reasoning depth
+    >>> skills = SkillSet.from_column(rows, column="skill", validation=20, order=["1", "2", "3"])
+    >>> graph = SkillsGraph([[1, 0.5, 0], [0, 1, 0.5], [0, 0, 1]], ["1", "2", "3"])  # 1 helps 2, 2 helps 3
+    >>> model = make_tiny_model(tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2))
+    >>> args = SkillItConfig(
+    ...     output_dir="runs/doc_example", overwrite_output_dir=True, max_steps=6, rounds=3, eta=0.5,
+    ...     per_device_train_batch_size=8, use_cpu=True, report_to="none", disable_tqdm=True, save_strategy="no",
+    ... )
+    >>> trainer = SkillItTrainer(model=model, args=args, skills=skills, graph=graph, processing_class=tokenizer)
+    >>> _ = trainer.train()  # prints each round's mixture p and per-skill validation losses
+    {'skillit/p/1': ...}
+    ...
+    >>> [record["round"] for record in trainer.trajectory]
+    [1, 2, 3]
+    >>> round(sum(trainer.trajectory[0]["p"].values()), 6)  # p_1 = softmax(eta * row sums of the graph)
+    1.0
+    ```
     """
 
     def __init__(
         self,
-        model=None,
+        model: PreTrainedModel | torch.nn.Module | None = None,
         args: SkillItConfig | None = None,
         skills: SkillSet | None = None,
         graph: SkillsGraph | None = None,
         mixer: Mixer | None = None,
         evaluators: list[SkillEvaluator] | None = None,
-        data_collator=None,
-        processing_class=None,
-        **kwargs,
-    ):
+        data_collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not isinstance(args, SkillItConfig):
             raise ValueError(f"args must be a SkillItConfig, got {type(args).__name__}")
         if not isinstance(skills, SkillSet):

@@ -25,26 +25,32 @@ def tokenizer():
     return build_tokenizer()
 
 
+def skillit_config(output_dir, **overrides) -> SkillItConfig:
+    """A small CPU `SkillItConfig` writing into `output_dir`: batches of 8 (validation: 16), lr 3e-3, seed 0, no
+    checkpoints, no logging, no progress bars; `overrides` are any `SkillItConfig` arguments. For scripts that run
+    outside pytest; tests use the `make_config` fixture."""
+    args = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=16,
+        learning_rate=3e-3,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1000,
+        seed=0,
+    )
+    args.update(overrides)
+    return SkillItConfig(**args)
+
+
 @pytest.fixture
 def make_config(tmp_path):
-    """`make_config(**overrides)`: a small CPU `SkillItConfig` writing into the test's `tmp_path` (no checkpoints,
-    no logging); `overrides` are any `SkillItConfig` arguments."""
+    """`make_config(**overrides)`: `skillit_config` writing into the test's `tmp_path`."""
 
     def make(**overrides) -> SkillItConfig:
-        args = dict(
-            output_dir=str(tmp_path),
-            per_device_train_batch_size=8,
-            per_device_eval_batch_size=16,
-            learning_rate=3e-3,
-            report_to="none",
-            use_cpu=True,
-            disable_tqdm=True,
-            save_strategy="no",
-            logging_steps=1000,
-            seed=0,
-        )
-        args.update(overrides)
-        return SkillItConfig(**args)
+        return skillit_config(tmp_path, **overrides)
 
     return make
 

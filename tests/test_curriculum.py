@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_skillit import LMCollator, SkillItConfig, SkillItTrainer, SkillSet
+from hf_skillit import LMCollator, SkillItTrainer, SkillSet
 from hf_skillit.curriculum import (
     curriculum_baseline,
     curriculum_setup,
@@ -143,24 +143,10 @@ def test_skill_curriculum_ranks_skills_by_average_loss():
         curriculum_baseline("pacing", pool, UnigramLM(WEIGHTS), collator, rounds=4)
 
 
-def test_trainer_runs_the_curriculum_within_the_allowed_buckets(tmp_path, tokenizer, tiny_model, skills):
+def test_trainer_runs_the_curriculum_within_the_allowed_buckets(make_config, tokenizer, tiny_model, skills):
     model = tiny_model()
     buckets, schedule = curriculum_setup(skills, model, LMCollator(pad_token_id=tokenizer.pad_token_id), 3)
-    args = SkillItConfig(
-        output_dir=str(tmp_path),
-        mixing="fixed",
-        fixed_weights=schedule,
-        rounds=3,
-        max_steps=12,
-        per_device_train_batch_size=8,
-        per_device_eval_batch_size=16,
-        learning_rate=3e-3,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        save_strategy="no",
-        seed=0,
-    )
+    args = make_config(mixing="fixed", fixed_weights=schedule, rounds=3, max_steps=12, logging_steps=500)
     trainer = SkillItTrainer(model=model, args=args, skills=buckets, processing_class=tokenizer)
     trainer.train()
     trajectory = trainer.trajectory

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import skillit_config
 from datasets import Dataset
 
 from hf_skillit import SkillItConfig, SkillItTrainer, SkillSet, SkillsGraph
 from hf_skillit.graph_learning import learn_graph
-from hf_skillit.lm_eval_hooks import LMEvalArguments, LMEvalCallback, LMEvalSkills, dry_run_mixture
+from hf_skillit.lm_eval_hooks import LMEvalArguments, LMEvalCallback, LMEvalSkills
+from hf_skillit.mixing import dry_run_mixture
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 LL_TASK, MC_TASK = "cycle_next", "noise_choice"
@@ -85,19 +87,9 @@ def text_sources(rows: int = 256) -> SkillSet:
 
 
 def config(tmp_path, **overrides) -> SkillItConfig:
-    args = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=16,
-        learning_rate=3e-3,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_steps=1000,
-        max_length=16,
-        seed=0,
-    )
-    return SkillItConfig(**{**args, **overrides})
+    """The shared test config with batches of 16 (validation: TrainingArguments' 8) and sequences cut at 16 tokens."""
+    settings = dict(per_device_train_batch_size=16, per_device_eval_batch_size=8, max_length=16)
+    return skillit_config(tmp_path, **{**settings, **overrides})
 
 
 def manual_gold_nll(model, tokenizer, pairs: list[tuple[str, str]]) -> float:

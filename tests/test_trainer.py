@@ -8,29 +8,13 @@ import os
 import numpy as np
 import pytest
 from conftest import lego_skills
+from conftest import skillit_config as config
 from transformers import TrainerCallback
 
-from hf_skillit import LMCollator, SkillItConfig, SkillItTrainer, SkillsGraph
+from hf_skillit import LMCollator, SkillItTrainer, SkillsGraph
 from hf_skillit.evaluation import per_skill_loss
 
 SKILLS = ["1", "2", "3"]
-
-
-def config(tmp_path, **overrides) -> SkillItConfig:
-    args = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=8,
-        per_device_eval_batch_size=16,
-        learning_rate=3e-3,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_steps=1000,
-        seed=0,
-    )
-    args.update(overrides)
-    return SkillItConfig(**args)
 
 
 class StopAt(TrainerCallback):

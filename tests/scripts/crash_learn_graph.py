@@ -1,4 +1,4 @@
-"""`learn_graph` runs that SIGKILL themselves, for tests/test_reliability.py.
+"""`learn_graph` runs that SIGKILL themselves, for tests/reliability/.
 
     python crash_learn_graph.py ROOT KILL [KILL ...]
 

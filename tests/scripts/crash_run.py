@@ -1,4 +1,4 @@
-"""A small SkillItTrainer run that SIGKILLs itself at a chosen point, for tests/test_reliability.py.
+"""A small SkillItTrainer run that SIGKILLs itself at a chosen point, for tests/reliability/.
 
     python crash_run.py ROOT --kill POINT:N [--kill POINT:N ...]
     torchrun --nproc_per_node 2 crash_run.py OUTPUT_DIR --rows FILE --kill POINT:N --rank R [--ddp-timeout S]
@@ -37,10 +37,10 @@ import torch
 from transformers import TrainerState
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from conftest import lego_skills  # noqa: E402
+from conftest import lego_skills, skillit_config  # noqa: E402
 
 import hf_skillit.rundir as rundir_module  # noqa: E402
-from hf_skillit import LMCollator, SkillItConfig, SkillItTrainer, SkillsGraph  # noqa: E402
+from hf_skillit import LMCollator, SkillItTrainer, SkillsGraph  # noqa: E402
 from hf_skillit.synthetic import build_tokenizer, make_tiny_model, tiny_model_config  # noqa: E402
 
 SKILLS = ("1", "2", "3")
@@ -168,25 +168,18 @@ def build_trainer(
     skills = lego_skills(tokenizer, {s: 60 for s in SKILLS}, validation=8)
     model = make_tiny_model(tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2), seed=0)
     args = dict(
-        output_dir=output_dir,
         mixing="skill_it",
         rounds=ROUNDS,
         max_steps=MAX_STEPS,
         per_device_train_batch_size=4,
         gradient_accumulation_steps=2,
         per_device_eval_batch_size=8,
-        learning_rate=3e-3,
         save_strategy="steps",
         save_steps=SAVE_STEPS,
         remove_unused_columns=False,
-        use_cpu=True,
         # gloo and the timeout only matter under torchrun (transformers sets up gloo at once when asked for it).
         ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None,
         ddp_timeout=ddp_timeout,
-        report_to="none",
-        disable_tqdm=True,
-        logging_steps=1000,
-        seed=0,
     )
     args.update(overrides)
     point, _, n = (kill or "").partition(":")
@@ -200,7 +193,7 @@ def build_trainer(
         raise ValueError(f"unknown kill point {kill!r}; one of {', '.join(KILL_POINTS)}")
     return SkillItTrainer(
         model=model,
-        args=SkillItConfig(**args),
+        args=skillit_config(output_dir, **args),
         skills=skills,
         graph=SkillsGraph(GRAPH, list(SKILLS)),
         evaluators=[Probe(int(n) if point == "eval" else None)],

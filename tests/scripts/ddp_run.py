@@ -8,9 +8,9 @@ import torch
 from transformers import TrainerCallback
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from conftest import lego_skills  # noqa: E402
+from conftest import lego_skills, skillit_config  # noqa: E402
 
-from hf_skillit import SkillItConfig, SkillItTrainer, SkillsGraph  # noqa: E402
+from hf_skillit import SkillItTrainer, SkillsGraph  # noqa: E402
 from hf_skillit.collator import LMCollator  # noqa: E402
 from hf_skillit.evaluation import per_skill_loss  # noqa: E402
 from hf_skillit.synthetic import build_tokenizer, make_tiny_model, tiny_model_config  # noqa: E402
@@ -30,20 +30,17 @@ def main(output_dir: str, dispatch: str) -> None:
     tokenizer = build_tokenizer()
     skills = lego_skills(tokenizer, {"1": 120, "2": 120, "3": 120}, validation=13)
     model = make_tiny_model(tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2))
-    args = SkillItConfig(
-        output_dir=output_dir,
+    args = skillit_config(
+        output_dir,
         mixing="skill_it",
         rounds=3,
         max_steps=12,
         per_device_train_batch_size=4,
         per_device_eval_batch_size=3,
-        learning_rate=3e-3,
-        use_cpu=True,
         ddp_backend="gloo",
-        report_to="none",
-        disable_tqdm=True,
-        save_strategy="no",
         accelerator_config={"dispatch_batches": dispatch == "dispatch"},
+        logging_steps=500,  # TrainingArguments' defaults, as before the shared config
+        seed=42,
     )
     graph = SkillsGraph(torch.tensor([[1.0, 0.5, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]]).numpy(), ["1", "2", "3"])
     recorder = RecordLogs()

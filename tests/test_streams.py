@@ -158,3 +158,18 @@ def test_formatted_and_transformed_skills_are_read_through_getitem():
             assert isinstance(row["input_ids"], torch.Tensor)
         else:
             assert row["text"].startswith("ROW ")
+
+
+def test_rows_of_a_contiguous_selection_across_chunks():
+    """A contiguous `select` slices the Arrow table (chunks with offsets, no indices mapping)."""
+    parts = [
+        datasets.Dataset.from_dict(
+            {"input_ids": [[i] * (i % 5 + 1) for i in range(j, j + 10)], "id": list(range(j, j + 10))}
+        )
+        for j in (0, 10, 20)
+    ]
+    sliced = datasets.concatenate_datasets(parts).select(range(7, 23))
+    stream = MixtureStream([sliced], lambda r: [1.0], StreamState.fresh(1), 0, 32, batch_size=4)
+    rows = list(stream)
+    assert sorted({row["id"] for row in rows}) == list(range(7, 23))
+    assert all(row["input_ids"].tolist() == [row["id"]] * (row["id"] % 5 + 1) for row in rows)

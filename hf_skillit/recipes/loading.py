@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from typing import Any
 
-from .schema import RecipeError, check_mapping, dataclass_schema, load_yaml, recipe_error, unknown_key
+from .schema import (
+    RecipeError,
+    check_mapping,
+    dataclass_schema,
+    load_yaml,
+    parse_arguments_section,
+    recipe_error,
+    unknown_key,
+)
 from .sections import SECTION_TYPES, SECTIONS, SNI_URL, Recipe, section_class, training_class
 
 __all__ = ["as_list", "file_builder", "load_recipe"]
@@ -151,6 +159,8 @@ def load_recipe(
         if section not in SECTIONS:
             raise unknown_key(section, "the recipe", list(SECTIONS))
 
+    from transformers import TrainingArguments
+
     parsed: dict[str, Any] = {}
     for section in SECTIONS:
         if SECTION_TYPES[section].optional and raw.get(section) is None:
@@ -159,7 +169,10 @@ def load_recipe(
         cls, mapping = section_class(section), raw.get(section)
         if section == "training":  # `trainer: sft` parses it as TRL's SFTConfig with Skill-It's fields
             cls, mapping = training_class(mapping)
-        kwargs = check_mapping(mapping, dataclass_schema(cls), section)
+        if issubclass(cls, TrainingArguments):  # read as HfArgumentParser reads the same flags
+            kwargs = parse_arguments_section(cls, mapping, section)
+        else:
+            kwargs = check_mapping(mapping, dataclass_schema(cls), section)
         required = [f.name for f in fields(cls) if f.init and f.default is MISSING and f.default_factory is MISSING]
         if missing := [name for name in required if name not in kwargs]:
             raise RecipeError(f"{section}.{missing[0]} is required")

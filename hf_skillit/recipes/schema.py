@@ -24,6 +24,7 @@ __all__ = [
     "check_mapping",
     "dataclass_schema",
     "load_yaml",
+    "parse_arguments_section",
     "recipe_error",
     "signature_schema",
     "unknown_key",
@@ -189,6 +190,60 @@ def check_mapping(raw: Any, schema: Mapping[str, Any], where: str) -> dict[str, 
                 f"{where}.{key} must be {_type_name(schema[key])}, got {value!r} ({type(value).__name__})"
             ) from None
     return checked
+
+
+def parse_arguments_section(cls: type, raw: Any, where: str) -> dict[str, Any]:
+    """The keyword arguments of `cls` (a `transformers.TrainingArguments`, e.g. `SkillItConfig`) from a section's
+    mapping, converted by `HfArgumentParser` exactly as the same settings given as command-line flags would be
+    (`--max_steps 60 --mixing skill_it`): its types, `choices` and boolean spellings decide what a value may be.
+
+    Unknown keys get a did-you-mean, wrong values a message naming the key and the type (or the closest choice).
+    Lists and mappings for fields that take them as Python values, not as flags (`report_to: [tensorboard]`,
+    `fixed_weights: {...}`, `lr_scheduler_kwargs: {...}`), and nulls, go to the dataclass unchanged; it checks them.
+    """
+    import argparse
+
+    from transformers import HfArgumentParser
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where} must be a mapping of key: value, got {type(raw).__name__}")
+    schema = dataclass_schema(cls)
+    parser = HfArgumentParser(cls, exit_on_error=False)
+    argv: list[str] = []
+    unchanged: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in schema:
+            raise unknown_key(key, where, list(schema))
+        action = parser._option_string_actions[f"--{key}"]
+        takes_list = action.nargs in ("+", "*")
+        if value is None or (isinstance(value, (list, dict)) and not takes_list and action.type is str):
+            unchanged[key] = value
+        elif isinstance(value, list) and takes_list:
+            argv += [f"--{key}", *(str(v) for v in value)]
+        elif isinstance(value, (list, dict)):
+            raise RecipeError(
+                f"{where}.{key} must be {_type_name(schema[key])}, got {value!r} ({type(value).__name__})"
+            )
+        else:
+            argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    try:
+        namespace, _ = parser.parse_known_args(argv)
+    except argparse.ArgumentError as err:
+        key = (err.argument_name or "").split("/")[0].removeprefix("--")
+        value = raw.get(key)
+        if err.argument_name and err.message.startswith("invalid choice"):
+            choices = [str(c) for c in parser._option_string_actions[f"--{key}"].choices]
+            close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise RecipeError(
+                f"{where}.{key}: {value!r} is not a choice; {hint}choices: {', '.join(choices)}"
+            ) from None
+        raise RecipeError(
+            f"{where}.{key} must be {_type_name(schema[key])}, got {value!r} ({type(value).__name__})"
+        ) from None
+    return {**{key: getattr(namespace, key) for key in raw if key not in unchanged}, **unchanged}
 
 
 def dataclass_schema(cls: type) -> dict[str, Any]:

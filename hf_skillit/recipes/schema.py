@@ -1,8 +1,11 @@
 """Recipe schema: YAML reading and the type checker that turns a section's mapping into checked keyword arguments.
 
-A section's schema is its dataclass's fields (`dataclass_schema`) or a function's parameters (`signature_schema`),
-key -> type. `check_mapping` rejects unknown keys (with a did-you-mean) and wrongly typed values, converting
-what YAML cannot say (ints as floats, numbers as skill names). Every error is a [`RecipeError`] naming the key.
+The `training:` section, a `transformers.TrainingArguments`, is read by `HfArgumentParser`
+(`parse_arguments_section`): a recipe's values mean what the same command-line flags mean. The other sections
+(nested mappings, lists of lists, unions that argparse cannot express) go through the type checker: a section's
+schema is its dataclass's fields (`dataclass_schema`) or a function's parameters (`signature_schema`), key -> type,
+and `check_mapping` rejects unknown keys (with a did-you-mean) and wrongly typed values, converting what YAML cannot
+say (ints as floats, numbers as skill names). Every error is a [`RecipeError`] naming the key.
 """
 
 from __future__ import annotations

@@ -3,6 +3,13 @@
     OMP_NUM_THREADS=1 python benchmarks/reproduce.py --task lego --setting pretrain --seeds 3
     OMP_NUM_THREADS=1 python benchmarks/reproduce.py --task addition --setting finetune --seeds 3
     OMP_NUM_THREADS=1 python benchmarks/reproduce.py --task lego --setting pretrain --quick   # 2-3 min smoke run
+    OMP_NUM_THREADS=1 python benchmarks/reproduce.py --task fold --setting finetune --seeds 5   # issue 11's suite
+
+The table fold (`--task fold`, `hf_skillit.synthetic.fold`, issue 11) is the suite a tiny model learns on a CPU:
+`--k` skills over `--digits` symbols in `--base`, and the tables also give the steps until each
+skill's loss and the average loss first reach `--threshold`, paired by seed against skill-stratified sampling.
+`--eta`/`--window` override the setting's Skill-It parameters (the grid of RESULTS.md), `--seed-list` runs other
+seeds than 0..seeds-1 (the grid's tuning seeds).
 
 Continual pre-training (`pretrain`, Tables 4-6, Figures 4, 19-21, 26-29): random sampling from an imbalanced pool
 (LEGO: the tail of 1:1:1:3:5, addition 13:14:18), sample-level curriculum and anticurriculum over that pool
@@ -46,6 +53,7 @@ from hf_skillit.synthetic import (
     build_tokenizer,
     encode,
     make_addition,
+    make_fold,
     make_lego,
     make_tiny_model,
     tiny_model_config,
@@ -123,6 +131,8 @@ class TaskSetup:
     rounds: int
     pacing_epochs: int  # M of the curriculum's pacing function
     random_proportions: list[float] = field(default_factory=list)
+    base: int = 4  # fold only: symbols per position
+    digits: int = 5  # fold only: symbols shown
 
     @property
     def all_skills(self) -> list[str]:
@@ -130,6 +140,13 @@ class TaskSetup:
 
 
 def task_setup(task: str, setting: str, num_skills: int) -> TaskSetup:
+    if task == "fold":
+        # No paper settings exist for the fold: the random pool keeps LEGO's tail (harder skills heavier), the
+        # fine-tuning target is the deepest skill, trained with all shallower ones as possible prerequisites.
+        skills = [str(i) for i in range(1, num_skills + 1)]
+        proportions = [1.0, 1.0, 1.0, 3.0, 5.0][-num_skills:] if num_skills <= 5 else [1.0] * num_skills
+        target = skills[-1] if setting == "finetune" else None
+        return TaskSetup(task, setting, num_skills, skills, target, 1.0, 6, 5, proportions)
     if task == "lego":
         # The paper's imbalanced pool is 1:1:1:3:5 for k = 5; with fewer skills keep its tail (harder skills heavier).
         proportions = [1.0, 1.0, 1.0, 3.0, 5.0][-num_skills:] if num_skills <= 5 else [1.0] * num_skills
@@ -155,9 +172,9 @@ def default_graph(setup: TaskSetup) -> tuple[SkillsGraph, str]:
             SkillsGraph.load(shipped).reorder(setup.all_skills, setup.all_skills),
             str(shipped.relative_to(REPO)),
         )
-    elif setup.task == "lego":
+    elif setup.task in ("lego", "fold"):
         graph = lego_reasoning_graph(setup.all_skills, "chain", 0.5)
-        source = "LEGO reasoning chain (diagonal 1, i -> i+1 0.5)"
+        source = "reasoning chain (diagonal 1, i -> i+1 0.5)"
     else:
         # Paper Figure 11 (the reference script's --graph 1 0 0 1 1 0 0 0 1): skill 2 -> skill 1 and the diagonal;
         # the edge weight is the 0.5 of the paper's rule.
@@ -182,6 +199,10 @@ class SeedData:
 
 
 def generate(setup: TaskSetup, n: int, seed: int, proportions: list[float] | None) -> datasets.Dataset:
+    if setup.task == "fold":
+        return make_fold(
+            n, base=setup.base, digits=setup.digits, num_skills=setup.num_skills, proportions=proportions, seed=seed
+        )
     if setup.task == "lego":
         return make_lego(n, k=setup.num_skills, proportions=proportions, seed=seed)
     return make_addition(n, digits=setup.num_skills, proportions=proportions, seed=seed)
@@ -286,7 +307,7 @@ def run_method(
         mixing=mixing,
         rounds=rounds,
         eta=setup.eta,
-        window=3,
+        window=args.window,
         max_steps=args.steps,
         per_device_train_batch_size=args.batch,
         per_device_eval_batch_size=256,
@@ -441,6 +462,63 @@ def threshold_table(results: dict[str, list[dict]], target: str, threshold: floa
     return "\n".join(lines)
 
 
+def first_step(curve: list[dict[str, Any]], skill: str | None, threshold: float, skills: list[str]) -> int | None:
+    """First recorded step whose loss on `skill` (None: the average over `skills`) is at most `threshold`."""
+    return next(
+        (p["step"] for p in curve if (average(p["loss"], skills) if skill is None else p["loss"][skill]) <= threshold),
+        None,
+    )
+
+
+def steps_table(results: dict[str, list[dict]], columns: list[str | None], threshold: float, budget: int) -> str:
+    """Mean ± std of the steps to `threshold` over the runs that reached it, and how many did within `budget`."""
+    skills = [c for c in columns if c is not None]
+    header = ["Method", *(f"skill {c}" if c else "average" for c in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, runs in results.items():
+        cells = []
+        for column in columns:
+            hits = [first_step(r["curve"], column, threshold, skills) for r in runs]
+            reached = [float(h) for h in hits if h is not None]
+            text = mean_std(reached, digits=0) if reached else "-"
+            cells.append(f"{text} ({len(reached)}/{len(runs)})")
+        lines.append("| " + " | ".join([LABELS[method], *cells]) + " |")
+    return "\n".join(lines) + f"\n\n(reached/runs within {budget} steps; the mean is over the runs that reached it)"
+
+
+def paired_steps(results: dict[str, list[dict]], columns: list[str | None], threshold: float, budget: int) -> str:
+    """Per seed, Skill-It's steps to the threshold minus skill-stratified's, as a share of stratified's. A run that
+    never reached it counts as `budget` steps, so a difference involving one is a bound, marked with `*`."""
+    if "skill_it" not in results or "stratified" not in results:
+        return ""
+    skills = [c for c in columns if c is not None]
+    ours = {r["seed"]: r for r in results["skill_it"]}
+    theirs = {r["seed"]: r for r in results["stratified"]}
+    seeds = sorted(set(ours) & set(theirs))
+    header = ["", *(f"skill {c}" if c else "average" for c in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = {f"seed {s}": [] for s in seeds}
+    shares: dict[str | None, list[float]] = {c: [] for c in columns}
+    for column in columns:
+        for seed in seeds:
+            a = first_step(ours[seed]["curve"], column, threshold, skills)
+            b = first_step(theirs[seed]["curve"], column, threshold, skills)
+            censored = a is None or b is None
+            a, b = a if a is not None else budget, b if b is not None else budget
+            rows[f"seed {seed}"].append(f"{a - b:+d}{'*' if censored else ''}")
+            if b:
+                shares[column].append(100.0 * (a - b) / b)
+    for name, cells in rows.items():
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    lines.append("| change (%) | " + " | ".join(mean_std(shares[c], digits=1) for c in columns) + " |")
+    lines.append(
+        "| seeds Skill-It sooner | "
+        + " | ".join(f"{sum(v < 0 for v in shares[c])}/{len(shares[c])}" for c in columns)
+        + " |"
+    )
+    return "\n".join(lines)
+
+
 # ----- figures ------------------------------------------------------------------------------------------------
 
 
@@ -519,7 +597,12 @@ def plot_target(results: dict[str, list[dict]], target: str, threshold: float, p
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=["lego", "addition"], default="lego")
+    p.add_argument("--task", choices=["lego", "addition", "fold"], default="lego")
+    p.add_argument("--base", type=int, default=4, help="fold: symbols per position")
+    p.add_argument("--digits", type=int, default=5, help="fold: symbols shown (at least --k + 1)")
+    p.add_argument("--eta", type=float, default=None, help="default: the setting's (paper Appendix C.3; fold 1)")
+    p.add_argument("--window", type=int, default=3)
+    p.add_argument("--seed-list", default=None, help="comma-separated seeds instead of 0..seeds-1")
     p.add_argument("--setting", choices=["pretrain", "finetune"], default="pretrain")
     p.add_argument("--seeds", type=int, default=None, help="default 5 (--quick: 2)")
     p.add_argument("--methods", default=None, help="comma-separated subset of the setting's methods")
@@ -565,6 +648,9 @@ def main() -> None:
     datasets.disable_progress_bars()
     hf_logging.set_verbosity_error()
     setup = task_setup(args.task, args.setting, args.k)
+    setup.base, setup.digits = args.base, args.digits
+    if args.eta is not None:
+        setup.eta = args.eta
     methods = PRETRAIN_METHODS if args.setting == "pretrain" else FINETUNE_METHODS
     if args.methods:
         unknown = [m for m in args.methods.split(",") if m not in methods]
@@ -592,7 +678,8 @@ def main() -> None:
             for path in sorted((out / "runs").glob(f"{method}_seed*.json")):
                 results[method].append(json.loads(path.read_text()))
         results = {m: runs for m, runs in results.items() if runs}
-    for seed in range(0 if args.report_only else args.seeds):
+    seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
+    for seed in [] if args.report_only else seeds:
         data = None
         for method in methods:
             path = out / "runs" / f"{method}_seed{seed}.json"
@@ -620,6 +707,7 @@ def main() -> None:
         f"# {args.task} {args.setting}: {steps} steps of batch {args.batch}; seeds per method: "
         + ", ".join(f"{LABELS[m]} {len(runs)}" for m, runs in results.items()),
         f"graph: {graph_source}; model {args.family} hidden {args.hidden}, {args.layers} layers; lr {args.lr}; "
+        f"Skill-It eta {setup.eta}, window {args.window}, {setup.rounds} rounds; "
         f"wall time {wall / 60:.1f} min this invocation, {sum(run_walls) / 60:.1f} min of training runs in all "
         f"({np.mean(run_walls):.0f} s per run)",
     ]
@@ -637,6 +725,10 @@ def main() -> None:
             checkpoint_table(results, skills, [steps * q // 6 for q in range(1, 7)]),
             f"## Paired by seed, average loss at step {steps}",
             paired_differences(results, skills, steps),
+            f"## Steps until the loss first reaches {args.threshold} (per skill; the average over skills)",
+            steps_table(results, [*skills, None], args.threshold, steps),
+            "## Paired by seed: Skill-It's steps to the threshold minus skill-stratified's",
+            paired_steps(results, [*skills, None], args.threshold, steps),
         ]
     else:
         sections += [
@@ -644,6 +736,8 @@ def main() -> None:
             threshold_table(results, setup.target, args.threshold, args.task),
             "## Average validation loss of the target at checkpoints",
             checkpoint_table(results, [setup.target], [steps * q // 6 for q in range(1, 7)]),
+            "## Paired by seed: Skill-It's steps to the threshold on the target minus skill-stratified's",
+            paired_steps(results, [setup.target], args.threshold, steps),
         ]
     name = f"{args.task}_{args.setting}"
     figures = []

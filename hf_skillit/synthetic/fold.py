@@ -48,13 +48,17 @@ def fold_table(base: int = 4, table_seed: int = TABLE_SEED) -> list[list[int]]:
             return table
 
 
-def fold_skills(digits: int = 4) -> list[str]:
-    """Skill names of a fold dataset with ``digits`` symbols: ``"1"`` .. ``str(digits - 1)``."""
-    return [str(i) for i in range(1, digits)]
+def fold_skills(digits: int = 5, num_skills: int | None = None) -> list[str]:
+    """Skill names of a fold dataset: ``"1"`` .. ``str(num_skills)`` (default ``digits - 1``, the deepest fold the
+    shown symbols allow)."""
+    num_skills = digits - 1 if num_skills is None else num_skills
+    if not 1 <= num_skills <= digits - 1:
+        raise ValueError(f"num_skills must be between 1 and digits - 1 = {digits - 1}, got {num_skills}")
+    return [str(i) for i in range(1, num_skills + 1)]
 
 
 def fold_sample(
-    rng: random.Random, skill: int, base: int = 4, digits: int = 4, table: list[list[int]] | None = None
+    rng: random.Random, skill: int, base: int = 4, digits: int = 5, table: list[list[int]] | None = None
 ) -> dict[str, str]:
     """One sample of skill ``skill``: ``y_skill`` of the fold of ``table`` (default ``fold_table(base)``)."""
     table = table or fold_table(base)
@@ -69,20 +73,24 @@ def fold_sample(
 def make_fold(
     n: int,
     base: int = 4,
-    digits: int = 4,
+    digits: int = 5,
+    num_skills: int | None = 3,
     proportions: Sequence[float] | None = None,
     seed: int = 0,
     table_seed: int = TABLE_SEED,
 ) -> Dataset:
-    """``n`` fold samples with columns ``text``, ``prompt``, ``answer`` and ``skill`` (``"1"`` .. ``digits - 1``).
+    """``n`` fold samples with columns ``text``, ``prompt``, ``answer`` and ``skill`` (``"1"`` .. ``num_skills``).
 
-    ``proportions`` (one weight per skill, default uniform) sets exact counts per skill by the largest-remainder
-    rule. Deterministic in its arguments.
+    ``num_skills`` (default 3; ``None``: ``digits - 1``) is the deepest skill. With fewer skills than the shown
+    symbols allow, every skill's answer depends on a prefix that also occurs, with other trailing symbols, in rows
+    other than the held-out validation rows. ``proportions`` (one weight per skill, default uniform) sets exact
+    counts per skill by the largest-remainder rule. Deterministic in its arguments.
     """
     if not 2 <= digits <= 10:
         raise ValueError(f"digits must be between 2 and 10 (skill i is written as one digit token), got {digits}")
+    names = fold_skills(digits, num_skills)
     table = fold_table(base, table_seed)
     rng = random.Random(seed)
-    skills = [s for s, c in enumerate(skill_counts(n, digits - 1, proportions), start=1) for _ in range(c)]
+    skills = [s for s, c in enumerate(skill_counts(n, len(names), proportions), start=1) for _ in range(c)]
     rng.shuffle(skills)
     return Dataset.from_list([fold_sample(rng, s, base, digits, table) for s in skills])

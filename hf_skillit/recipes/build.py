@@ -18,6 +18,7 @@ from ..skills import SkillSet
 from ..synthetic import lego_parent, make_tiny_model, tiny_model_config
 from ..trainer import SkillItTrainer
 from .data import load_data
+from .hub import hub_kwargs
 from .schema import RecipeError, recipe_error
 from .sections import ModelArguments, Recipe, recipe_trainer
 
@@ -104,10 +105,11 @@ def load_model(args: ModelArguments, tokenizer, seq_len: int | None):
     else:
         from transformers import AutoModelForCausalLM
 
-        kwargs = {"revision": args.revision}
+        checkpoint = args.checkpoint()
+        kwargs = {"revision": args.revision, **hub_kwargs(checkpoint, args.revision, "model.name_or_path")}
         if args.dtype is not None:
             kwargs["dtype"] = args.dtype
-        model = AutoModelForCausalLM.from_pretrained(args.checkpoint(), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
     if args.lora is not None:

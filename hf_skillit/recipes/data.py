@@ -3,6 +3,7 @@ Super-NaturalInstructions checkout."""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -13,6 +14,7 @@ import datasets
 
 from ..skills import SkillSet
 from ..synthetic import build_tokenizer, encode
+from .hub import hub_kwargs
 from .loading import as_list, file_builder
 from .schema import RecipeError, recipe_error
 from .sections import DataArguments, ModelArguments, synthetic_generator
@@ -175,18 +177,30 @@ def load_tokenizer(args: ModelArguments):
         return build_tokenizer()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=args.revision if name == args.name_or_path else None)
+    revision = args.revision if name == args.name_or_path else None
+    where = "model.tokenizer" if args.tokenizer else "model.name_or_path"
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, **hub_kwargs(name, revision, where))
     if tokenizer.pad_token is None:
         # Causal LM tokenizers often have no pad token; padding positions are masked out of the loss anyway.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
+def _with_train_rows(recipe: Recipe) -> DataArguments:
+    """The data section with `num_train_samples: null` resolved to the rows training draws, over all processes."""
+    data, training = recipe.data, recipe.training
+    if data.num_train_samples is not None:
+        return data
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    rows = training.max_steps * training.per_device_train_batch_size * training.gradient_accumulation_steps
+    return dataclasses.replace(data, num_train_samples=rows * processes)
+
+
 def load_data(recipe: Recipe):
     """The tokenizer, the SkillSet and the sequence length of the recipe's data."""
     tokenizer = load_tokenizer(recipe.model)
     if recipe.data.synthetic is not None:
-        skills, seq_len = synthetic_skills(recipe.data, tokenizer)
+        skills, seq_len = synthetic_skills(_with_train_rows(recipe), tokenizer)
         return tokenizer, skills, seq_len
     if recipe.model.tiny is not None and recipe.model.tokenizer is None:
         raise RecipeError(

@@ -148,7 +148,13 @@ class DataArguments:
             "help": "Kwargs of make_lego (k, structure, proportions) or make_addition (digits, proportions, reverse)."
         },
     )
-    num_train_samples: int = field(default=30000, metadata={"help": "Synthetic: training rows generated in all."})
+    num_train_samples: int | None = field(
+        default=30000,
+        metadata={
+            "help": "Synthetic: training rows generated in all; null: the rows training draws (max_steps x "
+            "per_device_train_batch_size x gradient_accumulation_steps x processes), so none is generated in vain."
+        },
+    )
     validation_per_skill: int = field(
         default=100,
         metadata={

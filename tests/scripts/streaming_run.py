@@ -1,7 +1,8 @@
 """A SkillItTrainer run over streaming skills (local jsonl shards), for tests/test_streaming.py.
 
     python streaming_run.py kill OUTPUT_DIR CORPUS_DIR ROWS_FILE N   # SIGKILLs itself in the N-th training forward
-    python streaming_run.py rss OUTPUT_DIR CORPUS_DIR...               # prints {"peak_rss_mb": {corpus: MB}}
+    python streaming_run.py rss OUTPUT_DIR CORPUS_DIR... [--map]       # prints {"peak_rss_mb": {corpus: MB}}
+    python streaming_run.py write CORPUS_DIR ROWS_PER_SKILL SHARDS PADDING  # writes a corpus (write_corpus)
 
 `write_corpus` writes each skill's rows as several jsonl shards; `build_trainer` streams them with
 `datasets.load_dataset("json", ..., streaming=True)`, one source per skill, holding out each source's first rows for
@@ -51,11 +52,15 @@ def write_corpus(root: str, rows_per_skill: int, shards: int = 3, padding: int =
                     f.write(json.dumps(row) + "\n")
 
 
-def streaming_skills(corpus: str) -> SkillSet:
-    """One streaming source per skill; each source's first HOLDOUT rows are its validation rows."""
+def streaming_skills(corpus: str, streaming: bool = True) -> SkillSet:
+    """One streaming source per skill; each source's first HOLDOUT rows are its validation rows (`streaming=False`:
+    the same files loaded into map-style datasets, HOLDOUT random rows held out; for comparison)."""
     sources = {
         skill: datasets.load_dataset(
-            "json", data_files=sorted(glob.glob(os.path.join(corpus, skill, "*.jsonl"))), split="train", streaming=True
+            "json",
+            data_files=sorted(glob.glob(os.path.join(corpus, skill, "*.jsonl"))),
+            split="train",
+            streaming=streaming,
         )
         for skill in SKILLS
     }
@@ -77,7 +82,9 @@ class RecordingCollator(LMCollator):
         return super().__call__(features)
 
 
-def build_trainer(output_dir: str, corpus: str, rows_path: str | None = None, **overrides) -> SkillItTrainer:
+def build_trainer(
+    output_dir: str, corpus: str, rows_path: str | None = None, streaming: bool = True, **overrides
+) -> SkillItTrainer:
     torch.set_num_threads(1)
     tokenizer = build_tokenizer()
     model = make_tiny_model(tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2), seed=0)
@@ -105,7 +112,7 @@ def build_trainer(output_dir: str, corpus: str, rows_path: str | None = None, **
     return SkillItTrainer(
         model=model,
         args=SkillItConfig(**args),
-        skills=streaming_skills(corpus),
+        skills=streaming_skills(corpus, streaming),
         graph=SkillsGraph(GRAPH, list(SKILLS)),
         data_collator=collator,
         processing_class=tokenizer,
@@ -133,7 +140,8 @@ def main() -> None:
         kill_in_forward(trainer.model, int(n))
         trainer.train()
     elif mode == "rss":
-        output_dir, *corpora = rest
+        streaming = "--map" not in rest
+        output_dir, *corpora = [arg for arg in rest if arg != "--map"]
         # One forked child per corpus, after the imports: every child starts from the same memory.
         peaks = {}
         for i, corpus in enumerate(corpora):
@@ -141,7 +149,9 @@ def main() -> None:
             pid = os.fork()
             if pid == 0:
                 os.close(read)
-                build_trainer(os.path.join(output_dir, str(i)), corpus, save_strategy="no").train()
+                build_trainer(
+                    os.path.join(output_dir, str(i)), corpus, streaming=streaming, save_strategy="no"
+                ).train()
                 # ru_maxrss is in KiB on Linux.
                 os.write(write, str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024).encode())
                 os._exit(0)
@@ -152,6 +162,9 @@ def main() -> None:
             if status:
                 raise SystemExit(f"the run on {corpus} failed (status {status})")
         print(json.dumps({"peak_rss_mb": peaks}))
+    elif mode == "write":
+        corpus, rows, shards, padding = rest
+        write_corpus(corpus, int(rows), int(shards), int(padding))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

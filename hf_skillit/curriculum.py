@@ -249,12 +249,16 @@ class _ScoredScheduleMixer(FixedMixer):
     settings_required: ClassVar[Mapping[str, str]] = {}  # the schedule is computed, not given
 
     @classmethod
-    def _check_setup(cls, setup: MixerSetup) -> None:
+    def _ranked(cls, setup: MixerSetup, rank: Callable[..., Any]) -> Any:
+        """`rank` (a `*_setup` function of this module) applied to the setup's data, model and rounds."""
         if setup.skills is None or setup.model is None or setup.collator is None or setup.rounds is None:
             raise ValueError(
                 f"mixing={cls.name!r} ranks the training data by the model's loss: build it with SkillItTrainer "
                 "(which passes the model, the data and the collator), not make_mixer"
             )
+        return rank(
+            setup.skills, setup.model, setup.collator, setup.rounds, anti=cls.anti, batch_size=setup.batch_size
+        )
 
     def state_dict(self) -> dict[str, Any]:
         # The schedule came from the model before training: a resumed run must keep it, not re-rank.
@@ -275,10 +279,7 @@ class SkillCurriculumMixer(_ScoredScheduleMixer):
 
     @classmethod
     def from_setup(cls, setup: MixerSetup) -> SkillCurriculumMixer:
-        cls._check_setup(setup)
-        _, schedule = skill_curriculum_setup(
-            setup.skills, setup.model, setup.collator, setup.rounds, anti=cls.anti, batch_size=setup.batch_size
-        )
+        _, schedule = cls._ranked(setup, skill_curriculum_setup)
         return cls(setup.train_skills, schedule=schedule)
 
 
@@ -303,10 +304,7 @@ class CurriculumMixer(_ScoredScheduleMixer):
     @classmethod
     def prepare(cls, setup: MixerSetup) -> MixerSetup:
         """The setup with the difficulty buckets as training skills and their pacing schedule as fixed weights."""
-        cls._check_setup(setup)
-        buckets, schedule = curriculum_setup(
-            setup.skills, setup.model, setup.collator, setup.rounds, anti=cls.anti, batch_size=setup.batch_size
-        )
+        buckets, schedule = cls._ranked(setup, curriculum_setup)
         return setup.replace(
             skills=buckets,
             train_skills=buckets.train_skills,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .names import SkillsMismatchError, check_known_skills, check_skill_names
+from .names import SkillsMismatchError, check_known_skills, check_skill_names, compare_skills
 from .rundir import atomic_write_text
 
 __all__ = ["SkillsGraph"]
@@ -19,8 +19,7 @@ __all__ = ["SkillsGraph"]
 
 def _permutation(given: Sequence[str], known: tuple[str, ...], what: str) -> list[int]:
     given = check_skill_names(given, what)
-    missing = [name for name in known if name not in set(given)]
-    extra = [name for name in given if name not in set(known)]
+    missing, extra = compare_skills(given, known)
     if missing or extra:
         raise ValueError(
             f"{what} skills must be a permutation of the graph's: missing {missing}, not in the graph {extra}"
@@ -115,9 +114,7 @@ class SkillsGraph:
         Raises:
             SkillsMismatchError: naming the skills missing from the graph and those without training data.
         """
-        train = set(train_skills)
-        missing = [s for s in train_skills if s not in set(self.train_skills)]
-        extra = [s for s in self.train_skills if s not in train]
+        missing, extra = compare_skills(self.train_skills, train_skills)
         if missing or extra:
             parts = [f"not in the graph: {', '.join(missing)}" if missing else ""]
             parts.append(f"in the graph but without training data: {', '.join(extra)}" if extra else "")

@@ -25,13 +25,19 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .graph import SkillsGraph
+
+if TYPE_CHECKING:
+    from .config import SkillItConfig
+    from .mixing import Mixer
+    from .skills import SkillSet
 
 __all__ = [
     "MIXER_NAMES",
     "MixerSetup",
+    "build_mixer",
     "check_mixer_inputs",
     "check_mixer_settings",
     "mixer_class",
@@ -190,3 +196,33 @@ def check_mixer_inputs(
         known = graph if graph is not None else SkillsGraph.complete(train_skills)
         known.check_targets(target_skills, need_prerequisites=getattr(cls, "needs_graph", False))
     return cls
+
+
+def build_mixer(
+    args: SkillItConfig,
+    skills: SkillSet,
+    graph: SkillsGraph | None,
+    model: Any = None,
+    collator: Any = None,
+    graph_hint: str = "pass graph= or set graph_path",
+) -> tuple[SkillSet, Mixer]:
+    """The registered mixer `args.mixing` for `skills` and `graph`, and the skills it trains on (the data's, unless
+    it prepares others: the sample-level curricula score the rows with `model` into difficulty buckets)."""
+    cls = check_mixer_inputs(args.mixing, graph, skills.train_skills, args.target_skills, graph_hint=graph_hint)
+    setup = MixerSetup(
+        train_skills=skills.train_skills,
+        graph=graph,
+        train_sizes=skills.train_sizes(),
+        eta=args.eta,
+        window=args.window,
+        fixed_weights=args.fixed_weights,
+        target_skills=args.target_skills,
+        rounds=args.rounds,
+        skills=skills,
+        model=model,
+        collator=collator,
+        batch_size=args.per_device_eval_batch_size,
+    )
+    if callable(prepare := getattr(cls, "prepare", None)):
+        setup = prepare(setup)
+    return setup.skills, cls.from_setup(setup)

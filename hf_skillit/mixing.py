@@ -45,7 +45,7 @@ from .mixer_registry import (
     register_mixer,
     unregister_mixer,
 )
-from .names import check_skill_names
+from .names import check_skill_names, compare_skills
 
 __all__ = [
     "MIXERS",
@@ -114,8 +114,7 @@ def _check_window(window: object) -> int:
 def _loss_vector(eval_losses: Losses, eval_skills: tuple[str, ...]) -> np.ndarray:
     """The losses as a float64 vector in `eval_skills` order."""
     if isinstance(eval_losses, Mapping):
-        missing = [name for name in eval_skills if name not in eval_losses]
-        unknown = [name for name in eval_losses if name not in set(eval_skills)]
+        missing, unknown = compare_skills(eval_losses, eval_skills)
         if missing or unknown:
             raise ValueError(
                 f"eval_losses must have exactly the evaluation skills {list(eval_skills)}: "
@@ -475,15 +474,7 @@ def make_mixer(
         graph: the skills graph; its training skills are the mixture's.
         target_skills: fine-tuning targets: the graph is restricted to these evaluation columns first.
     """
-    setup = MixerSetup(
-        train_skills=graph.train_skills,
-        graph=graph,
-        train_sizes=train_sizes,
-        eta=eta,
-        window=window,
-        fixed_weights=fixed_weights,
-        target_skills=target_skills,
-    )
+    setup = MixerSetup(graph.train_skills, graph, train_sizes, eta, window, fixed_weights, target_skills)
     cls = check_mixer_settings(name, setup)
     if target_skills is not None:
         graph.check_targets(target_skills)

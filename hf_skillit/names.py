@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 __all__ = [
     "SkillsMismatchError",
+    "compare_skills",
     "UnknownSkillsError",
     "check_known_skills",
     "check_skill_name",
@@ -41,6 +42,13 @@ class SkillsMismatchError(ValueError):
 def duplicate_names(names: Iterable[str]) -> list[str]:
     """The names that occur more than once, in order of first appearance."""
     return [name for name, count in Counter(names).items() if count > 1]
+
+
+def compare_skills(given: Iterable[str], expected: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(missing, extra): the `expected` names not `given` (in expected order), the `given` names not expected."""
+    given, expected = list(given), list(expected)
+    given_set, expected_set = set(given), set(expected)
+    return [name for name in expected if name not in given_set], [name for name in given if name not in expected_set]
 
 
 def check_skill_name(name: object, what: str) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 from datasets import Dataset, IterableDataset
 
 from .names import check_skill_name as _check_name
+from .names import compare_skills
 from .names import duplicate_names as _duplicates
 
 __all__ = ["SkillSet"]
@@ -146,8 +147,7 @@ class SkillSet:
             order = list(order)
             if dupes := _duplicates(order):
                 raise ValueError(f"order lists skills more than once: {dupes}")
-            unknown = [name for name in order if name not in groups]
-            missing = [name for name in groups if name not in set(order)]
+            missing, unknown = compare_skills(order, groups)
             if unknown or missing:
                 raise ValueError(
                     f"order must list exactly the skills in column {column!r}: "

@@ -41,7 +41,7 @@ from .collator import LMCollator, SkillTaggingCollator
 from .config import SkillItConfig
 from .evaluation import SkillEvaluator, per_skill_loss
 from .graph import SkillsGraph
-from .mixer_registry import MixerSetup, check_mixer_inputs
+from .mixer_registry import build_mixer  # re-exported: hf_skillit.recipes.plan imports it from here
 from .mixing import Mixer
 from .rundir import (
     CHECKPOINT_PREFIX,
@@ -73,36 +73,6 @@ __all__ = [
 _MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
 
 
-def build_mixer(
-    args: SkillItConfig,
-    skills: SkillSet,
-    graph: SkillsGraph | None,
-    model: Any = None,
-    collator: Any = None,
-    graph_hint: str = "pass graph= or set graph_path",
-) -> tuple[SkillSet, Mixer]:
-    """The registered mixer `args.mixing` for `skills` and `graph`, and the skills it trains on (the data's, unless
-    it prepares others: the sample-level curricula score the rows with `model` into difficulty buckets)."""
-    cls = check_mixer_inputs(args.mixing, graph, skills.train_skills, args.target_skills, graph_hint=graph_hint)
-    setup = MixerSetup(
-        train_skills=skills.train_skills,
-        graph=graph,
-        train_sizes=skills.train_sizes(),
-        eta=args.eta,
-        window=args.window,
-        fixed_weights=args.fixed_weights,
-        target_skills=args.target_skills,
-        rounds=args.rounds,
-        skills=skills,
-        model=model,
-        collator=collator,
-        batch_size=args.per_device_eval_batch_size,
-    )
-    if callable(prepare := getattr(cls, "prepare", None)):
-        setup = prepare(setup)
-    return setup.skills, cls.from_setup(setup)
-
-
 class _RoundBoundaryCallback(TrainerCallback):
     """Ends a Skill-It round after its last optimizer step, before the Trainer logs, saves or evaluates."""
 
@@ -112,6 +82,20 @@ class _RoundBoundaryCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.trainer.args.steps_per_round == 0:
             self.trainer.end_round()
+
+
+def _apply_thread_rule(args: SkillItConfig, model: Any) -> None:
+    """`SkillItConfig.single_thread_max_params`: one torch thread for a small model trained on CPU, unless the
+    user chose with `OMP_NUM_THREADS`. Process-wide, like any `torch.set_num_threads`."""
+    limit = args.single_thread_max_params
+    if limit is None or "OMP_NUM_THREADS" in os.environ or model is None or args.device.type != "cpu":
+        return
+    params = sum(p.numel() for p in model.parameters())
+    if params < limit and torch.get_num_threads() != 1:
+        logger.info(
+            "one torch thread: %d parameters < single_thread_max_params=%d (OMP_NUM_THREADS unset)", params, limit
+        )
+        torch.set_num_threads(1)
 
 
 class SkillItTrainerMixin:
@@ -135,6 +119,7 @@ class SkillItTrainerMixin:
         data_collator: Any,
     ) -> None:
         """Resolve the graph and the mixer for the (tokenized) skills, and check that they fit together."""
+        _apply_thread_rule(args, model)
         self.skills = skills
         self.evaluators = list(evaluators or [])
         self.graph = self._resolve_graph(graph, args)
@@ -155,6 +140,7 @@ class SkillItTrainerMixin:
         self._stream_state = StreamState.fresh(len(names))
         self._p_history: list[np.ndarray] = [self.mixer.initial()]
         self._rounds_done = 0
+        self._initial_eval_loss: dict[str, float] | None = None
         samples_per_round = (
             args.steps_per_round * args.gradient_accumulation_steps * self._train_batch_size * args.world_size
         )
@@ -292,6 +278,8 @@ class SkillItTrainerMixin:
             "samples": dict(zip(names, counts, strict=True)),
             "eval_loss": losses,
         }
+        if self._rounds_done == 0 and self._initial_eval_loss:
+            record["initial_eval_loss"] = self._initial_eval_loss
         if self._rounds_done + 1 < self.args.rounds:
             next_p = self.mixer.update({s: losses[s] for s in self.mixer.eval_skills})
             self._p_history.append(np.asarray(next_p, dtype=np.float64))
@@ -326,6 +314,7 @@ class SkillItTrainerMixin:
             "round_counts": self._sum_across_processes(self._round_counts.clone()).tolist(),
             "train_skills": list(self.skills.train_skills),
             "layout": self._layout(),
+            "initial_eval_loss": self._initial_eval_loss,
         }
 
     def _layout(self) -> dict[str, int]:
@@ -392,6 +381,7 @@ class SkillItTrainerMixin:
                 "would replay that round's data. Resume without ignore_data_skip."
             )
         self._rounds_done = state["rounds_done"]
+        self._initial_eval_loss = state.get("initial_eval_loss")  # absent from older checkpoints
         self._p_history = [np.asarray(p, dtype=np.float64) for p in state["p_history"]]
         self.mixer.load_state_dict(state["mixer"])
         self._stream_state.positions = StreamState.from_dict(state["stream"]).positions
@@ -447,6 +437,9 @@ class SkillItTrainerMixin:
             os.makedirs(self.args.output_dir, exist_ok=True)
             self._check_fresh_output_dir()
             self.accelerator.wait_for_everyone()
+            if self.args.evaluate_skills_before_training and self._eval_names:
+                # The loss before the first step, for the plots and the summary; no mixer reads it.
+                self._initial_eval_loss = self._validation_losses(self._eval_names)
         return super().train(
             resume_from_checkpoint=resume_from_checkpoint or None,
             trial=trial,

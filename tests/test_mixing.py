@@ -4,17 +4,9 @@ import logging
 import numpy as np
 import pytest
 
+from hf_skillit import MIXERS, FixedMixer, Mixer, make_mixer
 from hf_skillit.graph import SkillsGraph
-from hf_skillit.mixing import (
-    MIXERS,
-    FixedMixer,
-    Mixer,
-    ProportionalMixer,
-    SkillItMixer,
-    StaticMixer,
-    StratifiedMixer,
-    make_mixer,
-)
+from hf_skillit.mixing import ProportionalMixer, SkillItMixer, StaticMixer, StratifiedMixer
 
 
 def softmax_of(*exponents):

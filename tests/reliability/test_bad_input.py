@@ -129,6 +129,13 @@ def _no_pad_token(a: Attempt) -> None:
     a.train(processing_class=tokenizer, data_collator=None)
 
 
+def _resume_from_step_6(case_id: str, match: str, **overrides: Any):
+    """Resume crash_run's run from checkpoint-6, 2 steps into round 2, with `overrides` changed."""
+    return pytest.param(
+        Bad(lambda a: a.resume(**overrides), match, prepare=lambda a: a.finished_run(keep=6)), id=case_id
+    )
+
+
 # Every input error of docs/reliability.md, in its order.
 BAD_INPUTS = [
     pytest.param(
@@ -273,30 +280,14 @@ BAD_INPUTS = [
         Bad(lambda a: a.resume(window=2), "window=3, this mixer has 2", prepare=Attempt.finished_run),
         id="resume-other-window",
     ),
-    pytest.param(
-        Bad(
-            lambda a: a.resume(ignore_data_skip=True),
-            "is 2 steps into a round; resuming it with ignore_data_skip=True",
-            prepare=lambda a: a.finished_run(keep=6),
-        ),
-        id="resume-mid-round-ignore-data-skip",
+    _resume_from_step_6(
+        "resume-mid-round-ignore-data-skip",
+        "is 2 steps into a round; resuming it with ignore_data_skip=True",
+        ignore_data_skip=True,
     ),
-    pytest.param(
-        Bad(lambda a: a.resume(rounds=2), "(?i)steps.per.round", prepare=lambda a: a.finished_run(keep=6)),
-        id="resume-other-steps-per-round",
-    ),
-    pytest.param(
-        Bad(
-            lambda a: a.resume(per_device_train_batch_size=2),
-            "(?i)batch",
-            prepare=lambda a: a.finished_run(keep=6),
-        ),
-        id="resume-other-batch-size",
-    ),
-    pytest.param(
-        Bad(lambda a: a.resume(data_seed=1), "(?i)seed", prepare=lambda a: a.finished_run(keep=6)),
-        id="resume-other-data-seed",
-    ),
+    _resume_from_step_6("resume-other-steps-per-round", "(?i)steps.per.round", rounds=2),
+    _resume_from_step_6("resume-other-batch-size", "(?i)batch", per_device_train_batch_size=2),
+    _resume_from_step_6("resume-other-data-seed", "(?i)seed", data_seed=1),
     pytest.param(
         Bad(
             lambda a: load_recipe(None, ["training.learning_rat=0.1"], raw=a.recipe()),

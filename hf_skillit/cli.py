@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -61,15 +60,6 @@ def _progress_bars(verbose: bool):
             transformers_logging.enable_progress_bar()
 
 
-def _one_thread_for_tiny_models(recipe) -> None:
-    """A tiny model's matrices are too small to split across CPU threads: the second thread only adds
-    synchronisation (measured on 2 cores: 4x slower per step than one thread, 6x the CPU time under load)."""
-    if recipe.model.tiny is not None and "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
-        torch.set_num_threads(1)
-
-
 def _train(args: argparse.Namespace) -> int:
     from .recipes import load_recipe, make_trainer, train_and_report
 
@@ -77,7 +67,6 @@ def _train(args: argparse.Namespace) -> int:
         return _dry_run(args)
     try:
         recipe = load_recipe(args.recipe, args.overrides)
-        _one_thread_for_tiny_models(recipe)
         trainer = make_trainer(recipe, resume=args.resume)
     except (ValueError, OSError) as err:
         return _fail(err)
@@ -102,7 +91,6 @@ def _learn_graph(args: argparse.Namespace) -> int:
 
     try:
         recipe = load_recipe(args.recipe, args.overrides, check_graph=False)
-        _one_thread_for_tiny_models(recipe)
         kwargs = graph_learning_kwargs(recipe)
     except (ValueError, OSError) as err:
         return _fail(err)
@@ -125,7 +113,6 @@ def _discover_skills(args: argparse.Namespace) -> int:
 
     try:
         recipe = load_recipe(args.recipe, args.overrides, check_graph=False)
-        _one_thread_for_tiny_models(recipe)
         output_dir = args.output_dir or recipe.training.output_dir.rstrip("/") + "_discovered"
         job = prepare_discovery(
             recipe,

@@ -64,6 +64,20 @@ class SkillItConfig(TrainingArguments):
         evaluate_skills_every_round (`bool`, *optional*, defaults to `True`):
             Score every skill at round boundaries (for the trajectory and the plots) even when the mixer does not
             use the losses; `False` scores only what the mixer needs.
+        evaluate_skills_before_training (`bool`, *optional*, defaults to `True`):
+            Score the validation skills once before the first step of a new run (not a resumed one): the
+            trajectory's first record holds them as `initial_eval_loss`, the loss plot starts from them and the
+            summary measures movement from them. The mixers do not use them, so the mixture and the training are
+            the same either way; lm-eval evaluators are not run for it.
+
+        > Parameters that control the CPU
+
+        single_thread_max_params (`int`, *optional*, defaults to `50_000_000`):
+            Training on CPU, a model with fewer parameters than this runs torch on one thread
+            (`torch.set_num_threads(1)`, for the whole process) unless `OMP_NUM_THREADS` is set: its matrices are
+            too small for more threads to pay, and contending threads make steps several times slower
+            (`benchmarks/threads.py`: one thread was 2.7x to 7.6x faster per step than two for models of 0.4 M to
+            43 M parameters on 2 busy cores). `None` leaves torch's thread count alone.
 
         > Parameters that control the data preprocessing
 
@@ -120,6 +134,17 @@ class SkillItConfig(TrainingArguments):
         default=True,
         metadata={"help": "Score every skill at round boundaries even when the mixer does not use the losses."},
     )
+    evaluate_skills_before_training: bool = field(
+        default=True,
+        metadata={"help": "Score the validation skills before the first step of a new run (initial_eval_loss)."},
+    )
+    single_thread_max_params: int | None = field(
+        default=50_000_000,
+        metadata={
+            "help": "On CPU, models with fewer parameters train on one torch thread unless OMP_NUM_THREADS is set "
+            "(None: leave the thread count alone)."
+        },
+    )
     dataset_text_field: str = field(
         default="text", metadata={"help": "Column tokenized when a skill's data has no `input_ids`."}
     )
@@ -155,6 +180,8 @@ class SkillItConfig(TrainingArguments):
         check_eta(self.eta)
         if not isinstance(self.window, int) or self.window < 1:
             raise ValueError(f"window must be an integer >= 1, got {self.window!r}")
+        if self.single_thread_max_params is not None and self.single_thread_max_params < 0:
+            raise ValueError(f"single_thread_max_params must be >= 0 or None, got {self.single_thread_max_params!r}")
         if self.eval_samples_per_skill is not None and self.eval_samples_per_skill < 1:
             raise ValueError(f"eval_samples_per_skill must be >= 1 or None, got {self.eval_samples_per_skill!r}")
         if isinstance(self.fixed_weights, str):

@@ -266,3 +266,17 @@ def test_recipe_trainer_errors_name_the_key(tmp_path):
         load_recipe(None, raw=lego_recipe(tmp_path, completion_only_loss=True))
     with pytest.raises(RecipeError, match="unknown key 'completion_only_los' in training; did you mean"):
         load_recipe(None, raw=lego_recipe(tmp_path, trainer="sft", bf16=False, completion_only_los=True))
+
+
+def test_without_trl_the_errors_name_the_extra(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from hf_skillit.recipes import RecipeError, load_recipe
+
+    monkeypatch.setitem(sys.modules, "trl", None)  # as if TRL were not installed
+    monkeypatch.delitem(sys.modules, "hf_skillit.integrations.trl")
+    with pytest.raises(ImportError, match=r"pip install 'hf-skillit\[trl\]'"):
+        importlib.import_module("hf_skillit.integrations.trl")
+    with pytest.raises(RecipeError, match=r"training.trainer: sft needs TRL: .*pip install 'hf-skillit\[trl\]'"):
+        load_recipe(None, raw=lego_recipe(tmp_path, trainer="sft"))

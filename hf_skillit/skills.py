@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from datasets import Dataset, IterableDataset
@@ -216,7 +216,12 @@ class SkillSet:
             {name: self._validation[name] for name in names if name in self._validation},
         )
 
-    def tokenized(self, tokenizer=None, text_field: str = "text", max_length: int | None = None) -> SkillSet:
+    def tokenized(
+        self,
+        tokenizer: Callable[..., Mapping[str, list]] | None = None,
+        text_field: str = "text",
+        max_length: int | None = None,
+    ) -> SkillSet:
         """The same skills with every split tokenized: a skill whose data has `input_ids` is kept as it is; one with a
         `text_field` column is tokenized with `tokenizer` (truncated to `max_length` if given), dropping the text.
 
@@ -224,7 +229,7 @@ class SkillSet:
             ValueError: naming the skill and split that has neither column, or holds text without a tokenizer.
         """
 
-        def tokenize(dataset, skill: str, split: str):
+        def tokenize(dataset: Dataset | IterableDataset, skill: str, split: str) -> Dataset | IterableDataset:
             columns = dataset.column_names
             if columns is not None and "input_ids" in columns:
                 return dataset

@@ -33,8 +33,17 @@ import numpy as np
 import safetensors
 import torch
 from torch.utils.data import DataLoader
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 from transformers.core_model_loading import revert_weight_conversion
+from transformers.trainer_utils import TrainOutput
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 from .collator import LMCollator, SkillTaggingCollator
@@ -79,7 +88,9 @@ class _RoundBoundaryCallback(TrainerCallback):
     def __init__(self, trainer: SkillItTrainerMixin):
         self.trainer = trainer
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if state.global_step % self.trainer.args.steps_per_round == 0:
             self.trainer.end_round()
 
@@ -226,7 +237,9 @@ class SkillItTrainerMixin:
         )
         return self.accelerator.prepare(loader)
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
         skills = inputs.pop(SKILL_KEY, None)
         if skills is not None:
             self._round_counts += torch.bincount(skills.cpu(), minlength=len(self._round_counts))
@@ -421,7 +434,13 @@ class SkillItTrainerMixin:
         if self.is_world_process_zero() and os.path.exists(path):
             os.remove(path)
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+        **kwargs: Any,
+    ) -> TrainOutput:
         """`Trainer.train`, restoring the mixture, stream positions and round counts when resuming.
 
         `resume_from_checkpoint=True` picks the newest *complete* checkpoint in `output_dir` (one whose

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -21,6 +21,11 @@ from .data import load_data
 from .hub import hub_kwargs
 from .schema import RecipeError, recipe_error
 from .sections import ModelArguments, Recipe, recipe_trainer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from ..evaluation import SkillEvaluator
 
 __all__ = [
     "RunParts",
@@ -95,7 +100,7 @@ def build_graph(recipe: Recipe, skills: SkillSet, evaluators: Sequence[Any] = ()
     return graph
 
 
-def load_model(args: ModelArguments, tokenizer, seq_len: int | None):
+def load_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase, seq_len: int | None) -> PreTrainedModel:
     if args.tiny is not None:
         kwargs = dict(args.tiny)
         seed = kwargs.pop("seed", 0)
@@ -130,7 +135,7 @@ class RunParts(NamedTuple):
     evaluators: Sequence[Any] = ()  # lm-eval tasks as evaluation skills (the recipe's lm_eval: section)
 
 
-def load_evaluators(recipe: Recipe, tokenizer) -> list:
+def load_evaluators(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> list[SkillEvaluator]:
     if recipe.lm_eval is None:
         return []
     try:

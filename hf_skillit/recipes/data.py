@@ -20,6 +20,8 @@ from .schema import RecipeError, recipe_error
 from .sections import DataArguments, ModelArguments, synthetic_generator
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from .sections import Recipe
 
 __all__ = ["load_data", "load_natural_instructions", "load_tokenizer"]
@@ -116,7 +118,7 @@ def _space_answers(batch: dict[str, list]) -> dict[str, list]:
     return {"answer": [" " + a for a in batch["answer"]]}
 
 
-def synthetic_skills(data: DataArguments, tokenizer) -> tuple[SkillSet, int]:
+def synthetic_skills(data: DataArguments, tokenizer: PreTrainedTokenizerBase) -> tuple[SkillSet, int]:
     """The synthetic task's SkillSet (encoded) and its sequence length."""
     generate = synthetic_generator(data.synthetic)
     kwargs = dict(data.generator or {})
@@ -171,7 +173,7 @@ def user_skills(data: DataArguments) -> SkillSet:
         raise recipe_error(err, "data.train_files") from None
 
 
-def load_tokenizer(args: ModelArguments):
+def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
     name = args.tokenizer or args.checkpoint()
     if name is None:
         return build_tokenizer()
@@ -196,7 +198,7 @@ def _with_train_rows(recipe: Recipe) -> DataArguments:
     return dataclasses.replace(data, num_train_samples=rows * processes)
 
 
-def load_data(recipe: Recipe):
+def load_data(recipe: Recipe) -> tuple[PreTrainedTokenizerBase, SkillSet, int | None]:
     """The tokenizer, the SkillSet and the sequence length of the recipe's data."""
     tokenizer = load_tokenizer(recipe.model)
     if recipe.data.synthetic is not None:

@@ -89,13 +89,15 @@ def describe_run(recipe: Recipe) -> str:
     ]
     tasks = list(recipe.lm_eval.tasks) if recipe.lm_eval is not None else []
     settings = f"mixing: {training.mixing}, eta {training.eta}, rounds {training.rounds}, window {training.window}"
-    if recipe.graph.path is not None and not os.path.isfile(recipe.graph.path):
+    mixer = mixer_class(training.mixing)
+    graph_missing = recipe.graph.path is not None and not os.path.isfile(recipe.graph.path)
+    if callable(getattr(mixer, "prepare", None)):
+        lines.append(f"Mixture of round 1 ({settings}): decided by scoring the data with the model, not in a dry run")
+    elif graph_missing and getattr(mixer, "needs_graph", False):
         lines.append(f"Mixture of round 1 ({settings}): not computed, graph.path {recipe.graph.path!r} not found yet")
         lines.append(f"  (learn it with `hf-skillit learn-graph {recipe.source or 'RECIPE.yaml'}`)")
-    elif callable(getattr(mixer_class(training.mixing), "prepare", None)):
-        lines.append(f"Mixture of round 1 ({settings}): decided by scoring the data with the model, not in a dry run")
     else:
-        graph = build_graph(recipe, skills, [_TaskNames(tasks)] if tasks else [])
+        graph = None if graph_missing else build_graph(recipe, skills, [_TaskNames(tasks)] if tasks else [])
         try:
             _, mixer = build_mixer(
                 training, skills, graph, graph_hint="set graph.path, graph.matrix or graph.reasoning"

@@ -30,7 +30,7 @@ import datasets
 import yaml
 
 from ..plotting import CHANCE_LOSS_KEY, INITIAL_LOSS_KEY, plot_run
-from ..rundir import GRAPH_JSON, RECIPE_NAME, SUMMARY_NAME, read_trajectory
+from ..rundir import GRAPH_JSON, RECIPE_NAME, SUMMARY_NAME, atomic_write_json, atomic_write_text, read_trajectory
 from ..synthetic import answer_accuracy
 from ..trainer import SkillItTrainer
 from .build import make_trainer
@@ -250,17 +250,14 @@ def train_and_report(trainer: SkillItTrainer, recipe: Recipe, resume: bool = Fal
     """Train, save the final model, print the per-skill summary table and write plots into the run directory."""
     output_dir = recipe.training.output_dir
     if trainer.is_world_process_zero():
-        os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, RECIPE_NAME), "w") as f:
-            yaml.safe_dump(recipe.raw, f, sort_keys=False)
+        atomic_write_text(os.path.join(output_dir, RECIPE_NAME), yaml.safe_dump(recipe.raw, sort_keys=False))
         if trainer.graph is not None:
             trainer.graph.save(os.path.join(output_dir, GRAPH_JSON))
     trainer.train(resume_from_checkpoint=True if resume else None)
     trainer.save_model()
     summary = _summary(trainer, recipe)  # on every process: a fallback evaluation is collective
     if trainer.is_world_process_zero():
-        with open(os.path.join(output_dir, SUMMARY_NAME), "w") as f:
-            json.dump(summary, f, indent=1)
+        atomic_write_json(os.path.join(output_dir, SUMMARY_NAME), summary, indent=1)
         plots = plot_run(output_dir)
         print(f"\nFinal validation per skill ({output_dir}):\n{format_summary(summary)}")
         reference = recipe.report.reference if recipe.report is not None else None

@@ -35,3 +35,14 @@ def test_curricula_run_from_a_recipe(tmp_path, mixing):
         assert np.isclose(p.sum(), 1.0) and sum(record["samples"].values()) == 8
     # A curriculum's schedule moves between its rounds (easy/hard first, then the rest).
     assert trajectory[0]["p"] != trajectory[-1]["p"]
+
+
+def test_dry_run_of_a_curriculum_needs_the_model_and_loads_none(tmp_path):
+    from hf_skillit.recipes import describe_run
+
+    plan = describe_run(load_recipe(None, raw=lego_recipe(tmp_path, "curriculum")))
+    assert "decided by scoring the data with the model, not in a dry run" in plan
+    plan = describe_run(load_recipe(None, raw=lego_recipe(tmp_path, "stratified")))
+    assert [line.split() for line in plan.splitlines() if line.strip()[:1] in "123" and "0." in line] == [
+        [skill, "0.3333"] for skill in "123"
+    ]

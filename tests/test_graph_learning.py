@@ -226,3 +226,20 @@ def test_other_configuration_in_output_dir_is_refused(tmp_path):
     with pytest.raises(ValueError, match="another learn_graph configuration \\(steps: 10 there, 20 now;"):
         learn_graph(model_init=init, steps=20, **settings)
     assert init.calls == 0
+
+
+def test_graph_learning_arguments_stand_for_the_settings(tmp_path):
+    """`graph_args=` learns the same graph as the settings passed one by one; settings given both ways are refused."""
+    from hf_skillit.graph_learning import GraphLearningArguments
+
+    one_by_one = _learn(tmp_path / "kwargs", CountingInit(), method="approximate")
+    graph_args = GraphLearningArguments(method="approximate", steps=10, eval_every=5, edge_rule="delta")
+    common = {"skills": _skills("AB", "AB"), "args": ARGS, "processing_class": TOKENIZER}
+    together = learn_graph(output_dir=tmp_path / "args", model_init=CountingInit(), graph_args=graph_args, **common)
+    np.testing.assert_array_equal(together.matrix, one_by_one.matrix)
+    assert together.metadata["edge_rule"] == "delta" and together.metadata["method"] == "approximate"
+    with pytest.raises(ValueError, match="give either graph_args or steps, not both"):
+        learn_graph(output_dir=tmp_path / "x", model_init=CountingInit(), graph_args=graph_args, steps=10, **common)
+    with pytest.raises(ValueError, match="eval_every=3 does not divide steps=10"):
+        GraphLearningArguments(steps=10, eval_every=3)
+    assert GraphLearningArguments(eval_every=3).with_steps(12).resolved()["edge_rule"] == "delta_diff"

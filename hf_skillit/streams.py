@@ -163,7 +163,7 @@ def round_draws(
     fingerprint (about 6 µs a sample, more than all the rest of the stream). `tests/test_streams.py` checks the
     two are equal.
     """
-    probabilities = [float(p) for p in probabilities]
+    probabilities = np.asarray(probabilities, dtype=np.float64)  # as interleave_datasets' choice converts them
     mixing_seed = int(np.random.default_rng([seed, round_index]).integers(2**31))
     rng = np.random.default_rng(mixing_seed)
     blocks = [rng.choice(len(sizes), size=1000, p=probabilities) for _ in range(-(-num_samples // 1000))]

@@ -256,8 +256,8 @@ class DataArguments:
 
 @dataclass
 class GraphArguments:
-    """`graph:` section: the skills graph, from one of `path`, `reasoning` or `matrix`. None at all is fine for the
-    random, stratified, no_graph and fixed mixtures."""
+    """`graph:` section: the skills graph, from one of `path`, `reasoning` or `matrix`. None at all is fine for every
+    mixer that does not declare `needs_graph` (all but skill_it and static; `hf_skillit.mixer_registry`)."""
 
     path: str | None = field(default=None, metadata={"help": "Skills graph JSON, as written by SkillsGraph.save."})
     reasoning: str | None = field(

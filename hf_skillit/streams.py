@@ -278,7 +278,9 @@ class _RowStore:
                     ends.append(offsets[1:])
                     segments.append(values)
             self.segments[name] = segments
-            self.where[name] = (np.concatenate(which), np.concatenate(starts), np.concatenate(ends))
+            self.where[name] = tuple(
+                np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for parts in (which, starts, ends)
+            )
         # Which skills carry each token column (the others' rows do not get the key), and each skill's other
         # columns (read through Arrow).
         self.carried = {

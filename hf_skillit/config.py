@@ -46,6 +46,16 @@ class SkillItConfig(TrainingArguments):
             Skill-It learning rate eta of the multiplicative update (paper eq. 4); a finite number > 0.
         window (`int`, *optional*, defaults to `3`):
             Rounds w of past validation losses in the Skill-It update (the reference code counts evaluations).
+        window_unit (`str`, *optional*, defaults to `"rounds"`):
+            What the window counts: `"rounds"` (the paper's text) or `"evaluations"`, the reference code's: the
+            skills are also evaluated every `skill_eval_steps` steps inside the rounds and the window holds the w
+            most recent evaluations (the mixture still changes only at round ends).
+        window_reduce (`str`, *optional*, defaults to `"sum"`):
+            How the window's losses combine: `"sum"` (the paper's equation) or `"mean"` (the reference code's
+            fine-tuning, which makes eta act w times weaker).
+        skill_eval_steps (`int`, *optional*):
+            With `window_unit="evaluations"`: steps between two evaluations (reference code: `max_steps / 120`,
+            50 for LEGO); must divide the steps of a round.
         graph_path (`str`, *optional*):
             Skills graph file (`.json` written by `SkillsGraph.save`, or a `.npy` matrix named by the training
             skills), used when the trainer gets no `graph=`. Mixers that need a graph: `"skill_it"`, `"static"`.
@@ -113,6 +123,23 @@ class SkillItConfig(TrainingArguments):
     rounds: int = field(default=6, metadata={"help": "Number of rounds T; the mixture changes between rounds."})
     eta: float = field(default=0.5, metadata={"help": "Skill-It learning rate eta (eq. 4)."})
     window: int = field(default=3, metadata={"help": "Rounds of past losses in the Skill-It update (w)."})
+    window_unit: str = field(
+        default="rounds",
+        metadata={
+            "help": "What the window counts: rounds (paper) or evaluations (reference code).",
+            "choices": ("rounds", "evaluations"),
+        },
+    )
+    window_reduce: str = field(
+        default="sum",
+        metadata={
+            "help": "Sum (paper) or mean (reference code, fine-tuning) of the window's losses.",
+            "choices": ("sum", "mean"),
+        },
+    )
+    skill_eval_steps: int | None = field(
+        default=None, metadata={"help": "window_unit=evaluations: steps between two evaluations inside a round."}
+    )
     graph_path: str | None = field(
         default=None, metadata={"help": "Skills graph JSON (or .npy with names from the skills), if no graph= given."}
     )
@@ -180,6 +207,7 @@ class SkillItConfig(TrainingArguments):
         check_eta(self.eta)
         if not isinstance(self.window, int) or self.window < 1:
             raise ValueError(f"window must be an integer >= 1, got {self.window!r}")
+        self._check_window_options()
         if self.single_thread_max_params is not None and self.single_thread_max_params < 0:
             raise ValueError(f"single_thread_max_params must be >= 0 or None, got {self.single_thread_max_params!r}")
         if self.eval_samples_per_skill is not None and self.eval_samples_per_skill < 1:
@@ -197,6 +225,19 @@ class SkillItConfig(TrainingArguments):
         if self.dataloader_persistent_workers:
             raise ValueError(
                 "dataloader_persistent_workers=True is not supported: workers must see each round's new mixture"
+            )
+
+    def _check_window_options(self) -> None:
+        if self.window_unit not in ("rounds", "evaluations"):
+            raise ValueError(f"window_unit must be 'rounds' or 'evaluations', got {self.window_unit!r}")
+        if self.window_reduce not in ("sum", "mean"):
+            raise ValueError(f"window_reduce must be 'sum' or 'mean', got {self.window_reduce!r}")
+        if (self.window_unit == "evaluations") != (self.skill_eval_steps is not None):
+            raise ValueError("window_unit='evaluations' goes with skill_eval_steps (steps between evaluations)")
+        every = self.skill_eval_steps
+        if every is not None and (not isinstance(every, int) or every < 1 or self.steps_per_round % every):
+            raise ValueError(
+                f"skill_eval_steps={every!r} must be a positive divisor of the {self.steps_per_round} steps of a round"
             )
 
     @property

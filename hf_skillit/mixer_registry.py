@@ -58,7 +58,8 @@ class MixerSetup:
         train_skills: the training skills, in order: the entries of every mixture.
         graph: the skills graph over `train_skills` (rows in that order), or None when none was given.
         train_sizes: rows per training skill (None for an `IterableDataset`).
-        eta, window, fixed_weights, target_skills, rounds: the `SkillItConfig` settings of the same names.
+        eta, window, window_reduce, fixed_weights, target_skills, rounds: the `SkillItConfig` settings of the
+            same names.
         skills, model, collator, batch_size: the (tokenized) `SkillSet`, the model, the batch collator and the
             evaluation batch size, for mixers that score the data with the model (the curricula); None in
             `make_mixer`.
@@ -76,6 +77,7 @@ class MixerSetup:
     model: Any = None
     collator: Any = None
     batch_size: int = 64
+    window_reduce: str = "sum"  # last: positional construction (make_mixer) stays as it was
 
     def targeted_graph(self) -> SkillsGraph:
         """The graph (all ones when there is none) restricted to the target columns, if any (fine-tuning)."""
@@ -215,6 +217,7 @@ def build_mixer(
         train_sizes=skills.train_sizes(),
         eta=args.eta,
         window=args.window,
+        window_reduce=args.window_reduce,
         fixed_weights=args.fixed_weights,
         target_skills=args.target_skills,
         rounds=args.rounds,

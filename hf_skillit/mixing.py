@@ -105,6 +105,9 @@ def check_eta(eta: object) -> float:
     return float(eta)
 
 
+WINDOW_REDUCTIONS = ("sum", "mean")
+
+
 def _check_window(window: object) -> int:
     if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
         raise ValueError(f"window must be an int >= 1 (rounds), got {window!r}")
@@ -221,13 +224,21 @@ class SkillItMixer(_BaseMixer):
     """Skill-It online data selection (paper Algorithm 1) over a k x m skills graph.
 
     p_1[i] ∝ exp(eta * sum_j A[i, j]); after round t with losses L_t,
-    p_{t+1}[i] ∝ exp(eta * sum_{τ=t-w+1..t} sum_j A[i, j] L_τ[j]). The window w counts rounds (the reference code
-    counts evaluation checkpoints); before w rounds have passed it sums the rounds so far.
+    p_{t+1}[i] ∝ exp(eta * sum_{τ=t-w+1..t} sum_j A[i, j] L_τ[j]). The window w counts rounds (the paper's text);
+    before w rounds have passed it sums the rounds so far.
+
+    The reference code (HazyResearch/skill-it, `trainer/mw_trainer.py`) differs in two ways, offered as options:
+    its window counts evaluations, taken every `max_steps / num_ckpts` steps within the rounds (LEGO: every 50 of
+    1000), not rounds: `observe` adds such an evaluation to the window without changing the mixture
+    (`SkillItConfig(window_unit="evaluations", skill_eval_steps=...)`); and in fine-tuning (`--target_mask`) it
+    averages the window's losses instead of summing them, so eta acts w times weaker (`reduce="mean"`).
 
     Args:
         graph: rows are the training skills, columns the evaluation skills whose losses `update` expects.
         eta: learning rate of the multiplicative update, > 0.
-        window: number of most recent rounds whose losses drive the mixture, >= 1.
+        window: number of most recent rounds (or evaluations, see `observe`) whose losses drive the mixture, >= 1.
+        reduce: how the window's losses combine: "sum" (the paper's equation) or "mean" (the reference code's
+            fine-tuning).
     """
 
     name = "skill_it"
@@ -235,11 +246,14 @@ class SkillItMixer(_BaseMixer):
 
     @classmethod
     def from_setup(cls, setup: MixerSetup) -> SkillItMixer:
-        return cls(setup.targeted_graph(), setup.eta, setup.window)
+        return cls(setup.targeted_graph(), setup.eta, setup.window, setup.window_reduce)
 
-    def __init__(self, graph: SkillsGraph, eta: float = 0.5, window: int = 3) -> None:
+    def __init__(self, graph: SkillsGraph, eta: float = 0.5, window: int = 3, reduce: str = "sum") -> None:
         self.eta = check_eta(eta)
         self.window = _check_window(window)
+        if reduce not in WINDOW_REDUCTIONS:
+            raise ValueError(f"reduce must be one of {', '.join(WINDOW_REDUCTIONS)}, got {reduce!r}")
+        self.reduce = reduce
         self._matrix = graph.matrix
         self._history: list[np.ndarray] = []
         super().__init__(graph.train_skills, graph.eval_skills, _softmax(self.eta * graph.matrix.sum(axis=1)))
@@ -252,16 +266,28 @@ class SkillItMixer(_BaseMixer):
             self._current = self._mixture()
         return self.current
 
+    def observe(self, eval_losses: Losses) -> None:
+        """An evaluation inside a round: it enters the window (counted in evaluations), the mixture stays."""
+        losses = self._finite_losses(eval_losses)
+        if losses is not None:
+            self._history = [*self._history, losses][-self.window :]
+
     def _mixture(self) -> np.ndarray:
         if not self._history:
             return self._initial
-        return _softmax(self.eta * (self._matrix @ np.sum(self._history, axis=0)))
+        combine = np.sum if self.reduce == "sum" else np.mean
+        return _softmax(self.eta * (self._matrix @ combine(self._history, axis=0)))
 
     def state_dict(self) -> dict[str, Any]:
-        return self._state(eta=self.eta, window=self.window, history=[losses.tolist() for losses in self._history])
+        history = [losses.tolist() for losses in self._history]
+        return self._state(eta=self.eta, window=self.window, reduce=self.reduce, history=history)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_state(state, "history", eta=self.eta, window=self.window)
+        if state.get("reduce", "sum") != self.reduce:  # checkpoints from before the option summed
+            raise ValueError(
+                f"SkillItMixer state has reduce={state.get('reduce', 'sum')!r}, this mixer has {self.reduce!r}"
+            )
         history = [_loss_vector(losses, self.eval_skills) for losses in state["history"]]
         if len(history) > self.window or not all(np.isfinite(losses).all() for losses in history):
             raise ValueError(f"SkillItMixer state history must be at most {self.window} rounds of finite losses")
@@ -432,6 +458,7 @@ class NoGraphMixer(SkillItMixer):
             identity if setup.target_skills is None else identity.restrict(setup.target_skills),
             setup.eta,
             setup.window,
+            setup.window_reduce,
         )
 
 
@@ -464,6 +491,7 @@ def make_mixer(
     window: int = 3,
     fixed_weights: Any = None,
     target_skills: Sequence[str] | None = None,
+    window_reduce: str = "sum",
 ) -> Mixer:
     """Build a registered mixer by name from a graph alone (the curricula, which score data, need `SkillItTrainer`).
 
@@ -474,7 +502,9 @@ def make_mixer(
         graph: the skills graph; its training skills are the mixture's.
         target_skills: fine-tuning targets: the graph is restricted to these evaluation columns first.
     """
-    setup = MixerSetup(graph.train_skills, graph, train_sizes, eta, window, fixed_weights, target_skills)
+    setup = MixerSetup(
+        graph.train_skills, graph, train_sizes, eta, window, fixed_weights, target_skills, window_reduce=window_reduce
+    )
     cls = check_mixer_settings(name, setup)
     if target_skills is not None:
         graph.check_targets(target_skills)

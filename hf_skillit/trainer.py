@@ -83,7 +83,8 @@ _MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
 
 
 class _RoundBoundaryCallback(TrainerCallback):
-    """Ends a Skill-It round after its last optimizer step, before the Trainer logs, saves or evaluates."""
+    """Ends a Skill-It round after its last optimizer step, before the Trainer logs, saves or evaluates; with
+    `window_unit="evaluations"`, also evaluates every `skill_eval_steps` steps inside a round."""
 
     def __init__(self, trainer: SkillItTrainerMixin):
         self.trainer = trainer
@@ -91,8 +92,13 @@ class _RoundBoundaryCallback(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if state.global_step % self.trainer.args.steps_per_round == 0:
+        args = self.trainer.args
+        if state.global_step % args.steps_per_round == 0:
             self.trainer.end_round()
+        elif (
+            getattr(args, "window_unit", "rounds") == "evaluations" and state.global_step % args.skill_eval_steps == 0
+        ):
+            self.trainer.observe_skills()
 
 
 def _apply_thread_rule(args: SkillItConfig, model: Any) -> None:
@@ -139,6 +145,11 @@ class SkillItTrainerMixin:
             self.skills, mixer = self._build_mixer(args, model, data_collator)
         self.mixer = mixer
         self._check_mixer(self.mixer)
+        if getattr(args, "window_unit", "rounds") == "evaluations" and not callable(getattr(mixer, "observe", None)):
+            raise ValueError(
+                f"window_unit='evaluations' needs a mixer whose window holds evaluations (skill_it, no_graph): "
+                f"{type(mixer).__name__} has no observe()"
+            )
 
     def _setup_stream(self) -> None:
         """Make the mixture stream the training data and end rounds at their last step (after the base `__init__`)."""
@@ -275,6 +286,12 @@ class SkillItTrainerMixin:
             max_samples=self.args.eval_samples_per_skill,
             autocast=self.autocast_smart_context_manager,
         )
+
+    def observe_skills(self) -> None:
+        """An evaluation inside a round (`window_unit="evaluations"`, the reference code's): its losses enter the
+        mixer's window; the mixture changes at the round's end. Called on every process."""
+        losses = self.evaluate_skills()
+        self.mixer.observe({s: losses[s] for s in self.mixer.eval_skills})
 
     def end_round(self) -> dict[str, Any]:
         """Close the current round: count, evaluate, update the mixture, log. Called on every process."""

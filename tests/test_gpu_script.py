@@ -82,3 +82,30 @@ def test_gpu_script_smoke_mode_on_cpu(tmp_path):
     assert "| SkillItTrainer |" in markdown and "## lego: validation at step" in markdown
     assert "FSDP smoke check" in markdown and "passed" in markdown
     print(f"smoke mode: {wall:.0f} s wall")
+
+
+def _script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_run", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gguf_parts_reassemble_and_a_missing_part_is_named(tmp_path, monkeypatch):
+    import hashlib
+
+    script = _script()
+    data = bytes(range(256)) * 1000
+    monkeypatch.setattr(script, "SMOLLM2_SIZE", len(data))
+    monkeypatch.setattr(script, "SMOLLM2_SHA256", hashlib.sha256(data).hexdigest())
+    script.split_parts(data, tmp_path / "parts", part_bytes=100_000)
+    assert sorted(p.stat().st_size for p in (tmp_path / "parts").glob("part*/*")) == [100_000, len(data) - 100_000]
+    work = tmp_path / "work"
+    work.mkdir()
+    assert script._assemble(tmp_path / "parts", work).read_bytes() == data
+    for piece in (tmp_path / "parts" / "part1").iterdir():
+        piece.unlink()
+    with pytest.raises(SystemExit, match="a part is missing"):
+        script._assemble(tmp_path / "parts", work)

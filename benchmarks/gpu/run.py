@@ -58,7 +58,8 @@ if str(ROOT) not in sys.path:  # runs from a checkout without installing hf_skil
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 SMOLLM2_SIZE = 98362432
-PART_BYTES = 44 * 2**20  # part1 + the wheels (about 15 MiB) + the repository stay under one call's 64 MiB
+# part1 + the wheels (16 MiB) + the repository, and part2 (50 MiB) + the repository, each stay under a call's 64 MiB.
+PART_BYTES = 44 * 2**20
 TASKS = {
     # task: skills, eta, rounds T, window w, imbalanced proportions of the random baseline (paper)
     "lego": {"skills": ["1", "2", "3", "4", "5"], "eta": 0.5, "rounds": 6, "window": 3, "random": [1, 1, 1, 3, 5]},
@@ -105,21 +106,25 @@ def pack(folder: Path, gguf: Path | None) -> None:
     gguf = gguf or default_cache_dir() / "downloads" / SMOLLM2_GGUF
     if not gguf.is_file() or _sha256(gguf) != SMOLLM2_SHA256:
         raise SystemExit(f"{gguf} is not the SmolLM2 GGUF: run `hf-skillit fetch-model smollm2-135m` first")
-    data = gguf.read_bytes()
-    for index, start in enumerate(range(0, len(data), PART_BYTES), start=1):
-        part = folder / f"part{index}"
-        part.mkdir(parents=True, exist_ok=True)
-        (part / f"{SMOLLM2_GGUF}.{index:02d}").write_bytes(data[start : start + PART_BYTES])
+    split_parts(gguf.read_bytes(), folder)
     wheels = folder / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
-    # The image has torch, accelerate, peft, pyarrow, pandas, tokenizers, safetensors, huggingface-hub, but not
-    # datasets (and its dill/multiprocess) nor gguf; transformers and regex are pinned to the versions tested here.
+    # The image has torch, accelerate, pyarrow, pandas, tokenizers, safetensors, huggingface-hub, but not datasets (and
+    # its dill/multiprocess) nor gguf; transformers, peft, regex and fsspec are pinned to the versions tested here.
     pins = ["transformers==5.24.0", "datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19", "gguf==0.19.0"]
-    pins += ["regex==2026.11.19", "fsspec==2026.9.0"]
+    pins += ["regex==2026.11.19", "fsspec==2026.9.0", "peft==0.21.2"]  # peft: transformers' Trainer imports it
     platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in (17, 27, 28)] + ["--platform=manylinux2014_x86_64"]
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version=3.12"]
     subprocess.run([*command, "--implementation=cp", *platforms, "-d", str(wheels), *pins], check=True)
     print(f"packed {folder}: part1, part2 and wheels; see docs/pretrained.md for the two device calls")
+
+
+def split_parts(data: bytes, folder: Path, part_bytes: int = PART_BYTES) -> None:
+    """`folder/part1/<name>.01` (the first `part_bytes`) and `folder/part2/<name>.02` (the rest)."""
+    for index, piece in enumerate((data[:part_bytes], data[part_bytes:]), start=1):
+        part = folder / f"part{index}"
+        part.mkdir(parents=True, exist_ok=True)
+        (part / f"{SMOLLM2_GGUF}.{index:02d}").write_bytes(piece)
 
 
 def _assemble(parts_root: Path, work: Path) -> Path:
@@ -179,7 +184,7 @@ def prepare_model(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str,
     from hf_skillit.pretrained import default_cache_dir, fetch_model, write_llama_gguf
 
     cache = work / "cache"
-    if args.smoke:
+    if args.smoke or args.tiny_model:
         tokenizer = tiny_tokenizer()
         config = LlamaConfig(
             vocab_size=len(tokenizer),
@@ -197,21 +202,23 @@ def prepare_model(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str,
         torch.manual_seed(0)
         gguf = write_llama_gguf(LlamaForCausalLM(config), tokenizer, work / "tiny-llama.gguf")
         source = "tiny llama (hidden 32, 2 layers) written as GGUF by write_llama_gguf"
+        name = "a tiny llama (smoke mode)" if args.smoke else "a tiny llama (development run)"
     elif args.gguf_parts:
         gguf, source = (
             _assemble(Path(args.gguf_parts), work),
             f"SmolLM2-135M-Instruct Q4_1 GGUF ({SMOLLM2_SHA256[:12]})",
         )
+        name = "SmolLM2-135M"
     else:
         gguf = Path(args.gguf) if args.gguf else default_cache_dir() / "downloads" / SMOLLM2_GGUF
         if not gguf.is_file():
             raise SystemExit(
                 f"{gguf} not found: pass --gguf, --gguf-parts, or run `hf-skillit fetch-model smollm2-135m`"
             )
-        source = f"GGUF {gguf}"
+        source, name = f"GGUF {gguf}", "SmolLM2-135M"
     start = time.time()
     folder = fetch_model(gguf, cache_dir=cache)
-    return folder, {"source": source, "gguf": str(gguf), "convert_s": round(time.time() - start, 1)}
+    return folder, {"name": name, "source": source, "gguf": str(gguf), "convert_s": round(time.time() - start, 1)}
 
 
 # ----- data ---------------------------------------------------------------------------------------------------
@@ -465,8 +472,11 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     spec = {**spec, "steps": steps}
     eval_every = steps // spec["evaluations"]
     extra = dict(spec.get("extra", {}))
-    if spec["setting"] == "code":  # the reference code evaluates every max_steps / 120 steps
-        extra[spec["eval_every_field"]] = max(1, steps // 120)
+    if spec["setting"] == "code":  # the reference code evaluates every max_steps / 120 steps (within a round here)
+        per_round, every = steps // task["rounds"], max(1, steps // 120)
+        while per_round % every:
+            every -= 1
+        extra[spec["eval_every_field"]] = every
     graph = None if spec.get("graph") is None else SkillsGraph(np.asarray(spec["graph"], dtype=float), task["skills"])
     config = _config(
         spec,
@@ -677,6 +687,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gguf-parts", default=None, help="folder with part*/ pieces of the GGUF (see --pack)")
     parser.add_argument("--pack", default=None, metavar="DIR", help="split the GGUF and fetch wheels for the GPU")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    # Development: the GPU run's planning and sizes with the tiny model (and a smaller pool) on the CPU.
+    parser.add_argument("--tiny-model", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pool", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child_main(args.child)
@@ -742,14 +755,14 @@ def _run_everything(args, work: Path, report: dict[str, Any], end: float, cuda: 
         "model": str(model_dir),
         "batch": report["settings"]["batch"],
         "validation_per_skill": report["settings"]["validation_per_skill"],
-        "threads": 1 if smoke else 2,
+        "threads": 1,  # the device does the arithmetic; 11 processes x 2 threads would oversubscribe 16 cores
     }
     fidelity = _fidelity_fields()
     report["fidelity_options"] = fidelity or "not offered by this checkout's SkillItConfig: paper-text setting only"
     lego_seeds = args.lego_seeds or (1 if smoke else 2)
     addition_seeds = args.addition_seeds or 1
     validation = base["validation_per_skill"]
-    pool = 400 if smoke else 64_000  # 2000 steps of batch 32 before a row repeats
+    pool = args.pool or (400 if smoke else 64_000)  # 64000: 2000 steps of batch 32 before a row repeats
     wanted = [("lego", s) for s in range(lego_seeds)] + [("addition", s) for s in range(addition_seeds)]
     # Every task and seed's data in its own process (encoding is Python-bound), LEGO seed 0 first for the timing run.
     spawn = multiprocessing.get_context("spawn")
@@ -907,7 +920,7 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        f"# Skill-It on {'a tiny llama (smoke mode, CPU)' if report['smoke'] else 'SmolLM2-135M'}: {report['device']}",
+        f"# Skill-It on {report.get('model', {}).get('name', '?')}: {report['device']}",
         "",
         f"Command: `{report['command']}`; wall time {report.get('wall_s', '?')} s of a {report['budget_s']:.0f} s "
         f"budget; versions {report['versions']}.",

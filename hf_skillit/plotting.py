@@ -52,6 +52,7 @@ _LINE_STYLES = ("-", "--", "-.", ":")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 _MARKER_SIZES = (9.0, 3.0)  # first skill, last skill
 _LOG_RATIO = 5.0  # losses spanning more than this factor get a log axis
+_CHANCE_TOLERANCE = 0.05  # chance levels closer than this (relative) are drawn as one line
 # The key of the first trajectory record holding the losses measured before the first training step.
 INITIAL_LOSS_KEY = "initial_eval_loss"
 # summary.json's per-skill chance-level loss (see `hf_skillit.recipes`' report), drawn as the chance line.
@@ -114,6 +115,22 @@ def _save(figure: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
+def _chance_groups(chance: Mapping[str, float]) -> list[tuple[float, list[str]]]:
+    """Chance levels within `_CHANCE_TOLERANCE` of each other (the same task measured on different validation rows,
+    e.g. LEGO's 0.683 to 0.693 around ln 2) as one line at their mean, with the skills it stands for."""
+    groups: list[list[str]] = []
+    for skill in sorted(chance, key=chance.get):
+        if groups and chance[skill] <= chance[groups[-1][0]] * (1 + _CHANCE_TOLERANCE):
+            groups[-1].append(skill)
+        else:
+            groups.append([skill])
+    order = list(chance)
+    return [
+        (sum(chance[s] for s in group) / len(group), sorted(group, key=order.index))
+        for group in sorted(groups, key=lambda g: order.index(g[0]))
+    ]
+
+
 def mixture_figure(
     rounds: Sequence[Mapping[str, Any]], title: str | None = None, target_skills: Sequence[str] = ()
 ) -> Figure:
@@ -159,12 +176,8 @@ def losses_figure(
         steps, losses = zip(*points, strict=True)
         label, weight = _emphasis(skill, targets)
         axes.plot(steps, losses, label=label, **style, **weight)
-    chance = {s: v for s, v in (chance or {}).items() if s in skills and v is not None}
-    levels: dict[float, list[str]] = {}
-    for skill in skills:
-        if skill in chance:
-            levels.setdefault(round(float(chance[skill]), 4), []).append(skill)
-    for level, names in levels.items():
+    levels = _chance_groups({s: float(chance[s]) for s in skills if chance and chance.get(s) is not None})
+    for level, names in levels:
         which = "" if len(levels) == 1 and len(names) == len(skills) else f", skills {', '.join(names)}"
         axes.axhline(level, color="0.35", linestyle=(0, (6, 3)), linewidth=1.0, label=f"chance {level:.3g}{which}")
     axes.set_xlim(left=0)

@@ -147,3 +147,12 @@ def test_plot_run_reads_targets_from_the_saved_recipe(tmp_path):
     SkillsGraph(np.eye(3), ["1", "2", "3"]).save(tmp_path / "skills_graph.json")
     assert run_targets(tmp_path) == ["3"]
     assert len(plot_run(tmp_path)) == 3
+
+
+def test_close_chance_levels_make_one_line():
+    # LEGO's ln 2 measured on three validation sets, and one addition-like skill at ln 10.
+    chance = {"3": 0.683, "1": 0.691, "2": 0.693, "4": 2.303}
+    axes = losses_figure(coinciding_rounds(initial=False), chance=chance).axes[0]
+    lines = {line.get_label(): line for line in axes.get_lines() if line.get_label().startswith("chance")}
+    assert set(lines) == {"chance 0.689, skills 3, 1, 2", "chance 2.3, skills 4"}
+    assert lines["chance 0.689, skills 3, 1, 2"].get_ydata()[0] == pytest.approx((0.683 + 0.691 + 0.693) / 3)

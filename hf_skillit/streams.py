@@ -226,8 +226,9 @@ class _RowStore:
     as `input_ids`, `attention_mask`, `labels`) is read as numpy views of the Arrow buffers themselves, one flat
     array per Arrow chunk, zero-copy (a memory-mapped dataset stays memory-mapped), and a row is handed out as a
     view `values[start:end]`. Only per-row bookkeeping is built here: for every row, which flat array holds it
-    and where (three int64 per row and column). Other columns (ids, strings, scalars) are read through Arrow
-    for the rows of a chunk, as before.
+    and where (12 bytes per row and token column, plus 8 for the row's physical index; the stream also keeps
+    each skill's current permutation, 8 bytes a row: about 40 bytes a row for two token columns, 400 MB for 10M
+    rows). Other columns (ids, strings, scalars) are read through Arrow for the rows of a chunk, as before.
 
     Local row `r` of skill `s` is global row `first[s] + r`; `physical[g]` is its row in the skills' Arrow
     tables laid end to end (a skill built with `select`/`filter`/`shuffle` reads its rows through an indices
@@ -268,12 +269,12 @@ class _RowStore:
                 chunks = table.column(name).chunks if name in table.column_names else [None]
                 for chunk in chunks:
                     if chunk is None:  # a skill without this column: empty rows (its rows do not get the key)
-                        rows, offsets = table.num_rows, np.zeros(table.num_rows + 1, dtype=np.int64)
+                        rows, offsets = table.num_rows, np.zeros(table.num_rows + 1, dtype=np.int32)
                         values = np.zeros(0, dtype=np.int64)
-                    else:
-                        rows, offsets = len(chunk), chunk.offsets.to_numpy().astype(np.int64)
+                    else:  # offsets stay int32 for `list` columns (int64 for `large_list`)
+                        rows, offsets = len(chunk), chunk.offsets.to_numpy()
                         values = chunk.values.to_numpy(zero_copy_only=True)
-                    which.append(np.full(rows, len(segments), dtype=np.int64))
+                    which.append(np.full(rows, len(segments), dtype=np.int32))
                     starts.append(offsets[:-1])
                     ends.append(offsets[1:])
                     segments.append(values)

@@ -11,10 +11,12 @@ One job per module, each depending only on those above it:
 - `schema`: `RecipeError`, YAML reading, the type checker of a section's keys.
 - `sections`: the section dataclasses and the table of sections (`SECTION_TYPES`; a new section is one entry).
 - `loading`: `load_recipe` (overrides, sections, local paths), nothing loaded yet.
+- `hub`: one lookup of a Hub model (cache, then one request); a failure is one line naming the offline alternatives.
 - `data`: the tokenizer and the `SkillSet` of a recipe's data.
 - `build`: graph, model, evaluators, the checks that they fit (through the library's own checks: the mixer
   registry, `SkillsGraph`, `hf_skillit.rundir`), `make_trainer`, `graph_learning_kwargs`.
-- `report`: `train_and_report` / `run`: train, save, summary table, plots.
+- `report`: `train_and_report` / `run`: train, save, the summary table with chance levels, the skills that moved
+  most and the comparison with the `report:` section's reference runs, plots.
 - `plan`: `describe_run`, the run plan without training (`hf-skillit train --dry-run`).
 """
 

@@ -51,11 +51,15 @@ def test_gpu_script_smoke_mode_on_cpu(tmp_path):
     assert report["smoke"] and report["device"] == "cpu" and report["wall_s"] < 180
 
     timing = report["timing"]
-    for trainer in ("skillit_trainer", "plain_trainer"):
+    for trainer in ("skillit_trainer", "skillit_trainer_all_logits", "plain_trainer"):
         assert timing[trainer]["steps_timed"] == timing["steps"] - timing["warmup"] - 1
         assert timing[trainer]["samples_per_s"] == pytest.approx(
             timing["batch"] / timing[trainer]["s_per_step"], rel=1e-3
         )
+    all_logits = timing["skillit_trainer_all_logits"]["s_per_step"]
+    assert timing["skillit_overhead_pct"] == pytest.approx(
+        100 * (all_logits / timing["plain_trainer"]["s_per_step"] - 1), abs=0.01
+    )
     ratio = timing["stream_samples_per_s"] / timing["skillit_trainer"]["samples_per_s"]
     assert timing["stream_over_training"] == pytest.approx(ratio, abs=0.06)
 

@@ -397,3 +397,73 @@ def test_recipe_model_pretrained_checks_and_trains(gguf_file, tmp_path, monkeypa
     assert trainer.processing_class.tokenize(" 1") == ["Ġ", "1"]  # the GGUF's own tokenizer
     result = trainer.train()
     assert torch.isfinite(torch.tensor(result.training_loss)) and len(trainer.trajectory) == 2
+
+
+# ----- the LM head at the scored positions only ---------------------------------------------------------------
+
+
+def test_keep_scored_logits_gives_the_same_loss_and_gradients(tiny_llama, bpe):
+    import copy
+
+    from hf_skillit.collator import LMCollator
+    from hf_skillit.trainer import keep_scored_logits
+
+    rows = encode(make_lego(6, k=5, seed=3), bpe)
+    batch = LMCollator(pad_token_id=bpe.pad_token_id)(
+        [dict(r) for r in rows.select_columns(["input_ids", "attention_mask", "labels"])]
+    )
+    full_model, kept_model = copy.deepcopy(tiny_llama).train(), copy.deepcopy(tiny_llama).train()
+    kept_inputs = keep_scored_logits(kept_model, batch)
+    answer_positions = sorted({row.index(next(t for t in row if t != -100)) - 1 for row in batch["labels"].tolist()})
+    assert kept_inputs["logits_to_keep"].tolist() == answer_positions  # LEGO rows: one answer column
+    full = full_model(**batch)
+    kept = kept_model(**kept_inputs)
+    assert (
+        kept.logits.shape == (6, len(answer_positions), len(bpe))
+        and full.logits.shape[1] == batch["input_ids"].shape[1]
+    )
+    torch.testing.assert_close(kept.loss, full.loss, rtol=1e-6, atol=1e-7)
+    full.loss.backward()
+    kept.loss.backward()
+    for (name, a), (_, b) in zip(full_model.named_parameters(), kept_model.named_parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-7, msg=name)
+    # Full-text labels score most positions: nothing to save, the inputs are left as they are.
+    everything = LMCollator(pad_token_id=bpe.pad_token_id)([{"input_ids": r["input_ids"]} for r in rows])
+    assert keep_scored_logits(kept_model, everything) is everything
+
+
+def test_skillit_trainer_trains_the_same_with_scored_logits_only(tiny_llama, bpe, tmp_path):
+    import copy
+
+    from hf_skillit import SkillItConfig, SkillItTrainer, SkillSet
+
+    data = encode(make_lego(120, k=5, seed=4), bpe)
+    skills = SkillSet.from_column(data, column="skill", validation=4, order=[str(i) for i in range(1, 6)])
+    runs = []
+    for flag in (False, True):
+        args = SkillItConfig(
+            output_dir=str(tmp_path / str(flag)),
+            max_steps=6,
+            rounds=2,
+            mixing="stratified",
+            per_device_train_batch_size=8,
+            learning_rate=1e-2,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+        )
+        trainer = SkillItTrainer(model=copy.deepcopy(tiny_llama), args=args, skills=skills, processing_class=bpe)
+        trainer.scored_logits_only = flag
+        trainer.train()
+        runs.append(trainer)
+    plain, kept = runs
+    from hf_skillit.trainer import keep_scored_logits
+
+    batch = next(iter(kept.get_train_dataloader()))
+    assert keep_scored_logits(kept.model, batch)["logits_to_keep"].numel() == 1  # the optimisation did apply
+    for a, b in zip(plain.trajectory, kept.trajectory, strict=True):
+        assert a["samples"] == b["samples"]
+        for skill, loss in a["eval_loss"].items():
+            assert b["eval_loss"][skill] == pytest.approx(loss, rel=1e-5)
+    for (name, a), (_, b) in zip(plain.model.named_parameters(), kept.model.named_parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)

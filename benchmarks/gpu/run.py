@@ -416,8 +416,24 @@ def _rate(times: list[float], warmup: int, batch: int) -> dict[str, float]:
     }
 
 
-def _calibrate(model, skills, tokenizer, spec: dict[str, Any]) -> float:
-    """Steps/s of this process while every process of the wave does the same (a throwaway copy of the model)."""
+def _barrier(spec: dict[str, Any], stage: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Write this process's `payload` for `stage` and wait until every process of the wave has (or a timeout);
+    returns all payloads."""
+    folder = Path(spec["barrier"]) / stage
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{spec['name']}.tmp").write_text(json.dumps({**payload, "time": time.time()}))
+    os.replace(folder / f"{spec['name']}.tmp", folder / f"{spec['name']}.json")
+    give_up = time.time() + spec["barrier_timeout_s"]
+    while True:
+        entries = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+        if len(entries) >= spec["wave_size"] or time.time() > give_up:
+            return entries
+        time.sleep(0.5)
+
+
+def _calibrate(model, skills, validation, tokenizer, spec: dict[str, Any]) -> tuple[float, float]:
+    """(steps/s, seconds per curve evaluation) of this process while every process of the wave does the same,
+    on a throwaway copy of the model."""
     import copy
 
     from hf_skillit import SkillItTrainer
@@ -431,29 +447,25 @@ def _calibrate(model, skills, tokenizer, spec: dict[str, Any]) -> float:
     )
     trainer.train()
     rate = 1.0 / _rate(timer.times, steps // 3, 1)["s_per_step"]
-    del trainer
-    return rate
+    recorder = CurveRecorder(1, validation, tokenizer)
+    recorder.trainer = trainer
+    start = time.perf_counter()
+    recorder.record(0)
+    return rate, time.perf_counter() - start
 
 
-def _agree_on_steps(spec: dict[str, Any], rate: float) -> tuple[int, float]:
-    """Every process of the wave writes its measured rate and waits for the others; all then plan the same number
-    of steps: what the slowest fits before the deadline, a multiple of rounds x evaluations per round."""
-    folder = Path(spec["barrier"])
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{spec['name']}.tmp").write_text(json.dumps({"rate": rate, "time": time.time()}))
-    os.replace(folder / f"{spec['name']}.tmp", folder / f"{spec['name']}.json")
-    give_up = time.time() + spec["barrier_timeout_s"]
-    while True:
-        entries = [json.loads(p.read_text()) for p in folder.glob("*.json")]
-        if len(entries) >= spec["wave_size"] or time.time() > give_up:
-            break
-        time.sleep(0.5)
+def _agree_on_steps(spec: dict[str, Any], rate: float, eval_s: float) -> tuple[int, float]:
+    """Every process of the wave shares its measured rate and evaluation time; all then plan the same number of
+    steps: what the slowest fits before the deadline, its evaluations (the code setting's too) included, a
+    multiple of rounds x evaluations per round."""
+    extra = 120 if spec["setting"] == "code" else 0  # the reference code's evaluations inside the rounds
+    entries = _barrier(spec, "rates", {"rate": rate, "eval_s": eval_s, "extra_evaluations": extra})
     slowest = min(e["rate"] for e in entries)
     if spec["fixed_steps"]:
         return spec["max_steps"], slowest
     start = max(e["time"] for e in entries) if len(entries) >= spec["wave_size"] else time.time()
-    # Evaluations take time too: leave a tenth of the window for them and a tenth as margin.
-    seconds = (spec["deadline"] - start) * 0.8
+    evaluations = spec["evaluations"] + 1 + max(e["extra_evaluations"] for e in entries)
+    seconds = (spec["deadline"] - start) * 0.85 - evaluations * max(e["eval_s"] for e in entries)
     steps = int(seconds * slowest // spec["multiple"]) * spec["multiple"]
     return max(spec["multiple"], min(steps, spec["max_steps"])), slowest
 
@@ -467,8 +479,9 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     task = TASKS[spec["task"]]
     skills, validation = _skillset(Path(spec["data"]), spec["pool"], task["skills"])
     model, tokenizer = _load_model(spec)
-    rate = _calibrate(model, skills, tokenizer, spec)
-    steps, slowest = _agree_on_steps(spec, rate)
+    _barrier(spec, "loaded", {})  # calibrate together, under the contention of the whole wave
+    rate, eval_s = _calibrate(model, skills, validation, tokenizer, spec)
+    steps, slowest = _agree_on_steps(spec, rate, eval_s)
     spec = {**spec, "steps": steps}
     eval_every = steps // spec["evaluations"]
     extra = dict(spec.get("extra", {}))
@@ -507,6 +520,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "steps_done": done,
         "stopped_early": deadline.stopped_at is not None,
         "calibrated_steps_per_s": round(rate, 2),
+        "calibrated_eval_s": round(eval_s, 3),
         "wave_slowest_steps_per_s": round(slowest, 2),
         "train_wall_s": round(wall, 2),
         "samples_per_s": round(done * spec["batch"] / wall, 2),
@@ -540,21 +554,27 @@ def run_timing(spec: dict[str, Any]) -> dict[str, Any]:
     stream_rate = batches * spec["batch"] / (time.perf_counter() - start)
     result["stream_samples_per_s"] = round(stream_rate, 1)
 
-    # SkillItTrainer, fixed mixture: the per-step cost of its data path and round boundaries.
-    model, tokenizer = _load_model(spec)
-    config = _config(
-        spec, spec["output_dir"] + "/skillit", mixing="fixed", fixed_weights=uniform, rounds=spec["rounds"]
-    )
-    timer = StepTimer()
-    trainer = SkillItTrainer(model=model, args=config, skills=skills, processing_class=tokenizer, callbacks=[timer])
-    trainer.train()
-    result["skillit_trainer"] = _rate(timer.times, spec["warmup"], spec["batch"])
-    start = time.perf_counter()
-    trainer.evaluate_skills(list(trainer.skills.eval_skills))
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    result["round_eval_s"] = round(time.perf_counter() - start, 3)
-    del trainer
+    # SkillItTrainer, fixed mixture: the per-step cost of its data path and round boundaries, with the LM head at
+    # the scored positions only (its default) and everywhere (as a plain Trainer computes it).
+    for key, scored_only in (("skillit_trainer", True), ("skillit_trainer_all_logits", False)):
+        model, tokenizer = _load_model(spec)
+        config = _config(
+            spec, spec["output_dir"] + f"/{key}", mixing="fixed", fixed_weights=uniform, rounds=spec["rounds"]
+        )
+        timer = StepTimer()
+        trainer = SkillItTrainer(
+            model=model, args=config, skills=skills, processing_class=tokenizer, callbacks=[timer]
+        )
+        trainer.scored_logits_only = scored_only
+        trainer.train()
+        result[key] = _rate(timer.times, spec["warmup"], spec["batch"])
+        if scored_only:
+            start = time.perf_counter()
+            trainer.evaluate_skills(list(trainer.skills.eval_skills))
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            result["round_eval_s"] = round(time.perf_counter() - start, 3)
+        del trainer
 
     # Plain Trainer on the same rows shuffled together (what a uniform fixed mixer draws from).
     model, tokenizer = _load_model(spec)
@@ -570,8 +590,11 @@ def run_timing(spec: dict[str, Any]) -> dict[str, Any]:
     )
     trainer.train()
     result["plain_trainer"] = _rate(timer.times, spec["warmup"], spec["batch"])
-    skillit, plain = result["skillit_trainer"]["s_per_step"], result["plain_trainer"]["s_per_step"]
-    result["skillit_overhead_pct"] = round(100 * (skillit / plain - 1), 2)
+    plain = result["plain_trainer"]["s_per_step"]
+    all_logits = result["skillit_trainer_all_logits"]["s_per_step"]
+    # Same computation as the plain Trainer: what the data path and round boundaries cost.
+    result["skillit_overhead_pct"] = round(100 * (all_logits / plain - 1), 2)
+    result["scored_logits_speedup"] = round(all_logits / result["skillit_trainer"]["s_per_step"], 3)
     result["stream_over_training"] = round(stream_rate / result["skillit_trainer"]["samples_per_s"], 1)
     if torch.cuda.is_available():
         result["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -797,7 +820,8 @@ def _run_everything(args, work: Path, report: dict[str, Any], end: float, cuda: 
             log(f"timing FAILED:\n{timing['log_tail']}")
             return
         log(
-            f"timing: SkillItTrainer {timing['skillit_trainer']['samples_per_s']} samples/s, plain Trainer "
+            f"timing: SkillItTrainer {timing['skillit_trainer']['samples_per_s']} samples/s (logits everywhere "
+            f"{timing['skillit_trainer_all_logits']['samples_per_s']}), plain Trainer "
             f"{timing['plain_trainer']['samples_per_s']} samples/s ({timing['skillit_overhead_pct']:+.1f}%), stream "
             f"{timing['stream_samples_per_s']} samples/s ({timing['stream_over_training']}x)"
         )
@@ -878,17 +902,24 @@ def _run_everything(args, work: Path, report: dict[str, Any], end: float, cuda: 
 
 
 def _summary(runs: list[dict[str, Any]], task: str) -> tuple[int | None, dict[str, dict[str, Any]]]:
-    """Per method (and setting): loss and accuracy per skill at the last step every run of the task reached,
-    mean and sample std over seeds."""
+    """Per method (and setting): loss and accuracy per skill at the last step every paper-setting run of the task
+    reached (a run that stopped earlier is shown at its own last step, which its row names), mean and sample std
+    over seeds."""
     done = [r for r in runs if r.get("ok") and r["task"] == task and r["curve"]]
     if not done:
         return None, {}
-    common = min(r["curve"][-1]["step"] for r in done)
+    paper = [r for r in done if r["setting"] == "paper"] or done
+    common = min(r["curve"][-1]["step"] for r in paper)
     table: dict[str, dict[str, Any]] = {}
     for method in dict.fromkeys(r["method"] for r in done):
         mine = [r for r in done if r["method"] == method]
         points = [max((p for p in r["curve"] if p["step"] <= common), key=lambda p: p["step"]) for r in mine]
-        row: dict[str, Any] = {"setting": mine[0]["setting"], "seeds": [r["seed"] for r in mine]}
+        row: dict[str, Any] = {
+            "setting": mine[0]["setting"],
+            "seeds": [r["seed"] for r in mine],
+            "step": min(p["step"] for p in points),
+            "rounds_done": min(len(r["trajectory"]) for r in mine),
+        }
         for metric in ("loss", "accuracy"):
             row[metric] = {skill: _mean_std([p[metric][skill] for p in points]) for skill in TASKS[task]["skills"]}
             row[f"mean_{metric}"] = _mean_std([statistics.fmean(p[metric].values()) for p in points])
@@ -934,12 +965,17 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "| trainer | s/step | samples/s |",
             "|---|---|---|",
-            f"| SkillItTrainer | {timing['skillit_trainer']['s_per_step']} | {timing['skillit_trainer']['samples_per_s']} |",
+            f"| SkillItTrainer (LM head at the scored positions, its default) | {timing['skillit_trainer']['s_per_step']} "
+            f"| {timing['skillit_trainer']['samples_per_s']} |",
+            f"| SkillItTrainer, logits everywhere | {timing['skillit_trainer_all_logits']['s_per_step']} "
+            f"| {timing['skillit_trainer_all_logits']['samples_per_s']} |",
             f"| transformers.Trainer | {timing['plain_trainer']['s_per_step']} | {timing['plain_trainer']['samples_per_s']} |",
             "",
-            f"Overhead {timing['skillit_overhead_pct']:+.1f}% per step ({timing['steps']} steps, first "
-            f"{timing['warmup']} not timed, batch {timing['batch']}). One round-end evaluation (every skill's "
-            f"validation rows): {timing['round_eval_s']} s.",
+            f"Overhead of SkillItTrainer's data path and rounds (same computation as Trainer): "
+            f"{timing['skillit_overhead_pct']:+.1f}% per step; logits at the scored positions only: "
+            f"{timing['scored_logits_speedup']}x faster steps ({timing['steps']} steps, first {timing['warmup']} not "
+            f"timed, batch {timing['batch']}). One round-end evaluation (every skill's validation rows): "
+            f"{timing['round_eval_s']} s.",
             f"Mixture stream (the trainer's DataLoader, collation included): {timing['stream_samples_per_s']} "
             f"samples/s = {timing['stream_over_training']}x the training rate above.",
             "",
@@ -950,7 +986,7 @@ def markdown(report: dict[str, Any]) -> str:
         skills = TASKS[task]["skills"]
         spec = TASKS[task]
         lines += [
-            f"## {task}: validation at step {summary['common_step']} (the last step every run reached)",
+            f"## {task}: validation at step {summary['common_step']} (the last step every paper-setting run reached)",
             "",
             f"eta {spec['eta']}, T {spec['rounds']}, w {spec['window']}, batch {report['settings']['batch']}, "
             f"lr {LR}, {summary['steps']} steps planned; "
@@ -958,17 +994,21 @@ def markdown(report: dict[str, Any]) -> str:
             "`code`: the reference code's (window of w evaluations every steps/120, its LEGO graph). Random draws from "
             f"the imbalanced pool {spec['random']}. Mean ± sample std over seeds.",
             "",
-            "| method | setting | seeds | "
+            "| method | setting | seeds | step | rounds done | "
             + " | ".join(f"acc {s}" for s in skills)
             + " | mean acc | "
             + " | ".join(f"loss {s}" for s in skills)
             + " | mean loss |",
-            "|---|---|---|" + "---|" * (2 * len(skills) + 2),
+            "|---|---|---|---|---|" + "---|" * (2 * len(skills) + 2),
         ]
         for method, row in summary["methods"].items():
             cells = [_cell(row["accuracy"][s], 2) for s in skills] + [_cell(row["mean_accuracy"], 3)]
             cells += [_cell(row["loss"][s], 3) for s in skills] + [_cell(row["mean_loss"], 3)]
-            lines.append(f"| {method} | {row['setting']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {method} | {row['setting']} | {len(row['seeds'])} | {row['step']} | {row['rounds_done']} | "
+                + " | ".join(cells)
+                + " |"
+            )
         lines += ["", f"Curves: {task}_curves.png.", ""]
     failed = [r for r in report.get("runs", []) if not r.get("ok")]
     if failed:

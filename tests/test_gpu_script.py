@@ -65,6 +65,7 @@ def test_gpu_script_smoke_mode_on_cpu(tmp_path):
 
     runs = {r["name"]: r for r in report["runs"]}
     expected = {"lego_skill_it_seed0", "lego_stratified_seed0", "lego_random_seed0", "addition_skill_it_seed0"}
+    expected.add("lego_skill_it_code_seed0")  # the reference code's setting (window of evaluations)
     assert expected <= set(runs) and all(r["ok"] for r in runs.values())
     for run in runs.values():
         rounds = report["settings"]["tasks"][run["task"]]["rounds"]
@@ -83,7 +84,8 @@ def test_gpu_script_smoke_mode_on_cpu(tmp_path):
 
     assert report["fsdp"]["ok"] and report["fsdp"]["rounds"] == 2 and report["fsdp"]["losses_finite"]
     markdown = (out / "results.md").read_text()
-    assert "| SkillItTrainer |" in markdown and "## lego: validation at step" in markdown
+    assert "| SkillItTrainer (LM head at the scored positions" in markdown and "| transformers.Trainer |" in markdown
+    assert "## lego: validation at step" in markdown and "| skill_it_code | code |" in markdown
     assert "FSDP smoke check" in markdown and "passed" in markdown
     print(f"smoke mode: {wall:.0f} s wall")
 

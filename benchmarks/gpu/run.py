@@ -751,6 +751,11 @@ def parent_main(args: argparse.Namespace) -> int:
     log(f"device {device}; budget {budget:.0f} s; work {work}; out {out}")
     try:
         _run_everything(args, work, report, _START + budget, cuda)
+    except BaseException:
+        import traceback
+
+        report["error"] = traceback.format_exc()  # into results.md too: the first try may be the only one
+        raise
     finally:
         report["wall_s"] = round(time.time() - _START, 1)
         write_outputs(report, out)
@@ -1010,6 +1015,8 @@ def markdown(report: dict[str, Any]) -> str:
                 + " |"
             )
         lines += ["", f"Curves: {task}_curves.png.", ""]
+    if report.get("error"):
+        lines += ["## The run stopped with an error", "", "```", report["error"][-3000:], "```", ""]
     failed = [r for r in report.get("runs", []) if not r.get("ok")]
     if failed:
         lines += ["## Failed runs", ""] + [f"- {r['name']}: rc {r['rc']}" for r in failed] + [""]

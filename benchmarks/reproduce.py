@@ -457,7 +457,8 @@ def threshold_table(results: dict[str, list[dict]], target: str, threshold: floa
             fewer = [100.0 * (b - a) / b for a, b in pairs]
             lines.append(
                 f"\nSkill-It needs {mean_std(fewer, digits=1)} % fewer steps than target-only "
-                f"(paired seeds where both reached it: {len(pairs)}; paper: {PAPER_FEWER_STEPS[task]} % at loss 0.01)."
+                f"(paired seeds where both reached it: {len(pairs)}"
+                + (f"; paper: {PAPER_FEWER_STEPS[task]} % at loss 0.01)." if task in PAPER_FEWER_STEPS else ").")
             )
     return "\n".join(lines)
 
@@ -602,6 +603,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--digits", type=int, default=5, help="fold: symbols shown (at least --k + 1)")
     p.add_argument("--eta", type=float, default=None, help="default: the setting's (paper Appendix C.3; fold 1)")
     p.add_argument("--window", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=None, help="Skill-It rounds T; default: the setting's")
     p.add_argument("--seed-list", default=None, help="comma-separated seeds instead of 0..seeds-1")
     p.add_argument("--setting", choices=["pretrain", "finetune"], default="pretrain")
     p.add_argument("--seeds", type=int, default=None, help="default 5 (--quick: 2)")
@@ -651,6 +653,8 @@ def main() -> None:
     setup.base, setup.digits = args.base, args.digits
     if args.eta is not None:
         setup.eta = args.eta
+    if args.rounds is not None:
+        setup.rounds = args.rounds
     methods = PRETRAIN_METHODS if args.setting == "pretrain" else FINETUNE_METHODS
     if args.methods:
         unknown = [m for m in args.methods.split(",") if m not in methods]

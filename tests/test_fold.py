@@ -1,5 +1,6 @@
 """The table-fold suite (issue 11): values checked by hand against the documented table, and its recipe builds."""
 
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -84,5 +85,11 @@ def test_fold_recipe_builds(monkeypatch):
     assert list(parts.skills.train_skills) == ["1", "2", "3"]
     assert list(parts.graph.train_skills) == ["1", "2", "3"] and parts.graph.matrix[1, 2] == 0.5  # edge 2 -> 3
     assert recipe.training.mixing == "skill_it" and recipe.model.tiny["family"] == "gpt2"
+    # The saved skill-stratified reference the summary compares with ran on this recipe's budget and seed.
+    (reference,) = [json.loads(line) for line in Path(recipe.report.reference).read_text().splitlines()]
+    assert reference["mixing"] == "stratified" and reference["seed"] == recipe.training.seed
+    assert reference["max_steps"] == recipe.training.max_steps
+    assert reference["budget"] == recipe.training.max_steps * recipe.training.per_device_train_batch_size
+    assert set(reference["loss"]) == {"1", "2", "3"}
     batch = torch.tensor(parts.skills.validation("1")[:4]["input_ids"])
     assert parts.model(input_ids=batch).logits.shape[:2] == batch.shape

@@ -66,3 +66,22 @@ def test_reproduce_smoke(tmp_path, monkeypatch):
     # Every run is below a threshold of 100 from its first measurement, at step 0.
     assert "| Target skill only | 0 | 1/1 |" in report
     assert (finetune / "addition_finetune_target.png").is_file()
+
+
+@pytest.mark.slow
+def test_reproduce_fold_tables(tmp_path, monkeypatch):
+    """The table fold (issue 11): steps-to-threshold per skill and for the average, paired by seed."""
+    out = tmp_path / "fold"
+    run_benchmark(
+        monkeypatch,
+        "--task", "fold", "--quick", "--seeds", "1", "--steps", "60", "--eval-every", "20", "--batch", "8",
+        "--family", "gpt2", "--threshold", "100", "--eta", "2", "--window", "1",
+        "--methods", "stratified,skill_it", "--output-dir", str(out),
+    )  # fmt: skip
+    report = (out / "summary.md").read_text()
+    assert "Skill-It eta 2.0, window 1, 6 rounds" in report
+    # Every loss is below 100 at the first recorded step (0): every cell is step 0, reached by the one run.
+    assert "| Skill-It | 0 (1/1) | 0 (1/1) | 0 (1/1) | 0 (1/1) |" in report
+    assert "| seed 0 | +0 | +0 | +0 | +0 |" in report
+    runs = {p.name for p in (out / "runs").iterdir()}
+    assert runs == {"skill_it_seed0.json", "stratified_seed0.json"}

@@ -68,6 +68,7 @@ TASKS = {
 BATCH = 32
 LR = 5e-5
 VALIDATION_PER_SKILL = 100
+EVAL_BATCH = 64
 # The reference code's LEGO pre-training graph (HazyResearch/skill-it scripts/lego/pt/skillit.sh): row "2" has 1 on
 # skills 1-4, the diagonal 1; trainer/mw_trainer.py turns every off-diagonal 1 into 0.5.
 CODE_LEGO_GRAPH = [
@@ -314,7 +315,9 @@ def _training_kwargs(spec: dict[str, Any], output_dir: str) -> dict[str, Any]:
         output_dir=output_dir,
         max_steps=spec["steps"],
         per_device_train_batch_size=spec["batch"],
-        per_device_eval_batch_size=256,
+        # Evaluation computes logits over the whole vocabulary at every position: 64 rows x 36 x 49,152 floats is
+        # 0.45 GB per forward, times the processes sharing the device.
+        per_device_eval_batch_size=EVAL_BATCH,
         learning_rate=LR,
         weight_decay=0.01,
         adam_beta1=0.9,
@@ -381,7 +384,7 @@ class CurveRecorder(TrainerCallback):
         from hf_skillit.synthetic import answer_accuracy
 
         loss = self.trainer.evaluate_skills(list(self.trainer.skills.eval_skills))
-        accuracy = answer_accuracy(self.trainer.model, self.tokenizer, self.validation, batch_size=256)
+        accuracy = answer_accuracy(self.trainer.model, self.tokenizer, self.validation, batch_size=EVAL_BATCH)
         self.points.append({"step": step, "loss": loss, "accuracy": accuracy})
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -473,6 +476,7 @@ def _agree_on_steps(spec: dict[str, Any], rate: float, eval_s: float) -> tuple[i
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """One method on one seed: agree on the number of steps with the wave, train, record the curve."""
     import numpy as np
+    import torch
 
     from hf_skillit import SkillItTrainer, SkillsGraph
 
@@ -526,6 +530,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "samples_per_s": round(done * spec["batch"] / wall, 2),
         "curve": recorder.points,
         "trajectory": [{k: r[k] for k in ("round", "global_step", "p", "samples")} for r in trainer.trajectory],
+        "max_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,
     }
 
 

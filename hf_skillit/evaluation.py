@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -38,6 +39,45 @@ def scored_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch
         reduction="sum",
     )
     return loss.double(), (shift_labels != IGNORE_INDEX).sum().double()
+
+
+def _kept_token_loss(logits: torch.Tensor, shift_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`scored_token_loss` for logits kept at the scored positions (`keep_scored_logits`)."""
+    loss = nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return loss.double(), (shift_labels != IGNORE_INDEX).sum().double()
+
+
+def keep_scored_logits(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """`inputs` asking the model for logits at the scored positions only, where that saves work.
+
+    A causal LM's loss reads the logits at positions whose next token is scored (`labels[:, 1:] != -100`); with
+    answer-only labels that is one position of each row (LEGO: 1 of 35), yet the LM head and the cross-entropy run
+    over the whole vocabulary at every position (SmolLM2: 49,152 words; 1.4x the CPU time of the scored positions
+    alone, measured). Models whose forward takes `logits_to_keep` (transformers' causal LMs, also under peft) get
+    the positions any row scores, and the labels at those positions as `shift_labels`: the same loss over the same
+    positions, up to float rounding. Unchanged when the positions are most of the row or the model cannot.
+    """
+    labels = inputs.get("labels")
+    if labels is None or "shift_labels" in inputs or labels.dim() != 2 or not _takes_logits_to_keep(model):
+        return inputs
+    shifted = labels[:, 1:]
+    keep = (shifted != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+    if 2 * keep.numel() > shifted.shape[1]:
+        return inputs
+    kept = shifted[:, keep]
+    return {**inputs, "labels": kept, "shift_labels": kept, "logits_to_keep": keep}
+
+
+def _takes_logits_to_keep(model: Any) -> bool:
+    while hasattr(model, "module"):  # DDP / FSDP wrappers
+        model = model.module
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def _rows(dataset: datasets.Dataset, indices: Sequence[int], columns: Sequence[str]) -> list[dict[str, Any]]:
@@ -81,11 +121,16 @@ def per_skill_loss(
                 indices = mine[b * batch_size : (b + 1) * batch_size]
                 weight = 1.0 if indices else 0.0
                 batch = collator(_rows(dataset, indices or [0], columns))
+                inputs = keep_scored_logits(model, {k: v.to(device) for k, v in batch.items()})
+                keep = {"logits_to_keep": inputs["logits_to_keep"]} if "logits_to_keep" in inputs else {}
                 with autocast():
                     logits = model(
-                        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+                        input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **keep
                     ).logits
-                loss_sum, count = scored_token_loss(logits, batch["labels"])
+                if keep:  # logits at the scored positions only, their labels already shifted
+                    loss_sum, count = _kept_token_loss(logits, inputs["shift_labels"])
+                else:
+                    loss_sum, count = scored_token_loss(logits, batch["labels"])
                 totals[0, j] += weight * loss_sum
                 totals[1, j] += weight * count
     finally:

@@ -23,7 +23,6 @@ trainer that trains on skills: `SkillItTrainer` is the mixin on `transformers.Tr
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -44,9 +43,9 @@ from transformers import (
 )
 
 from .checkpointing import SkillItCheckpointMixin
-from .collator import IGNORE_INDEX, LMCollator, SkillTaggingCollator
+from .collator import LMCollator, SkillTaggingCollator
 from .config import SkillItConfig
-from .evaluation import SkillEvaluator, per_skill_loss
+from .evaluation import SkillEvaluator, keep_scored_logits, per_skill_loss
 from .graph import SkillsGraph
 from .mixer_registry import build_mixer  # re-exported: hf_skillit.recipes.plan imports it from here
 from .mixing import Mixer
@@ -92,34 +91,6 @@ class _RoundBoundaryCallback(TrainerCallback):
             getattr(args, "window_unit", "rounds") == "evaluations" and state.global_step % args.skill_eval_steps == 0
         ):
             self.trainer.observe_skills()
-
-
-def keep_scored_logits(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
-    """`inputs` asking the model for logits at the scored positions only, where that saves work.
-
-    A causal LM's loss reads the logits at positions whose next token is scored (`labels[:, 1:] != -100`); with
-    answer-only labels that is one position of each row (LEGO: 1 of 35), yet the LM head and the cross-entropy run
-    over the whole vocabulary at every position (SmolLM2: 49,152 words; 1.4x the CPU time of the scored positions
-    alone, measured). Models whose forward takes `logits_to_keep` (transformers' causal LMs, also under peft) get
-    the positions any row scores, and the labels at those positions as `shift_labels`: the same loss over the same
-    positions, up to float rounding. Unchanged when the positions are most of the row or the model cannot.
-    """
-    labels = inputs.get("labels")
-    if labels is None or "shift_labels" in inputs or labels.dim() != 2 or not _takes_logits_to_keep(model):
-        return inputs
-    shifted = labels[:, 1:]
-    keep = (shifted != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
-    if 2 * keep.numel() > shifted.shape[1]:
-        return inputs
-    kept = shifted[:, keep]
-    return {**inputs, "labels": kept, "shift_labels": kept, "logits_to_keep": keep}
-
-
-def _takes_logits_to_keep(model: Any) -> bool:
-    while hasattr(model, "module"):  # DDP / FSDP wrappers
-        model = model.module
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def _apply_thread_rule(args: SkillItConfig, model: Any) -> None:

@@ -406,7 +406,7 @@ def test_keep_scored_logits_gives_the_same_loss_and_gradients(tiny_llama, bpe):
     import copy
 
     from hf_skillit.collator import LMCollator
-    from hf_skillit.trainer import keep_scored_logits
+    from hf_skillit.evaluation import keep_scored_logits
 
     rows = encode(make_lego(6, k=5, seed=3), bpe)
     batch = LMCollator(pad_token_id=bpe.pad_token_id)(
@@ -457,7 +457,7 @@ def test_skillit_trainer_trains_the_same_with_scored_logits_only(tiny_llama, bpe
         trainer.train()
         runs.append(trainer)
     plain, kept = runs
-    from hf_skillit.trainer import keep_scored_logits
+    from hf_skillit.evaluation import keep_scored_logits
 
     batch = next(iter(kept.get_train_dataloader()))
     assert keep_scored_logits(kept.model, batch)["logits_to_keep"].numel() == 1  # the optimisation did apply
@@ -467,3 +467,27 @@ def test_skillit_trainer_trains_the_same_with_scored_logits_only(tiny_llama, bpe
             assert b["eval_loss"][skill] == pytest.approx(loss, rel=1e-5)
     for (name, a), (_, b) in zip(plain.model.named_parameters(), kept.model.named_parameters(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_validation_loss_and_accuracy_read_the_same_with_scored_logits_only(tiny_llama, bpe):
+    from hf_skillit.collator import LMCollator
+    from hf_skillit.evaluation import per_skill_loss, scored_token_loss
+    from hf_skillit.synthetic import answer_accuracy
+
+    rows = encode(make_lego(40, k=5, seed=5), bpe)
+    validation = {s: rows.filter(lambda b, s=s: [x == s for x in b["skill"]], batched=True) for s in "12345"}
+    collator = LMCollator(pad_token_id=bpe.pad_token_id)
+    losses = per_skill_loss(tiny_llama, validation, collator, batch_size=7, device=torch.device("cpu"))
+    accuracy = answer_accuracy(tiny_llama, bpe, rows, batch_size=7)
+    # By hand: the logits at every position, as before the LM head was restricted.
+    hits = {}
+    with torch.no_grad():
+        for skill, data in validation.items():
+            batch = collator([dict(r) for r in data.select_columns(["input_ids", "attention_mask", "labels"])])
+            logits = tiny_llama(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            total, count = scored_token_loss(logits, batch["labels"])
+            assert losses[skill] == pytest.approx(float(total / count), rel=1e-6)
+            labels = batch["labels"][:, 1:]
+            correct = ((logits[:, :-1].argmax(-1) == labels) | (labels == -100)).all(-1)
+            hits[skill] = correct.float().mean().item()
+    assert accuracy == pytest.approx(hits)

@@ -8,6 +8,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from ..evaluation import keep_scored_logits
 from .tokenizer import encode
 
 
@@ -37,8 +38,16 @@ def answer_accuracy(
             batch = dataset[start : start + batch_size]
             input_ids = torch.tensor(batch["input_ids"], device=device)
             attention_mask = torch.tensor(batch["attention_mask"], device=device)
-            labels = torch.tensor(batch["labels"], device=device)[:, 1:]
-            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+            labels = torch.tensor(batch["labels"], device=device)
+            inputs = keep_scored_logits(model, {"labels": labels})
+            if "logits_to_keep" in inputs:  # the LM head at the answer positions only
+                labels = inputs["shift_labels"]
+                logits = model(
+                    input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=inputs["logits_to_keep"]
+                ).logits
+            else:
+                labels = labels[:, 1:]
+                logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
             scored = labels != -100
             correct = ((logits.argmax(-1) == labels) | ~scored).all(-1)
             for skill, ok in zip(batch[skill_column], correct.tolist(), strict=True):

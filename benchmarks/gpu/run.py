@@ -608,8 +608,6 @@ def run_timing(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_fsdp(spec: dict[str, Any]) -> dict[str, Any]:
     """2 rounds of SkillItTrainer under `accelerate launch` with the FSDP config (one process on the one GPU)."""
-    from accelerate import PartialState
-
     from hf_skillit import SkillItTrainer
 
     task = TASKS["lego"]
@@ -619,8 +617,12 @@ def run_fsdp(spec: dict[str, Any]) -> dict[str, Any]:
     trainer = SkillItTrainer(model=model, args=config, skills=skills, processing_class=tokenizer)
     trainer.train()
     losses = [r["eval_loss"] for r in trainer.trajectory]
+    from torch.distributed.tensor import DTensor
+
     return {
-        "distributed_type": str(PartialState().distributed_type),
+        # accelerate records FSDP on the trainer's Accelerator; PartialState keeps saying MULTI_GPU.
+        "distributed_type": str(trainer.accelerator.distributed_type),
+        "sharded_parameters": any(isinstance(p, DTensor) for p in trainer.model_wrapped.parameters()),
         "fsdp_enabled": bool(trainer.is_fsdp_enabled),
         "rounds": len(losses),
         "losses_finite": bool(losses) and all(math.isfinite(v) for r in losses for v in r.values()),
@@ -1032,7 +1034,8 @@ def markdown(report: dict[str, Any]) -> str:
             "## FSDP smoke check (accelerate, one process)",
             "",
             f"`{report.get('fsdp_command', '')}`: {status}; distributed type {fsdp.get('distributed_type', '?')}, "
-            f"FSDP enabled in the trainer: {fsdp.get('fsdp_enabled', '?')}, rounds {fsdp.get('rounds', '?')}.",
+            f"FSDP enabled in the trainer: {fsdp.get('fsdp_enabled', '?')}, "
+            f"parameters sharded (DTensor): {fsdp.get('sharded_parameters', '?')}, rounds {fsdp.get('rounds', '?')}.",
             "",
         ]
         if not fsdp.get("ok"):

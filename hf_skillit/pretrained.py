@@ -56,6 +56,7 @@ __all__ = [
     "PretrainedError",
     "default_cache_dir",
     "fetch_model",
+    "file_sha256",
     "load_pretrained",
     "write_llama_gguf",
 ]
@@ -142,7 +143,8 @@ def _check_gguf(path: Path) -> None:
     logger.info("GGUF %s: architecture %s, %d tensors", path, architecture, len(reader.tensors))
 
 
-def _file_hash(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's content, read in 16 MiB blocks (never the whole file in memory)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
@@ -353,7 +355,7 @@ def fetch_model(
         path = ggufs[0]
     if path.is_file() and path.suffix.lower() == ".gguf":
         _check_gguf(path)
-        digest = _file_hash(path)[:16]
+        digest = file_sha256(path)[:16]
         target = cache / "models" / f"gguf-{path.stem}-{digest}"
         return _convert_gguf(path.resolve(), target, {"gguf": str(path.resolve()), "sha256_16": digest})
     if path.exists():

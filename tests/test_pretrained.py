@@ -19,70 +19,35 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 from hf_skillit import pretrained
 from hf_skillit.cli import main
 from hf_skillit.pretrained import KNOWN_MODELS, PretrainedError, fetch_model, load_pretrained, write_llama_gguf
-from hf_skillit.synthetic import build_tokenizer, encode, make_addition, make_lego
+from hf_skillit.synthetic import (
+    build_bpe_tokenizer,
+    build_tokenizer,
+    encode,
+    make_addition,
+    make_lego,
+    make_tiny_model,
+    tiny_llama_config,
+)
 
 pytest.importorskip("gguf", reason="the `pretrained` extra (pip install 'hf-skillit[pretrained]') is not installed")
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 SMOLLM2 = KNOWN_MODELS["smollm2-135m"]
-
-
-def bpe_tokenizer(split_digits: bool = True) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on LEGO and addition text. With `split_digits` (SmolLM2's behaviour) digits are
-    pre-tokenized alone, so `" 1"` is `" "` + `"1"`; without it (GPT-2's), `" 1"` can be one token."""
-    texts = list(make_lego(300, k=5, seed=7)["text"]) + list(make_addition(300, seed=7)["text"])
-    backend = Tokenizer(models.BPE())
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.pre_tokenizer = (
-        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-        if split_digits
-        else byte_level
-    )
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token=SPECIALS[0],
-        bos_token=SPECIALS[1],
-        eos_token=SPECIALS[2],
-        pad_token=SPECIALS[2],
-    )
 
 
 @pytest.fixture(scope="module")
 def bpe():
-    return bpe_tokenizer()
+    return build_bpe_tokenizer()
 
 
 @pytest.fixture(scope="module")
 def tiny_llama(bpe):
-    config = LlamaConfig(
-        vocab_size=len(bpe),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        bos_token_id=bpe.bos_token_id,
-        eos_token_id=bpe.eos_token_id,
-        pad_token_id=bpe.pad_token_id,
-    )
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).eval()
+    return make_tiny_model(tiny_llama_config(bpe), seed=0).eval()
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +64,8 @@ def _real_smollm2_folder() -> Path | None:
 
 
 def _tokenizers():
-    cases = [("word-level", build_tokenizer), ("bpe-split-digits", bpe_tokenizer)]
-    cases.append(("bpe-gpt2-digits", lambda: bpe_tokenizer(split_digits=False)))
+    cases = [("word-level", build_tokenizer), ("bpe-split-digits", build_bpe_tokenizer)]
+    cases.append(("bpe-gpt2-digits", lambda: build_bpe_tokenizer(split_digits=False)))
     folder = _real_smollm2_folder()
     if folder is not None:
         from transformers import AutoTokenizer

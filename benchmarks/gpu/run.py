@@ -35,7 +35,6 @@ machine; see docs/pretrained.md, "GPU run".
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import multiprocessing
@@ -91,21 +90,13 @@ def log(message: str) -> None:
 # ----- model --------------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pack(folder: Path, gguf: Path | None) -> None:
     """Split the SmolLM2 GGUF into `folder/part1`, `folder/part2` (each well under a call's 64 MiB) and download the
     wheels the GPU image lacks into `folder/wheels` (Python 3.12, x86-64)."""
-    from hf_skillit.pretrained import default_cache_dir
+    from hf_skillit.pretrained import default_cache_dir, file_sha256
 
     gguf = gguf or default_cache_dir() / "downloads" / SMOLLM2_GGUF
-    if not gguf.is_file() or _sha256(gguf) != SMOLLM2_SHA256:
+    if not gguf.is_file() or file_sha256(gguf) != SMOLLM2_SHA256:
         raise SystemExit(f"{gguf} is not the SmolLM2 GGUF: run `hf-skillit fetch-model smollm2-135m` first")
     split_parts(gguf.read_bytes(), folder)
     wheels = folder / "wheels"
@@ -129,6 +120,8 @@ def split_parts(data: bytes, folder: Path, part_bytes: int = PART_BYTES) -> None
 
 
 def _assemble(parts_root: Path, work: Path) -> Path:
+    from hf_skillit.pretrained import file_sha256
+
     pieces = sorted(parts_root.glob(f"part*/{SMOLLM2_GGUF}.*"))
     if not pieces:
         raise SystemExit(f"no parts of {SMOLLM2_GGUF} under {parts_root}/part*/ (see --pack)")
@@ -137,7 +130,7 @@ def _assemble(parts_root: Path, work: Path) -> Path:
         for piece in pieces:
             f.write(piece.read_bytes())
     size = out.stat().st_size
-    if size != SMOLLM2_SIZE or _sha256(out) != SMOLLM2_SHA256:
+    if size != SMOLLM2_SIZE or file_sha256(out) != SMOLLM2_SHA256:
         raise SystemExit(
             f"the parts {[p.parent.name for p in pieces]} make {size} bytes, not the SmolLM2 GGUF "
             f"({SMOLLM2_SIZE} bytes): a part is missing (the first call's machine was not kept warm?) or damaged"
@@ -145,63 +138,16 @@ def _assemble(parts_root: Path, work: Path) -> Path:
     return out
 
 
-def tiny_tokenizer():
-    """A byte-level BPE trained on the synthetic tasks, digits pre-tokenized alone as SmolLM2's (so " 1" is " ", "1")."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from hf_skillit.synthetic import make_addition, make_lego
-
-    texts = list(make_lego(300, k=5, seed=7)["text"]) + list(make_addition(300, seed=7)["text"])
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    backend.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    backend.train_from_iterator(
-        texts,
-        trainers.BpeTrainer(
-            vocab_size=320,
-            special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token=specials[0],
-        bos_token=specials[1],
-        eos_token=specials[2],
-        pad_token=specials[2],
-    )
-
-
 def prepare_model(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str, Any]]:
     """The converted checkpoint folder, going through `hf_skillit.pretrained` as a user would."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from hf_skillit.pretrained import default_cache_dir, fetch_model, write_llama_gguf
+    from hf_skillit.synthetic import build_bpe_tokenizer, make_tiny_model, tiny_llama_config
 
     cache = work / "cache"
     if args.smoke or args.tiny_model:
-        tokenizer = tiny_tokenizer()
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-            tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        torch.manual_seed(0)
-        gguf = write_llama_gguf(LlamaForCausalLM(config), tokenizer, work / "tiny-llama.gguf")
+        tokenizer = build_bpe_tokenizer()
+        model = make_tiny_model(tiny_llama_config(tokenizer), seed=0)
+        gguf = write_llama_gguf(model, tokenizer, work / "tiny-llama.gguf")
         source = "tiny llama (hidden 32, 2 layers) written as GGUF by write_llama_gguf"
         name = "a tiny llama (smoke mode)" if args.smoke else "a tiny llama (development run)"
     elif args.gguf_parts:

@@ -14,6 +14,8 @@ from transformers import (
 )
 
 FAMILIES = ("gpt_neox", "llama", "gpt2")
+# The families that share transformers' common size names (and rotary positions).
+_ROTARY_CONFIGS = {"gpt_neox": GPTNeoXConfig, "llama": LlamaConfig}
 
 
 def tiny_model_config(
@@ -35,7 +37,7 @@ def tiny_model_config(
 
     ``tokenizer`` (optional) supplies ``vocab_size`` and the pad/bos/eos ids. ``rotary_fraction`` is the share of
     each head rotated by RoPE (gpt_neox and llama; gpt2 has learned absolute positions). ``kwargs`` go to the
-    config class unchanged.
+    config class unchanged (for gpt_neox and llama, an ``intermediate_size`` there replaces the 4x MLP).
     """
     if tokenizer is not None:
         vocab_size = vocab_size or len(tokenizer)
@@ -51,28 +53,9 @@ def tiny_model_config(
         if family == "gpt2":
             raise ValueError("gpt2 uses learned absolute positions, not rotary embeddings")
         kwargs.setdefault("rope_parameters", {"rope_type": "default", "partial_rotary_factor": rotary_fraction})
-    if family == "gpt_neox":
-        return GPTNeoXConfig(
-            vocab_size=vocab_size,
-            hidden_size=hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            intermediate_size=4 * hidden_size,
-            max_position_embeddings=max_position_embeddings,
-            **kwargs,
-        )
-    if family == "llama":
-        return LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            intermediate_size=4 * hidden_size,
-            max_position_embeddings=max_position_embeddings,
-            **kwargs,
-        )
     if family == "gpt2":
-        # GPT-2 defaults to 0.1 dropout everywhere, which only slows these noiseless tasks down.
+        # GPT-2 names the sizes its own way, and defaults to 0.1 dropout everywhere, which only slows these
+        # noiseless tasks down.
         dropout = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
         return GPT2Config(
             vocab_size=vocab_size,
@@ -82,7 +65,26 @@ def tiny_model_config(
             n_positions=max_position_embeddings,
             **{**dropout, **kwargs},
         )
-    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if family not in _ROTARY_CONFIGS:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return _ROTARY_CONFIGS[family](
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        **{"intermediate_size": 4 * hidden_size, **kwargs},
+    )
+
+
+def tiny_llama_config(tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """SmolLM2's layout in miniature (llama, grouped-query attention, tied embeddings), sized to ``tokenizer``:
+    hidden 32, 2 layers, 4 heads, 2 key-value heads, MLP 64, 128 positions. For tests and smoke runs of the GGUF
+    path (``hf_skillit.pretrained.write_llama_gguf``), with a tokenizer such as ``build_bpe_tokenizer()``."""
+    sizes = dict(hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=128)
+    return tiny_model_config(
+        "llama", tokenizer=tokenizer, **sizes, intermediate_size=64, num_key_value_heads=2, tie_word_embeddings=True
+    )
 
 
 def make_tiny_model(config: PretrainedConfig | None = None, seed: int = 0, **config_kwargs) -> PreTrainedModel:

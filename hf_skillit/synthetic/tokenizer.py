@@ -1,5 +1,6 @@
-"""Word-level tokenizer for the synthetic tasks, built locally (no hub access), and answer-masked encoding that
-works with any tokenizer (word-level, or byte-level BPE such as SmolLM2's)."""
+"""Word-level tokenizer for the synthetic tasks and a small byte-level BPE stand-in for a pretrained model's, both
+built locally (no hub access), and answer-masked encoding that works with any tokenizer (word-level, or byte-level
+BPE such as SmolLM2's)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import string
 from collections.abc import Iterable
 
 from datasets import Dataset
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from .addition import make_addition
+from .lego import make_lego
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
 # LEGO uses lowercase variable names, addition the uppercase A, both the digits.
@@ -30,6 +34,37 @@ def build_tokenizer(vocab: Iterable[str] | None = None) -> PreTrainedTokenizerFa
     backend = Tokenizer(model)
     backend.pre_tokenizer = WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=backend, **SPECIAL_TOKENS)
+
+
+def build_bpe_tokenizer(split_digits: bool = True) -> PreTrainedTokenizerFast:
+    """A small byte-level BPE (320 tokens, SmolLM2's special tokens) trained on LEGO and addition text, built
+    locally: a stand-in for a pretrained model's tokenizer in tests and smoke runs. With ``split_digits``
+    (SmolLM2's behaviour) digits are pre-tokenized alone, so ``" 1"`` is ``" "`` + ``"1"``; without it (GPT-2's),
+    ``" 1"`` can be one token."""
+    texts = list(make_lego(300, k=5, seed=7)["text"]) + list(make_addition(300, seed=7)["text"])
+    backend = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
+    backend.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token=specials[0],
+        bos_token=specials[1],
+        eos_token=specials[2],
+        pad_token=specials[2],
+    )
 
 
 def answer_span(prompt: str, answer: str, text: str) -> tuple[int, int]:

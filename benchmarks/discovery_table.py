@@ -44,7 +44,7 @@ from transformers import set_seed
 
 from hf_skillit.collator import IGNORE_INDEX, LMCollator
 from hf_skillit.discovery import cluster_skills, embed_samples, loss_trajectories, prepare_discovery, recovery_accuracy
-from hf_skillit.graph_learning import _run_args
+from hf_skillit.graph_learning import fixed_mixture_run_args
 from hf_skillit.recipes import load_recipe
 from hf_skillit.trainer import SkillItTrainer
 
@@ -134,7 +134,7 @@ def main() -> None:
     base = model_init()
     embeddings = {f"Base model, {p} token": embed_samples(base, pool, collator, pooling=p) for p in ("mean", "last")}
     uniform = dict.fromkeys(job.groups.train_skills, 1.0)
-    run_args = _run_args(recipe.training, out / "embed_run", args.embed_steps, args.embed_steps, uniform)
+    run_args = fixed_mixture_run_args(recipe.training, out / "embed_run", args.embed_steps, args.embed_steps, uniform)
     set_seed(run_args.seed)
     trainer = SkillItTrainer(model=model_init(), args=run_args, skills=job.groups, processing_class=tokenizer)
     trainer.train()

@@ -56,7 +56,7 @@ from transformers import PreTrainedModel, TrainerCallback, TrainingArguments, se
 
 from .collator import IGNORE_INDEX
 from .evaluation import scored_token_loss
-from .graph_learning import _run_args
+from .graph_learning import fixed_mixture_run_args
 from .skills import SkillSet
 from .trainer import SkillItTrainer
 
@@ -251,7 +251,7 @@ def loss_trajectories(
     mixtures = draw_mixtures(len(groups.train_skills), runs, alpha, seed)
     output_dir = Path(output_dir)
     base = _as_mapping(args)
-    template = _run_args(base, output_dir / WORK_DIR, steps, steps, {groups.train_skills[0]: 1.0})
+    template = fixed_mixture_run_args(base, output_dir / WORK_DIR, steps, steps, {groups.train_skills[0]: 1.0})
     groups, pool = _tokenize_and_check(groups, pool, processing_class, template)
     training = {name: str(getattr(template, name)) for name in (*_IDENTITY_TRAINING_FIELDS, "data_seed")}
     identity = {"groups": list(groups.train_skills), "steps": steps, "eval_every": eval_every, "alpha": alpha}
@@ -268,7 +268,7 @@ def loss_trajectories(
         logger.info(
             "loss trajectory run %d/%d: mixture %s", r + 1, runs, " ".join(f"{k}={v:.3f}" for k, v in weights.items())
         )
-        run_args = _run_args(
+        run_args = fixed_mixture_run_args(
             {**base, "data_seed": data_seed + r}, output_dir / WORK_DIR / f"run-{r}", steps, steps, weights
         )
         set_seed(run_args.seed)
@@ -420,7 +420,9 @@ def prepare_discovery(
     trajectory_kwargs = dict(steps=steps, runs=runs, eval_every=eval_every, alpha=alpha, seed=seed)
     trajectory_kwargs.update({k: kwargs[k] for k in ("model_init", "args", "processing_class")})
     trajectory_kwargs["output_dir"] = output_dir / "trajectories"
-    template = _run_args(_as_mapping(kwargs["args"]), output_dir, steps, steps, {skills.train_skills[0]: 1.0})
+    template = fixed_mixture_run_args(
+        _as_mapping(kwargs["args"]), output_dir, steps, steps, {skills.train_skills[0]: 1.0}
+    )
     groups, pool = _tokenize_and_check(skills, pool, kwargs["processing_class"], template)
     true_labels = names if len(set(names)) > 1 else None  # one recipe skill is no labelling to score against
     return _Discovery(recipe, num_skills, output_dir, fmt, pool, splits, true_labels, groups, trajectory_kwargs)

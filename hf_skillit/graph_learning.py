@@ -293,7 +293,7 @@ def learn_graph(
     eval_skills = resolve_eval_skills(method, skills.train_skills, measured, graph_args.eval_skills)
 
     output_dir = Path(output_dir)
-    template = _run_args(args, output_dir / WORK_DIR, steps, eval_every, {skills.train_skills[0]: 1.0})
+    template = fixed_mixture_run_args(args, output_dir / WORK_DIR, steps, eval_every, {skills.train_skills[0]: 1.0})
     identity = {
         "method": method,
         "steps": steps,
@@ -328,7 +328,7 @@ def learn_graph(
             skills=skills,
             eval_skills=eval_skills,
             model_init=model_init,
-            args=_run_args(args, output_dir / WORK_DIR / run.id, steps, eval_every, run.weights),
+            args=fixed_mixture_run_args(args, output_dir / WORK_DIR / run.id, steps, eval_every, run.weights),
             processing_class=processing_class,
             data_collator=data_collator,
             evaluators=evaluators,
@@ -431,7 +431,7 @@ def merge_runs(
 # ----- runs ---------------------------------------------------------------------------------------------------------
 
 
-def _run_args(
+def fixed_mixture_run_args(
     args: TrainingArguments | Mapping[str, Any] | None,
     output_dir: Path,
     steps: int,

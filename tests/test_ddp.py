@@ -1,41 +1,18 @@
 """Two CPU processes under torchrun (gloo): every rank sees the same mixture, losses equal one process's."""
 
-import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
+from conftest import run_two_ranks
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "ddp_run.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("dispatch", ["dispatch", "no_dispatch"])
 def test_two_process_ddp_rounds_agree(tmp_path, dispatch):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-    ]
-    done = subprocess.run(
-        [*command, SCRIPT, str(tmp_path), dispatch], env=env, capture_output=True, text=True, timeout=240
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [json.load(open(tmp_path / f"rank{r}.json")) for r in range(2)]
+    ranks = run_two_ranks(SCRIPT, str(tmp_path), dispatch, output_dir=tmp_path)
     assert [r["world_size"] for r in ranks] == [2, 2]
     logs0, logs1 = ranks[0]["logs"], ranks[1]["logs"]
     assert [entry["step"] for entry in logs0] == [4, 8, 12]

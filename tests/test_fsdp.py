@@ -2,33 +2,19 @@
 gets the same mixture and losses, equal to an unsharded single-process evaluation, lm-eval skills included, and a
 resume from a sharded checkpoint continues the identical trajectory."""
 
-import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
+from conftest import run_two_ranks
 from test_lm_eval_hooks import LL_TASK, MC_TASK, task_dir  # noqa: F401 (the fixture)
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "fsdp_run.py")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_process_fsdp2_rounds_equal_unsharded_evaluation(tmp_path, task_dir):  # noqa: F811
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    command += ["--master_port", str(free_port()), SCRIPT, str(tmp_path), str(task_dir), "--resume-from-step", "6"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = run_two_ranks(SCRIPT, str(tmp_path), str(task_dir), "--resume-from-step", "6", output_dir=tmp_path)
     assert [r["world_size"] for r in ranks] == [2, 2] and all(r["fsdp_enabled"] for r in ranks)
     # Sharded for real: the MLP weight is a DTensor of which each rank holds half the rows.
     for r in ranks:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,10 +62,8 @@ def _fake_nvidia_smi(folder: Path, gpu: bool) -> Path:
 
 
 def _closed_port_url() -> str:
-    with socket.socket() as s:  # a port nothing listens on: connections are refused at once
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/simple"
+    # A port nothing listens on: connections are refused at once.
+    return f"http://127.0.0.1:{free_port()}/simple"
 
 
 def _make_torch(tmp_path: Path, gpu: bool, cpu_index: str, *make_vars: str) -> tuple[dict, str, float]:
@@ -97,20 +95,23 @@ def _chosen(report: dict) -> tuple[str, str]:
     return item["metadata"]["version"], item["download_info"]["url"]
 
 
+def _assert_installs(report: dict, version: str, index: Path) -> None:
+    """pip would install torch `version` from the package index in the folder `index`."""
+    chosen, url = _chosen(report)
+    assert chosen == version
+    assert url.startswith(index.as_uri())
+
+
 def test_no_gpu_installs_the_cpu_build_from_the_cpu_index(tmp_path):
     cpu_index = _index(tmp_path / "cpu", "2.13.0+cpu")
     report, output, _ = _make_torch(tmp_path, False, cpu_index)
-    version, url = _chosen(report)
-    assert version == "2.13.0+cpu"
-    assert url.startswith((tmp_path / "cpu").as_uri())
+    _assert_installs(report, "2.13.0+cpu", tmp_path / "cpu")
     assert "no GPU found" in output
 
 
 def test_unreachable_cpu_index_falls_back_to_the_registry_within_seconds(tmp_path):
     report, output, elapsed = _make_torch(tmp_path, False, _closed_port_url())
-    version, url = _chosen(report)
-    assert version == "2.13.0"
-    assert url.startswith((tmp_path / "registry").as_uri())
+    _assert_installs(report, "2.13.0", tmp_path / "registry")
     assert "installing the registry's default torch==2.13.0 instead" in output
     # --timeout 5 --retries 0: without them pip would retry the dead index 5 times with back-off.
     assert elapsed < 30
@@ -119,9 +120,7 @@ def test_unreachable_cpu_index_falls_back_to_the_registry_within_seconds(tmp_pat
 def test_gpu_installs_the_registry_default(tmp_path):
     cpu_index = _index(tmp_path / "cpu", "2.13.0+cpu")
     report, output, _ = _make_torch(tmp_path, True, cpu_index)
-    version, url = _chosen(report)
-    assert version == "2.13.0"
-    assert url.startswith((tmp_path / "registry").as_uri())
+    _assert_installs(report, "2.13.0", tmp_path / "registry")
     assert "GPU found (GPU 0: NVIDIA H100" in output
 
 
@@ -129,9 +128,7 @@ def test_gpu_installs_the_registry_default(tmp_path):
 def test_torch_index_override_wins(tmp_path, gpu):
     chosen = _index(tmp_path / "chosen", "2.13.0+cu126")
     report, _, _ = _make_torch(tmp_path, gpu, _closed_port_url(), f"TORCH_INDEX={chosen}")
-    version, url = _chosen(report)
-    assert version == "2.13.0+cu126"
-    assert url.startswith((tmp_path / "chosen").as_uri())
+    _assert_installs(report, "2.13.0+cu126", tmp_path / "chosen")
 
 
 def test_empty_torch_index_means_the_registry_default_without_a_gpu(tmp_path):

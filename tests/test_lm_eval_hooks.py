@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import skillit_config
+from conftest import run_two_ranks, skillit_config
 from datasets import Dataset
 
 from hf_skillit import SkillItConfig, SkillItTrainer, SkillSet, SkillsGraph
@@ -313,14 +309,7 @@ json.dump(record, open(os.path.join(out, f"rank{{rank}}.json"), "w"))
 def test_two_processes_get_the_main_process_results(tmp_path, task_dir):
     script = tmp_path / "run.py"
     script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path), tasks=str(task_dir)))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    done = subprocess.run([*command, str(script)], env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = run_two_ranks(script, output_dir=tmp_path)
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["logs"] == ranks[1]["logs"], "every rank must get the same lm-eval results"
     assert any(f"lm_eval/{MC_TASK}/nll" in entry for entry in ranks[0]["logs"])

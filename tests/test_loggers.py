@@ -6,8 +6,9 @@ import glob
 import os
 
 import pytest
+from conftest import skillit_config
 
-from hf_skillit import SkillItConfig, SkillItTrainer
+from hf_skillit import SkillItTrainer
 
 SKILLS = ["1", "2", "3"]
 
@@ -34,28 +35,17 @@ def test_tensorboard_event_files_hold_the_mixture_and_losses_of_every_round(
 ):
     log_dir = tmp_path / "tb"
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(log_dir))
+    # skillit_config's run with the no-graph mixture, 12 steps in 3 rounds; validation batches of 8.
     settings = dict(
-        output_dir=str(tmp_path / "run"),
-        mixing="no_graph",
-        eta=2.0,
-        rounds=3,
-        max_steps=12,
-        per_device_train_batch_size=8,
-        learning_rate=3e-3,
-        report_to=["tensorboard"],
-        use_cpu=True,
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_steps=1000,
-        seed=0,
+        mixing="no_graph", eta=2.0, rounds=3, max_steps=12, per_device_eval_batch_size=8, report_to=["tensorboard"]
     )
     if kind == "sft":  # the same round logs through TRL's SFTTrainer (pre-tokenized skills: TRL keeps their labels)
         from hf_skillit.integrations.trl import SkillItSFTConfig, SkillItSFTTrainer
 
-        args = SkillItSFTConfig(**settings, bf16=False, gradient_checkpointing=False)
+        args = skillit_config(tmp_path / "run", SkillItSFTConfig, **settings, bf16=False, gradient_checkpointing=False)
         trainer = SkillItSFTTrainer(model=tiny_model(), args=args, skills=skills, processing_class=tokenizer)
     else:
-        args = SkillItConfig(**settings)
+        args = skillit_config(tmp_path / "run", **settings)
         trainer = SkillItTrainer(model=tiny_model(), args=args, skills=skills, processing_class=tokenizer)
     trainer.train()
     scalars = read_scalars(str(log_dir))

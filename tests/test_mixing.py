@@ -3,22 +3,11 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import softmax_of
 
 from hf_skillit import MIXERS, FixedMixer, Mixer, make_mixer
 from hf_skillit.graph import SkillsGraph
 from hf_skillit.mixing import ProportionalMixer, SkillItMixer, StaticMixer, StratifiedMixer
-
-
-def softmax_of(*exponents):
-    """Normalised np.exp of hand-computed exponents."""
-    weights = np.exp(np.array(exponents, dtype=np.float64))
-    return weights / weights.sum()
-
-
-@pytest.fixture
-def graph_2x2():
-    # a helps a (1) and b (0.5); b helps only itself.
-    return SkillsGraph([[1.0, 0.5], [0.0, 1.0]], ["a", "b"])
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import lego_skills
+from conftest import StopAt, lego_skills
 from conftest import skillit_config as config
 from transformers import TrainerCallback
 
@@ -15,17 +15,6 @@ from hf_skillit import LMCollator, SkillItTrainer, SkillsGraph
 from hf_skillit.evaluation import per_skill_loss
 
 SKILLS = ["1", "2", "3"]
-
-
-class StopAt(TrainerCallback):
-    """A crash stand-in: stop right after the step whose checkpoint was just written."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 class RecordingCollator(LMCollator):

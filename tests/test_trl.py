@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from transformers import HfArgumentParser, TrainerCallback
+from conftest import StopAt, skillit_config
+from transformers import HfArgumentParser
 from trl import SFTConfig, SFTTrainer
 
 from hf_skillit import SkillSet, SkillsGraph
@@ -49,23 +50,10 @@ def chat_tokenizer():
 
 
 def sft_config(tmp_path, **overrides) -> SkillItSFTConfig:
-    args = dict(
-        output_dir=str(tmp_path),
-        mixing="skill_it",
-        eta=1.0,
-        window=2,
-        rounds=3,
-        max_steps=6,
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=16,
-        learning_rate=3e-3,
-        save_strategy="no",
-        logging_steps=1000,
-        max_length=64,
-        **CPU,
-    )
-    args.update(overrides)
-    return SkillItSFTConfig(**args)
+    """`skillit_config`'s small run as a `SkillItSFTConfig`: Skill-It (eta 1, window 2), 6 steps in 3 rounds of
+    batches of 4, rows up to 64 tokens."""
+    settings = dict(mixing="skill_it", eta=1.0, window=2, rounds=3, max_steps=6, per_device_train_batch_size=4)
+    return skillit_config(tmp_path, SkillItSFTConfig, **{**settings, "max_length": 64, **CPU, **overrides})
 
 
 def build(tmp_path, formats, tokenizer, tiny_model, **overrides) -> SkillItSFTTrainer:
@@ -122,15 +110,6 @@ def test_logged_mixture_is_algorithm_1_of_the_logged_losses(tmp_path, formats, c
     trajectory = trainer.trajectory
     assert [sum(r["samples"].values()) for r in trajectory] == [8, 8, 8]
     assert all(np.isclose(r["p"][s], p[i][j]) for i, r in enumerate(trajectory) for j, s in enumerate(SKILLS))
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 def test_resume_mid_round_continues_the_identical_run(tmp_path, formats, chat_tokenizer, tiny_model):

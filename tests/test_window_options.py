@@ -5,37 +5,27 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import softmax_of
 
 from hf_skillit import SkillItConfig, SkillItTrainer
 from hf_skillit.graph import SkillsGraph
 from hf_skillit.mixing import SkillItMixer, make_mixer
 
 
-def softmax_of(*exponents):
-    weights = np.exp(np.array(exponents, dtype=np.float64))
-    return weights / weights.sum()
-
-
-@pytest.fixture
-def graph():
-    # a helps a (1) and b (0.5); b helps only itself.
-    return SkillsGraph([[1.0, 0.5], [0.0, 1.0]], ["a", "b"])
-
-
-def test_mean_window_divides_the_sum_by_the_rounds_in_it(graph):
-    mixer = SkillItMixer(graph, eta=0.5, window=3, reduce="mean")
+def test_mean_window_divides_the_sum_by_the_rounds_in_it(graph_2x2):
+    mixer = SkillItMixer(graph_2x2, eta=0.5, window=3, reduce="mean")
     mixer.update({"a": 2.0, "b": 1.0})
     p = mixer.update({"a": 1.0, "b": 3.0})
     # mean losses (1.5, 2.0): exponents 0.5 * (1.5 + 0.5 * 2.0) = 1.25 and 0.5 * 2.0 = 1.0
     np.testing.assert_allclose(p, softmax_of(1.25, 1.0))
-    summed = SkillItMixer(graph, eta=0.5, window=3)
+    summed = SkillItMixer(graph_2x2, eta=0.5, window=3)
     summed.update({"a": 2.0, "b": 1.0})
     np.testing.assert_allclose(summed.update({"a": 1.0, "b": 3.0}), softmax_of(2.5, 2.0))
-    assert make_mixer("skill_it", graph=graph, window_reduce="mean").reduce == "mean"
+    assert make_mixer("skill_it", graph=graph_2x2, window_reduce="mean").reduce == "mean"
 
 
-def test_observe_fills_the_window_without_moving_the_mixture(graph):
-    mixer = SkillItMixer(graph, eta=0.5, window=2)
+def test_observe_fills_the_window_without_moving_the_mixture(graph_2x2):
+    mixer = SkillItMixer(graph_2x2, eta=0.5, window=2)
     before = mixer.current
     mixer.observe({"a": 9.0, "b": 9.0})  # pushed out of the 2-evaluation window below
     mixer.observe({"a": 2.0, "b": 0.0})
@@ -47,20 +37,20 @@ def test_observe_fills_the_window_without_moving_the_mixture(graph):
     assert mixer.round == 1
 
 
-def test_state_keeps_the_reduction(graph):
-    mixer = SkillItMixer(graph, window=3, reduce="mean")
+def test_state_keeps_the_reduction(graph_2x2):
+    mixer = SkillItMixer(graph_2x2, window=3, reduce="mean")
     mixer.update({"a": 1.0, "b": 2.0})
     state = mixer.state_dict()
     assert state["reduce"] == "mean"
-    again = SkillItMixer(graph, window=3, reduce="mean")
+    again = SkillItMixer(graph_2x2, window=3, reduce="mean")
     again.load_state_dict(state)
     np.testing.assert_array_equal(again.current, mixer.current)
     with pytest.raises(ValueError, match="reduce='mean'"):
-        SkillItMixer(graph, window=3).load_state_dict(state)
-    older = {k: v for k, v in SkillItMixer(graph, window=3).state_dict().items() if k != "reduce"}
-    SkillItMixer(graph, window=3).load_state_dict(older)  # checkpoints from before the option summed
+        SkillItMixer(graph_2x2, window=3).load_state_dict(state)
+    older = {k: v for k, v in SkillItMixer(graph_2x2, window=3).state_dict().items() if k != "reduce"}
+    SkillItMixer(graph_2x2, window=3).load_state_dict(older)  # checkpoints from before the option summed
     with pytest.raises(ValueError, match="reduce must be one of sum, mean"):
-        SkillItMixer(graph, reduce="median")
+        SkillItMixer(graph_2x2, reduce="median")
 
 
 @pytest.mark.parametrize(
@@ -78,21 +68,17 @@ def test_config_checks_the_window_options(tmp_path, kwargs, match):
         SkillItConfig(output_dir=str(tmp_path), max_steps=8, rounds=2, use_cpu=True, report_to="none", **kwargs)
 
 
-def test_trainer_feeds_evaluations_inside_rounds_to_the_window(tokenizer, tiny_model, skills, tmp_path):
-    args = SkillItConfig(
-        output_dir=str(tmp_path),
+def test_trainer_feeds_evaluations_inside_rounds_to_the_window(tokenizer, tiny_model, skills, make_config):
+    args = make_config(
         max_steps=8,
         rounds=2,
+        eta=0.5,
         window=3,
         window_unit="evaluations",
         skill_eval_steps=2,
-        eta=0.5,
         per_device_train_batch_size=4,
-        per_device_eval_batch_size=16,
         learning_rate=1e-2,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
+        seed=42,  # TrainingArguments' default, as before the shared config
     )
     graph = SkillsGraph([[1.0, 0.5, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]], ["1", "2", "3"])
     trainer = SkillItTrainer(model=tiny_model(), args=args, skills=skills, graph=graph, processing_class=tokenizer)

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SUBPROCESS_ENV as ENV
 from conftest import lego_skills, skillit_config
 
 from hf_skillit import SkillItConfig, SkillSet
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 SKILLS = ["1", "2", "3"]
 
 

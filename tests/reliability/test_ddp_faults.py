@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import random
 import re
-import socket
 import subprocess
-import sys
 import time
 
 import psutil
 import pytest
+from conftest import torchrun_command
 from reliability_support import ENV, SCRIPTS, crash_run
 
 # ----- a rank that dies or hangs under torchrun -------------------------------------------------------------------
 
 DDP_TIMEOUT = 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _kill_tree(process: subprocess.Popen) -> None:
@@ -45,7 +38,7 @@ def test_rank_fault_fails_the_job_within_ddp_timeout(tmp_path, fault):
     """Rank 1 is SIGKILLed (or hangs) mid-step: torchrun must exit non-zero within ddp_timeout of the fault."""
     stamp, log = tmp_path / "fault_time", tmp_path / "torchrun.log"
     env = {**ENV, "CRASH_STAMP": str(stamp), **({"CRASH_HANG": "1"} if fault == "hangs" else {})}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    command = torchrun_command(2)
     script = [str(SCRIPTS / "crash_run.py"), str(tmp_path / "run"), f"--rows={tmp_path}/rows-{{rank}}.jsonl"]
     kill = f"forward:{random.Random(7).randint(3, 2 * crash_run.MAX_STEPS - 3)}"
     with open(log, "w") as output:  # a file, not a pipe: nobody reads while the test waits

@@ -14,18 +14,18 @@ How each process ended goes to `ROOT/<kill>.status`. The test imports `learn` to
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import signal
 import sys
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from conftest import lego_skills  # noqa: E402
+from conftest import lego_skills, run_forked, tiny_config  # noqa: E402
 
 from hf_skillit import SkillsGraph  # noqa: E402
 from hf_skillit.graph_learning import learn_graph, merge_runs  # noqa: E402
-from hf_skillit.synthetic import build_tokenizer, make_tiny_model, tiny_model_config  # noqa: E402
+from hf_skillit.synthetic import build_tokenizer, make_tiny_model  # noqa: E402
 
 TOKENIZER = build_tokenizer()
 STEPS, EVAL_EVERY = 4, 2  # two evaluation rounds per run
@@ -53,8 +53,7 @@ class CountingInit:
 
     def __call__(self):
         self.calls += 1
-        config = tiny_model_config(tokenizer=TOKENIZER, hidden_size=32, num_layers=1, num_heads=2)
-        return make_tiny_model(config, seed=0)
+        return make_tiny_model(tiny_config(TOKENIZER), seed=0)
 
 
 class KillInRun:
@@ -126,16 +125,7 @@ def main() -> None:
     os.makedirs(root, exist_ok=True)
     for kill in kills:
         name = kill.replace(":", "-")
-        pid = os.fork()
-        if pid == 0:
-            try:
-                killed(os.path.join(root, name), kill)
-            finally:
-                os._exit(0)  # only reached when the kill point was never hit
-        _, status = os.waitpid(pid, 0)
-        ended = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit_code": os.WEXITSTATUS(status)}
-        with open(os.path.join(root, f"{name}.status"), "w") as f:
-            json.dump(ended, f)
+        run_forked(root, name, functools.partial(killed, os.path.join(root, name), kill))
 
 
 if __name__ == "__main__":

@@ -27,9 +27,7 @@ import builtins
 import dataclasses
 import json
 import os
-import signal
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -37,45 +35,25 @@ import torch
 from transformers import TrainerState
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from conftest import lego_skills, skillit_config  # noqa: E402
+from conftest import (  # noqa: E402
+    RecordingCollator,
+    checkpointed_settings,
+    die,
+    kill_in_forward,
+    lego_skills,
+    run_forked,
+    skillit_config,
+    tiny_config,
+)
 
 import hf_skillit.rundir as rundir_module  # noqa: E402
-from hf_skillit import LMCollator, SkillItTrainer, SkillsGraph  # noqa: E402
-from hf_skillit.synthetic import build_tokenizer, make_tiny_model, tiny_model_config  # noqa: E402
+from hf_skillit import SkillItTrainer, SkillsGraph  # noqa: E402
+from hf_skillit.synthetic import build_tokenizer, make_tiny_model  # noqa: E402
 
 SKILLS = ("1", "2", "3")
 ROUNDS, MAX_STEPS, SAVE_STEPS = 4, 16, 3
 KILL_POINTS = ("forward", "eval", "save", "save_partial", "trajectory")
 GRAPH = np.array([[1.0, 0.0, 0.0], [0.5, 1.0, 0.0], [0.0, 0.5, 1.0]])
-
-
-def die() -> None:
-    """SIGKILL this process, as `kill -9` would (no exception, no cleanup), or with CRASH_HANG=1 hang forever.
-
-    With CRASH_STAMP=FILE, the time of the fault is written to FILE first.
-    """
-    if stamp := os.environ.get("CRASH_STAMP"):
-        with open(f"{stamp}.tmp", "w") as f:
-            f.write(repr(time.time()))
-        os.replace(f"{stamp}.tmp", stamp)  # the test polls for it
-    while os.environ.get("CRASH_HANG"):
-        time.sleep(3600)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-class RecordingCollator(LMCollator):
-    """Appends the ids of every training batch to a file at once, so the rows batched before a kill are on disk."""
-
-    def __init__(self, pad_token_id: int, rows_path: str):
-        super().__init__(pad_token_id)
-        self.rows_path = rows_path
-
-    def __call__(self, features):
-        # Validation rows carry model columns only; training rows keep `id` (remove_unused_columns=False).
-        if features and "id" in features[0]:
-            with open(self.rows_path, "a") as f:
-                f.write(json.dumps([int(row["id"]) for row in features]) + "\n")
-        return super().__call__(features)
 
 
 class Probe:
@@ -90,19 +68,6 @@ class Probe:
         if trainer.state.global_step // trainer.args.steps_per_round == self.kill_round:
             die()
         return {"probe": 0.0}
-
-
-def kill_in_forward(model: torch.nn.Module, n: int) -> None:
-    calls = 0
-
-    def hook(module, args, kwargs):
-        nonlocal calls
-        if module.training:  # validation forwards do not count
-            calls += 1
-            if calls == n:
-                die()
-
-    model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 def kill_in_save(step: int, partial: bool) -> None:
@@ -166,16 +131,9 @@ def build_trainer(
     torch.set_num_threads(1)
     tokenizer = build_tokenizer()
     skills = lego_skills(tokenizer, {s: 60 for s in SKILLS}, validation=8)
-    model = make_tiny_model(tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2), seed=0)
+    model = make_tiny_model(tiny_config(tokenizer), seed=0)
     args = dict(
-        mixing="skill_it",
-        rounds=ROUNDS,
-        max_steps=MAX_STEPS,
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
-        per_device_eval_batch_size=8,
-        save_strategy="steps",
-        save_steps=SAVE_STEPS,
+        **checkpointed_settings(ROUNDS, MAX_STEPS, SAVE_STEPS),
         remove_unused_columns=False,
         # gloo and the timeout only matter under torchrun (transformers sets up gloo at once when asked for it).
         ddp_backend="gloo" if "WORLD_SIZE" in os.environ else None,
@@ -205,17 +163,11 @@ def build_trainer(
 def run_killed(root: str, kill: str) -> None:
     """Train in a forked child that kills itself at `kill`; record how the child ended in `root/<kill>.status`."""
     name = kill.replace(":", "-")
-    pid = os.fork()
-    if pid == 0:
-        try:
-            trainer = build_trainer(os.path.join(root, name), os.path.join(root, f"{name}.rows.jsonl"), kill=kill)
-            trainer.train()
-        finally:
-            os._exit(0)  # only reached when the kill point was never hit
-    _, status = os.waitpid(pid, 0)
-    ended = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit_code": os.WEXITSTATUS(status)}
-    with open(os.path.join(root, f"{name}.status"), "w") as f:
-        json.dump(ended, f)
+    run_forked(
+        root,
+        name,
+        lambda: build_trainer(os.path.join(root, name), os.path.join(root, f"{name}.rows.jsonl"), kill=kill).train(),
+    )
 
 
 def main() -> None:

@@ -5,44 +5,28 @@ import os
 import sys
 
 import torch
-from transformers import TrainerCallback
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from conftest import lego_skills, skillit_config  # noqa: E402
+from conftest import RecordLogs, skillit_config, tiny_config, two_rank_run  # noqa: E402
 
-from hf_skillit import SkillItTrainer, SkillsGraph  # noqa: E402
+from hf_skillit import SkillItTrainer  # noqa: E402
 from hf_skillit.collator import LMCollator  # noqa: E402
 from hf_skillit.evaluation import per_skill_loss  # noqa: E402
-from hf_skillit.synthetic import build_tokenizer, make_tiny_model, tiny_model_config  # noqa: E402
-
-
-class RecordLogs(TrainerCallback):
-    def __init__(self):
-        self.logs = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and any(k.startswith("skillit/") for k in logs):
-            self.logs.append({"step": state.global_step, **logs})
+from hf_skillit.synthetic import build_tokenizer, make_tiny_model  # noqa: E402
 
 
 def main(output_dir: str, dispatch: str) -> None:
     torch.set_num_threads(1)
     tokenizer = build_tokenizer()
-    skills = lego_skills(tokenizer, {"1": 120, "2": 120, "3": 120}, validation=13)
-    model = make_tiny_model(tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2))
+    skills, graph, settings = two_rank_run(tokenizer, rounds=3, max_steps=12)
+    model = make_tiny_model(tiny_config(tokenizer))
     args = skillit_config(
         output_dir,
-        mixing="skill_it",
-        rounds=3,
-        max_steps=12,
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=3,
-        ddp_backend="gloo",
+        **settings,
         accelerator_config={"dispatch_batches": dispatch == "dispatch"},
         logging_steps=500,  # TrainingArguments' defaults, as before the shared config
         seed=42,
     )
-    graph = SkillsGraph(torch.tensor([[1.0, 0.5, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]]).numpy(), ["1", "2", "3"])
     recorder = RecordLogs()
     trainer = SkillItTrainer(
         model=model, args=args, skills=skills, graph=graph, processing_class=tokenizer, callbacks=[recorder]

@@ -40,14 +40,14 @@ from torch.distributed.tensor import DTensor
 from transformers import TrainerCallback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from conftest import lego_skills  # noqa: E402
+from conftest import RecordLogs, skillit_config, tiny_config, two_rank_run  # noqa: E402
 
-from hf_skillit import SkillItConfig, SkillItTrainer, SkillsGraph  # noqa: E402
+from hf_skillit import SkillItTrainer  # noqa: E402
 from hf_skillit.collator import LMCollator  # noqa: E402
 from hf_skillit.evaluation import per_skill_loss  # noqa: E402
 from hf_skillit.lm_eval_hooks import LMEvalSkills  # noqa: E402
 from hf_skillit.rundir import TRAJECTORY_NAME  # noqa: E402
-from hf_skillit.synthetic import build_tokenizer, make_tiny_model, tiny_model_config  # noqa: E402
+from hf_skillit.synthetic import build_tokenizer, make_tiny_model  # noqa: E402
 
 SKILLS = ["1", "2", "3"]
 TASKS = ["cycle_next", "noise_choice"]
@@ -64,15 +64,6 @@ class CPUFSDP2Trainer(SkillItTrainer):
         state.distributed_type = DistributedType.FSDP
         state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
         self.is_fsdp_enabled = True
-
-
-class RecordLogs(TrainerCallback):
-    def __init__(self):
-        self.logs = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and any(k.startswith("skillit/") for k in logs):
-            self.logs.append({"step": state.global_step, **logs})
 
 
 class RecordSteps(TrainerCallback):
@@ -129,18 +120,11 @@ def build_trainer(
 ) -> CPUFSDP2Trainer:
     """Skill-It over 3 LEGO skills, 2 rounds of 4 steps, tiny GPT-NeoX sharded with FSDP2 (sharded checkpoints)."""
     tokenizer = build_tokenizer()
-    skills = lego_skills(tokenizer, {s: 120 for s in SKILLS}, validation=13)
-    config = tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2)
-    args = SkillItConfig(
-        output_dir=output_dir,
-        mixing="skill_it",
-        rounds=2,
-        max_steps=8,
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=3,
-        learning_rate=3e-3,
-        use_cpu=True,
-        ddp_backend="gloo",
+    skills, graph, settings = two_rank_run(tokenizer, rounds=2, max_steps=8)
+    config = tiny_config(tokenizer)
+    args = skillit_config(
+        output_dir,
+        **settings,
         fsdp=True,
         fsdp_config={
             "version": 2,
@@ -148,13 +132,9 @@ def build_trainer(
             "reshard_after_forward": True,
             "state_dict_type": "SHARDED_STATE_DICT",
         },
-        report_to="none",
-        disable_tqdm=True,
         save_strategy="steps" if save_steps else "no",
         save_steps=save_steps or 1,
-        seed=0,
     )
-    graph = SkillsGraph(torch.tensor([[1.0, 0.5, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]]).numpy(), SKILLS)
     return CPUFSDP2Trainer(
         model=make_tiny_model(config),
         args=args,
@@ -173,7 +153,7 @@ def main(output_dir: str, task_dir: str, resume_from_step: int | None = None) ->
     lm_eval = LMEvalSkills(TASKS, include_path=task_dir, include_defaults=False, batch_size=4)
     recorder = RecordLogs()
     tokenizer = build_tokenizer()
-    config = tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2)
+    config = tiny_config(tokenizer)
     reference = UnshardedReference(config, tokenizer, lm_eval)
     trainer = build_trainer(output_dir, lm_eval, resume_from_step, [reference], [recorder])
     trainer.train()

@@ -16,7 +16,6 @@ import glob
 import json
 import os
 import resource
-import signal
 import sys
 
 import datasets
@@ -25,8 +24,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from hf_skillit import LMCollator, SkillItConfig, SkillItTrainer, SkillSet, SkillsGraph  # noqa: E402
-from hf_skillit.synthetic import build_tokenizer, make_lego, make_tiny_model, tiny_model_config  # noqa: E402
+from conftest import RecordingCollator, checkpointed_settings, kill_in_forward, skillit_config, tiny_config  # noqa: E402
+
+from hf_skillit import SkillItTrainer, SkillSet, SkillsGraph  # noqa: E402
+from hf_skillit.synthetic import build_tokenizer, make_lego, make_tiny_model  # noqa: E402
 
 SKILLS = ("1", "2", "3")
 HOLDOUT = 8
@@ -67,69 +68,27 @@ def streaming_skills(corpus: str, streaming: bool = True) -> SkillSet:
     return SkillSet.from_dict(sources, validation=HOLDOUT)
 
 
-class RecordingCollator(LMCollator):
-    """Appends the (skill, id) pairs of every training micro-batch to a file at once."""
-
-    def __init__(self, pad_token_id: int, rows_path: str):
-        super().__init__(pad_token_id)
-        self.rows_path = rows_path
-
-    def __call__(self, features):
-        # Validation batches carry model columns only; training rows keep theirs (remove_unused_columns=False).
-        if features and "id" in features[0]:
-            with open(self.rows_path, "a") as f:
-                f.write(json.dumps([[row["skill"], int(row["id"])] for row in features]) + "\n")
-        return super().__call__(features)
-
-
 def build_trainer(
     output_dir: str, corpus: str, rows_path: str | None = None, streaming: bool = True, **overrides
 ) -> SkillItTrainer:
     torch.set_num_threads(1)
     tokenizer = build_tokenizer()
-    model = make_tiny_model(tiny_model_config(tokenizer=tokenizer, hidden_size=32, num_layers=1, num_heads=2), seed=0)
+    model = make_tiny_model(tiny_config(tokenizer), seed=0)
     args = dict(
-        output_dir=output_dir,
-        mixing="skill_it",
-        eta=1.0,
-        rounds=ROUNDS,
-        max_steps=MAX_STEPS,
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
-        per_device_eval_batch_size=8,
-        learning_rate=3e-3,
-        save_strategy="steps",
-        save_steps=SAVE_STEPS,
-        remove_unused_columns=rows_path is None,
-        use_cpu=True,
-        report_to="none",
-        disable_tqdm=True,
-        logging_steps=1000,
-        seed=0,
+        **checkpointed_settings(ROUNDS, MAX_STEPS, SAVE_STEPS), eta=1.0, remove_unused_columns=rows_path is None
     )
     args.update(overrides)
-    collator = RecordingCollator(tokenizer.pad_token_id, rows_path) if rows_path else None
+    collator = None
+    if rows_path:  # every training micro-batch's (skill, id) pairs
+        collator = RecordingCollator(tokenizer.pad_token_id, rows_path, lambda row: [row["skill"], int(row["id"])])
     return SkillItTrainer(
         model=model,
-        args=SkillItConfig(**args),
+        args=skillit_config(output_dir, **args),
         skills=streaming_skills(corpus, streaming),
         graph=SkillsGraph(GRAPH, list(SKILLS)),
         data_collator=collator,
         processing_class=tokenizer,
     )
-
-
-def kill_in_forward(model: torch.nn.Module, n: int) -> None:
-    calls = 0
-
-    def hook(module, args, kwargs):
-        nonlocal calls
-        if module.training:  # validation forwards do not count
-            calls += 1
-            if calls == n:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .skills import SkillSet
 
 __all__ = [
+    "CONFIG_SETTINGS",
     "MIXER_NAMES",
     "MixerSetup",
     "build_mixer",
@@ -59,7 +60,7 @@ class MixerSetup:
         graph: the skills graph over `train_skills` (rows in that order), or None when none was given.
         train_sizes: rows per training skill (None for an `IterableDataset`).
         eta, window, window_reduce, fixed_weights, target_skills, rounds: the `SkillItConfig` settings of the
-            same names.
+            same names (`CONFIG_SETTINGS`).
         skills, model, collator, batch_size: the (tokenized) `SkillSet`, the model, the batch collator and the
             evaluation batch size, for mixers that score the data with the model (the curricula); None in
             `make_mixer`.
@@ -87,6 +88,9 @@ class MixerSetup:
     def replace(self, **changes: Any) -> MixerSetup:
         return replace(self, **changes)
 
+
+CONFIG_SETTINGS = ("eta", "window", "window_reduce", "fixed_weights", "target_skills", "rounds")
+"""The `SkillItConfig` settings that [`build_mixer`] copies into a [`MixerSetup`] by name."""
 
 _REGISTRY: dict[str, type] = {}
 # Modules whose mixers register on import, loaded on the first lookup (the curricula import torch).
@@ -215,16 +219,11 @@ def build_mixer(
         train_skills=skills.train_skills,
         graph=graph,
         train_sizes=skills.train_sizes(),
-        eta=args.eta,
-        window=args.window,
-        window_reduce=args.window_reduce,
-        fixed_weights=args.fixed_weights,
-        target_skills=args.target_skills,
-        rounds=args.rounds,
         skills=skills,
         model=model,
         collator=collator,
         batch_size=args.per_device_eval_batch_size,
+        **{name: getattr(args, name) for name in CONFIG_SETTINGS},
     )
     if callable(prepare := getattr(cls, "prepare", None)):
         setup = prepare(setup)

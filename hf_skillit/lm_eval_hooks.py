@@ -23,7 +23,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from accelerate.utils import broadcast_object_list
@@ -433,18 +433,10 @@ class LMEvalArguments:
             raise ValueError(f"lm_eval.metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
 
     def skills(self, tokenizer: Any = None) -> LMEvalSkills:
-        """Load and check the tasks (before any training)."""
-        return LMEvalSkills(
-            self.tasks,
-            include_path=self.include_path,
-            metric=self.metric,
-            limit=self.limit,
-            batch_size=self.batch_size,
-            num_fewshot=self.num_fewshot,
-            include_defaults=self.include_defaults,
-            tokenizer=tokenizer,
-            model_args=self.model_args,
-        )
+        """Load and check the tasks (before any training). Every field but the `log_at_*` ones is the
+        [`LMEvalSkills`] argument of the same name."""
+        settings = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("log_at_")}
+        return LMEvalSkills(**settings, tokenizer=tokenizer)
 
     def callback(self, trainer: Any, skills: LMEvalSkills) -> LMEvalCallback | None:
         """The final-report callback for `trainer`, or None when neither log_at_* is set."""

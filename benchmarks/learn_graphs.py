@@ -42,6 +42,8 @@ TRAINING_KEYS = (
     "seed",
     "use_cpu",
 )
+# The command-line options that are `learn_graph` settings of the same names, passed on as they are.
+GRAPH_OPTIONS = ("method", "steps", "eval_every", "edge_rule", "target_loss", "diagonal", "num_shards", "shard_index")
 
 
 def parse_args() -> argparse.Namespace:
@@ -119,16 +121,9 @@ def main() -> None:
         skills=skills,
         model_init=model_init,
         output_dir=output_dir,
-        method=args.method,
-        steps=args.steps,
-        eval_every=args.eval_every,
-        edge_rule=args.edge_rule,
-        target_loss=args.target_loss,
-        diagonal=args.diagonal,
+        **{key: getattr(args, key) for key in GRAPH_OPTIONS},
         args={key: training[key] for key in TRAINING_KEYS if key in training} | {"disable_tqdm": True},
         processing_class=tokenizer,
-        num_shards=args.num_shards,
-        shard_index=args.shard_index,
         model_description=f"{description} (seed {model_seed}; {data['synthetic']} {data.get('generator', {})})",
     )
     elapsed = time.perf_counter() - start

@@ -361,29 +361,19 @@ class MixtureStream(torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.round_index = int(epoch)
 
+    def _round(self) -> tuple:
+        """This round's arguments of `round_index_stream` and `round_draws`."""
+        probabilities = self.probabilities_for_round(self.round_index)
+        return self.sizes, probabilities, self.state, self.seed, self.round_index, self.samples_per_round
+
     def index_stream(self) -> datasets.Dataset:
         """This round's (skill, row) pairs, without fetching any data."""
-        return round_index_stream(
-            self.sizes,
-            self.probabilities_for_round(self.round_index),
-            self.state,
-            self.seed,
-            self.round_index,
-            self.samples_per_round,
-        )
+        return round_index_stream(*self._round())
 
     def __iter__(self) -> Iterator[dict]:
         worker = torch.utils.data.get_worker_info()
         num_workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
-        skills, rows = round_draws(
-            self.sizes,
-            self.probabilities_for_round(self.round_index),
-            self.state,
-            self.seed,
-            self.round_index,
-            self.samples_per_round,
-            self._permutations,
-        )
+        skills, rows = round_draws(*self._round(), self._permutations)
         # Worker w owns batches w, w + W, ...: the DataLoader reads workers round-robin, so order is kept.
         if num_workers > 1:
             owned = (np.arange(len(skills)) // self.batch_size) % num_workers == worker_id

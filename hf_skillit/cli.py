@@ -171,14 +171,24 @@ def _reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_command(commands, name: str, handler: Callable[[argparse.Namespace], int], **texts: str):
+    """The subcommand `name` (its `help` and `description` in `texts`) that reads a recipe: its RECIPE argument,
+    and the handler it runs."""
+    command = commands.add_parser(name, **texts)
+    command.add_argument("recipe", help="recipe YAML file (see docs/recipes.md)")
+    command.set_defaults(handler=handler)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-skillit", description="Skill-It data selection (arXiv 2307.14430) with transformers.Trainer."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a recipe", description="Train the run a recipe describes.")
-    train.add_argument("recipe", help="recipe YAML file (see docs/recipes.md)")
+    train = _recipe_command(
+        commands, "train", _train, help="train a recipe", description="Train the run a recipe describes."
+    )
     train.add_argument(
         "--set",
         dest="overrides",
@@ -197,26 +207,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="print each skill's data sources, the mixture of round 1 and the lm-eval tasks; load no model, train nothing",
     )
     train.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
-    train.set_defaults(handler=_train)
 
-    learn = commands.add_parser(
+    learn = _recipe_command(
+        commands,
         "learn-graph",
+        _learn_graph,
         help="learn a recipe's skills graph",
         description="Learn the skills graph of a recipe's data with short training runs (its learn_graph: section).",
     )
-    learn.add_argument("recipe", help="recipe YAML file (see docs/recipes.md)")
     learn.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE")
     learn.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
-    learn.set_defaults(handler=_learn_graph)
 
-    discover = commands.add_parser(
+    discover = _recipe_command(
+        commands,
         "discover-skills",
+        _discover_skills,
         help="discover a recipe's skills by clustering loss trajectories",
         description="Cluster the recipe's training and validation rows by their losses along short training runs "
         "with random mixtures (Skill-It Appendix D.2), and write them with a `skill` column and a recipe that trains "
         "on them (docs/discovery.md).",
     )
-    discover.add_argument("recipe", help="recipe YAML file (see docs/recipes.md)")
     discover.add_argument("--num-skills", type=int, required=True, help="k, the number of skills to find")
     discover.add_argument("--output-dir", default=None, help="default: training.output_dir + '_discovered'")
     discover.add_argument("--runs", type=int, default=10, help="short runs R (paper: 10)")
@@ -233,7 +243,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE"
     )
     discover.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
-    discover.set_defaults(handler=_discover_skills)
 
     plot = commands.add_parser(
         "plot", help="plot a run", description="Write the mixture, loss and graph PNGs of a run into its directory."

@@ -19,11 +19,17 @@ per-skill sample counts (and the mixture's exactness) rely on not happening.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from transformers import Trainer
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from ..config import SkillItConfig
+from ..evaluation import SkillEvaluator
+from ..graph import SkillsGraph
+from ..mixing import Mixer
 from ..skills import SkillSet
 from ..trainer import SkillItTrainerMixin
 
@@ -78,17 +84,17 @@ class SkillItSFTTrainer(SkillItTrainerMixin, SFTTrainer):
 
     def __init__(
         self,
-        model,
+        model: PreTrainedModel | torch.nn.Module | str,
         args: SkillItSFTConfig | None = None,
         skills: SkillSet | None = None,
-        graph=None,
-        processing_class=None,
-        peft_config=None,
-        mixer=None,
-        evaluators=None,
-        formatting_func=None,
-        **kwargs,
-    ):
+        graph: SkillsGraph | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        peft_config: Any = None,
+        mixer: Mixer | None = None,
+        evaluators: list[SkillEvaluator] | None = None,
+        formatting_func: Callable[[dict[str, Any]], Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not isinstance(args, SkillItSFTConfig):
             raise ValueError(f"args must be a SkillItSFTConfig, got {type(args).__name__}")
         if not isinstance(skills, SkillSet):

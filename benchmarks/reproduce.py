@@ -42,14 +42,14 @@ import datasets
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from transformers import PrinterCallback, TrainerCallback
+from transformers import PrinterCallback
 from transformers.utils import logging as hf_logging
 
 from hf_skillit import LMCollator, SkillItConfig, SkillItTrainer, SkillSet, SkillsGraph
 from hf_skillit.curriculum import curriculum_setup, skill_curriculum_setup
 from hf_skillit.recipes import lego_reasoning_graph
 from hf_skillit.synthetic import (
-    answer_accuracy,
+    CurveRecorder,
     build_tokenizer,
     encode,
     make_addition,
@@ -232,28 +232,6 @@ def build_data(setup: TaskSetup, tokenizer, pool_size: int, validation_per_skill
 
 
 # ----- one run ------------------------------------------------------------------------------------------------
-
-
-class CurveRecorder(TrainerCallback):
-    """Per-skill validation loss and greedy accuracy before training and every `every` steps."""
-
-    def __init__(self, every: int, validation: datasets.Dataset, tokenizer, batch_size: int):
-        self.every, self.validation, self.tokenizer, self.batch_size = every, validation, tokenizer, batch_size
-        self.trainer: SkillItTrainer | None = None
-        self.points: list[dict[str, Any]] = []
-
-    def record(self, step: int) -> None:
-        trainer = self.trainer
-        loss = trainer.evaluate_skills(list(trainer.skills.eval_skills))
-        accuracy = answer_accuracy(trainer.model, self.tokenizer, self.validation, batch_size=self.batch_size)
-        self.points.append({"step": step, "loss": loss, "accuracy": accuracy})
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.record(0)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            self.record(state.global_step)
 
 
 def skill_curriculum_rounds(num_skills: int, frac: float = 0.4) -> int:

@@ -294,6 +294,15 @@ def _config(spec: dict[str, Any], output_dir: str, **skillit):
     return SkillItConfig(**{**kwargs, **skillit})
 
 
+def _skillit_trainer(model, config, skills, tokenizer, callbacks=(), graph=None):
+    """`SkillItTrainer` as every run here builds it: the tokenizer as processing class, no lm-eval evaluators."""
+    from hf_skillit import SkillItTrainer
+
+    return SkillItTrainer(
+        model=model, args=config, skills=skills, graph=graph, processing_class=tokenizer, callbacks=list(callbacks)
+    )
+
+
 def _load_model(spec: dict[str, Any]):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -316,29 +325,6 @@ class Deadline(TrainerCallback):
         if time.time() > self.deadline and state.global_step < state.max_steps:
             control.should_training_stop = True
             self.stopped_at = state.global_step
-
-
-class CurveRecorder(TrainerCallback):
-    """Per-skill validation loss and greedy accuracy at step 0 and every `every` steps (round ends included)."""
-
-    def __init__(self, every: int, validation, tokenizer):
-        self.every, self.validation, self.tokenizer = every, validation, tokenizer
-        self.trainer = None
-        self.points: list[dict[str, Any]] = []
-
-    def record(self, step: int) -> None:
-        from hf_skillit.synthetic import answer_accuracy
-
-        loss = self.trainer.evaluate_skills(list(self.trainer.skills.eval_skills))
-        accuracy = answer_accuracy(self.trainer.model, self.tokenizer, self.validation, batch_size=EVAL_BATCH)
-        self.points.append({"step": step, "loss": loss, "accuracy": accuracy})
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.record(0)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            self.record(state.global_step)
 
 
 class StepTimer(TrainerCallback):
@@ -385,18 +371,16 @@ def _calibrate(model, skills, validation, tokenizer, spec: dict[str, Any]) -> tu
     on a throwaway copy of the model."""
     import copy
 
-    from hf_skillit import SkillItTrainer
+    from hf_skillit.synthetic import CurveRecorder
 
     steps = spec["calibration_steps"]
     probe = {**spec, "steps": steps}
     config = _config(probe, spec["output_dir"] + "_calibration", mixing="stratified", rounds=1)
     timer = StepTimer()
-    trainer = SkillItTrainer(
-        model=copy.deepcopy(model), args=config, skills=skills, processing_class=tokenizer, callbacks=[timer]
-    )
+    trainer = _skillit_trainer(copy.deepcopy(model), config, skills, tokenizer, [timer])
     trainer.train()
     rate = 1.0 / _rate(timer.times, steps // 3, 1)["s_per_step"]
-    recorder = CurveRecorder(1, validation, tokenizer)
+    recorder = CurveRecorder(1, validation, tokenizer, batch_size=EVAL_BATCH)
     recorder.trainer = trainer
     start = time.perf_counter()
     recorder.record(0)
@@ -424,7 +408,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from hf_skillit import SkillItTrainer, SkillsGraph
+    from hf_skillit import SkillsGraph
+    from hf_skillit.synthetic import CurveRecorder
 
     task = TASKS[spec["task"]]
     skills, validation = _skillset(Path(spec["data"]), spec["pool"], task["skills"])
@@ -450,16 +435,9 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         window=task["window"],
         **extra,
     )
-    recorder = CurveRecorder(eval_every, validation, tokenizer)
+    recorder = CurveRecorder(eval_every, validation, tokenizer, batch_size=EVAL_BATCH)
     deadline = Deadline(spec["deadline"])
-    trainer = SkillItTrainer(
-        model=model,
-        args=config,
-        skills=skills,
-        graph=graph,
-        processing_class=tokenizer,
-        callbacks=[recorder, deadline],
-    )
+    trainer = _skillit_trainer(model, config, skills, tokenizer, [recorder, deadline], graph=graph)
     recorder.trainer = trainer
     start = time.time()
     trainer.train()
@@ -487,7 +465,7 @@ def run_timing(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from hf_skillit import LMCollator, SkillItTrainer
+    from hf_skillit import LMCollator
 
     task = TASKS[spec["task"]]
     skills, _ = _skillset(Path(spec["data"]), "balanced", task["skills"])
@@ -499,7 +477,7 @@ def run_timing(spec: dict[str, Any]) -> dict[str, Any]:
     # One round of `stream_batches` batches: the loader covers exactly one round, so iterate it once.
     stream_spec = {**spec, "steps": spec["stream_batches"]}
     config = _config(stream_spec, spec["output_dir"] + "/stream", mixing="fixed", fixed_weights=uniform, rounds=1)
-    loader = SkillItTrainer(model=model, args=config, skills=skills, processing_class=tokenizer).get_train_dataloader()
+    loader = _skillit_trainer(model, config, skills, tokenizer).get_train_dataloader()
     start = time.perf_counter()
     batches = sum(1 for _ in loader)
     stream_rate = batches * spec["batch"] / (time.perf_counter() - start)
@@ -513,9 +491,7 @@ def run_timing(spec: dict[str, Any]) -> dict[str, Any]:
             spec, spec["output_dir"] + f"/{key}", mixing="fixed", fixed_weights=uniform, rounds=spec["rounds"]
         )
         timer = StepTimer()
-        trainer = SkillItTrainer(
-            model=model, args=config, skills=skills, processing_class=tokenizer, callbacks=[timer]
-        )
+        trainer = _skillit_trainer(model, config, skills, tokenizer, [timer])
         trainer.scored_logits_only = scored_only
         trainer.train()
         result[key] = _rate(timer.times, spec["warmup"], spec["batch"])
@@ -554,13 +530,11 @@ def run_timing(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_fsdp(spec: dict[str, Any]) -> dict[str, Any]:
     """2 rounds of SkillItTrainer under `accelerate launch` with the FSDP config (one process on the one GPU)."""
-    from hf_skillit import SkillItTrainer
-
     task = TASKS["lego"]
     skills, _ = _skillset(Path(spec["data"]), "balanced", task["skills"])
     model, tokenizer = _load_model(spec)
     config = _config(spec, spec["output_dir"], mixing="stratified", rounds=2, evaluate_skills_every_round=True)
-    trainer = SkillItTrainer(model=model, args=config, skills=skills, processing_class=tokenizer)
+    trainer = _skillit_trainer(model, config, skills, tokenizer)
     trainer.train()
     losses = [r["eval_loss"] for r in trainer.trajectory]
     from torch.distributed.tensor import DTensor

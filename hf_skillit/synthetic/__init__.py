@@ -1,7 +1,7 @@
 """Synthetic skills: the Skill-It paper's LEGO and digit addition, the CPU-learnable table fold; a local word-level
 tokenizer, a small byte-level BPE and tiny models."""
 
-from .accuracy import answer_accuracy
+from .accuracy import CurveRecorder, answer_accuracy
 from .addition import addition_skills, make_addition
 from .fold import fold_skills, fold_table, make_fold
 from .lego import lego_parent, lego_skills, make_lego, skill_counts
@@ -9,6 +9,7 @@ from .models import make_tiny_model, tiny_llama_config, tiny_model_config
 from .tokenizer import build_bpe_tokenizer, build_tokenizer, encode
 
 __all__ = [
+    "CurveRecorder",
     "addition_skills",
     "answer_accuracy",
     "build_bpe_tokenizer",

@@ -44,7 +44,8 @@ def tokenizer():
 def skillit_config(output_dir, config_class: type[SkillItConfig] = SkillItConfig, **overrides) -> SkillItConfig:
     """A small CPU `SkillItConfig` (or `config_class`, e.g. `SkillItSFTConfig`) writing into `output_dir`: batches
     of 8 (validation: 16), lr 3e-3, seed 0, no checkpoints, no logging, no progress bars; `overrides` are any
-    arguments of the config class. For scripts that run outside pytest; tests use the `make_config` fixture."""
+    arguments of the config class. For scripts outside pytest and runs in a folder of their own; a test whose run
+    writes into its `tmp_path` uses the `make_config` fixture."""
     args = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=8,

@@ -5,8 +5,10 @@ candidate suite, answer-only loss, AdamW with 100 warm-up steps then constant lr
 evaluation: per skill ``[answer loss, exact-match accuracy]`` on held-out rows. ``--weights`` sets the training
 mixture (``1:0:0`` = skill 1 alone, ``1:1:0`` = the pair (1, 2)), which is how single-skill and pair runs for the
 paper's prerequisite rule (arXiv 2307.14430, Appendix C.2: the pair reaches the threshold sooner than the skill
-alone) are measured. Started from ``shared/reference/cpu_suite_probe.py``; the suites are those of
-``hf_skillit.synthetic`` (``--task`` names a generator there) so that what is found here is what the recipes run.
+alone) are measured. Started from ``shared/reference/cpu_suite_probe.py``; ``--task`` names a candidate of
+``suite_candidates.py`` (``foldk`` is the suite shipped as ``hf_skillit.synthetic.fold``). By default training
+rows never repeat a validation row's text, as in the recipes (``--no-holdout`` lifts that). Results: the "Issue 11"
+section of ``benchmarks/RESULTS.md``.
 
     python benchmarks/suite_search.py --task carry --base 2 --digits 3 --steps 1500 > runs/search/x.jsonl
     python benchmarks/suite_search.py --summary runs/search/*.jsonl     # steps to the threshold per skill

@@ -9,7 +9,9 @@ from hf_skillit import SkillItConfig, SkillItTrainer
 from hf_skillit.graph_learning import GraphLearningArguments
 
 
-@pytest.mark.parametrize("documented", [SkillItConfig, SkillItTrainer, GraphLearningArguments], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "documented", [SkillItConfig, SkillItTrainer, GraphLearningArguments], ids=lambda c: c.__name__
+)
 def test_docstring_example_runs(documented, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the examples write into runs/
     # The Markdown fences around an example are not part of its expected output.

@@ -301,6 +301,9 @@ logs = [{{k: v for k, v in e.items() if k.startswith(("skillit/", "lm_eval/"))}}
 record = {{"world_size": trainer.accelerator.num_processes, "logs": logs, "training": trainer.model.training,
           "error": error}}
 json.dump(record, open(os.path.join(out, f"rank{{rank}}.json"), "w"))
+# Leave together and tear the process group down (see tests/scripts/ddp_run.py).
+trainer.accelerator.wait_for_everyone()
+trainer.accelerator.end_training()
 """
 
 

@@ -46,6 +46,10 @@ def main(output_dir: str, dispatch: str) -> None:
         result["trajectory"] = trainer.trajectory
     with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
+    # Leave together and tear the process group down: a rank that exits with gloo's threads still running can
+    # abort ("terminate called without an active exception") and fail an otherwise finished run.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

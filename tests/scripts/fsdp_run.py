@@ -182,6 +182,9 @@ def main(output_dir: str, task_dir: str, resume_from_step: int | None = None) ->
             result["resumed_trajectory"] = again.trajectory
     with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
+    # Leave together and tear the process group down (see ddp_run.py).
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

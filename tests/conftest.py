@@ -255,6 +255,16 @@ def torchrun_command(nproc: int = 2) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", port]
 
 
+def finish_rank(trainer, output_dir: str | os.PathLike, result: dict) -> None:
+    """The end of a rank's script under `run_two_ranks`: write `output_dir/rank<r>.json`, then leave together and
+    tear the process group down. A rank that exits with gloo's threads still running can abort ("terminate called
+    without an active exception") and fail an otherwise finished run."""
+    with open(Path(output_dir) / f"rank{trainer.accelerator.process_index}.json", "w") as f:
+        json.dump(result, f)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
+
+
 def run_two_ranks(
     script: str | os.PathLike, *args: str, output_dir: str | os.PathLike, timeout: float = 240
 ) -> list[dict]:

@@ -270,6 +270,7 @@ import json, os, sys
 import numpy as np, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
+from conftest import finish_rank
 from test_lm_eval_hooks import LL_TASK, MC_TASK, config, text_sources
 from hf_skillit import SkillItTrainer, SkillsGraph
 from hf_skillit.lm_eval_hooks import LMEvalCallback, LMEvalSkills
@@ -300,10 +301,7 @@ except Exception as err:
 logs = [{{k: v for k, v in e.items() if k.startswith(("skillit/", "lm_eval/"))}} for e in trainer.state.log_history]
 record = {{"world_size": trainer.accelerator.num_processes, "logs": logs, "training": trainer.model.training,
           "error": error}}
-json.dump(record, open(os.path.join(out, f"rank{{rank}}.json"), "w"))
-# Leave together and tear the process group down (see tests/scripts/ddp_run.py).
-trainer.accelerator.wait_for_everyone()
-trainer.accelerator.end_training()
+finish_rank(trainer, out, record)
 """
 
 

@@ -345,7 +345,8 @@ def _rate(times: list[float], warmup: int, batch: int) -> dict[str, float]:
     measured = times[warmup:]
     seconds = (measured[-1] - measured[0]) / (len(measured) - 1)
     return {
-        "s_per_step": round(seconds, 5),
+        # Six significant digits: GPU steps last milliseconds, where a fixed 5 decimals loses 0.1 % of the rate.
+        "s_per_step": float(f"{seconds:.6g}"),
         "samples_per_s": round(batch / seconds, 1),
         "steps_timed": len(measured) - 1,
     }

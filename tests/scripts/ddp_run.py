@@ -1,13 +1,12 @@
 """Two-process SkillItTrainer run for tests/test_ddp.py (launched with torchrun)."""
 
-import json
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from conftest import RecordLogs, skillit_config, tiny_config, two_rank_run  # noqa: E402
+from conftest import RecordLogs, finish_rank, skillit_config, tiny_config, two_rank_run  # noqa: E402
 
 from hf_skillit import SkillItTrainer  # noqa: E402
 from hf_skillit.collator import LMCollator  # noqa: E402
@@ -44,12 +43,7 @@ def main(output_dir: str, dispatch: str) -> None:
             device=torch.device("cpu"),
         )
         result["trajectory"] = trainer.trajectory
-    with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as f:
-        json.dump(result, f)
-    # Leave together and tear the process group down: a rank that exits with gloo's threads still running can
-    # abort ("terminate called without an active exception") and fail an otherwise finished run.
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    finish_rank(trainer, output_dir, result)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ GPUs, is a no-op on CPU (not investigated further).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -40,7 +39,7 @@ from torch.distributed.tensor import DTensor
 from transformers import TrainerCallback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from conftest import RecordLogs, skillit_config, tiny_config, two_rank_run  # noqa: E402
+from conftest import RecordLogs, finish_rank, skillit_config, tiny_config, two_rank_run  # noqa: E402
 
 from hf_skillit import SkillItTrainer  # noqa: E402
 from hf_skillit.collator import LMCollator  # noqa: E402
@@ -180,11 +179,7 @@ def main(output_dir: str, task_dir: str, resume_from_step: int | None = None) ->
         result["resumed_steps"] = steps.steps
         if rank == 0:
             result["resumed_trajectory"] = again.trajectory
-    with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as f:
-        json.dump(result, f)
-    # Leave together and tear the process group down (see ddp_run.py).
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    finish_rank(trainer, output_dir, result)
 
 
 if __name__ == "__main__":

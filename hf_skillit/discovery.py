@@ -57,6 +57,7 @@ from transformers import PreTrainedModel, TrainerCallback, TrainingArguments, se
 from .collator import IGNORE_INDEX
 from .evaluation import scored_token_loss
 from .graph_learning import fixed_mixture_run_args
+from .rundir import atomic_write, atomic_write_json
 from .skills import SkillSet
 from .trainer import SkillItTrainer
 
@@ -518,20 +519,15 @@ def _write_config(output_dir: Path, identity: dict[str, Any], identity_hash: str
             raise ValueError(f"{output_dir} holds loss trajectories of other settings (differing: {differ}); use "
                              "another output_dir or delete it")  # fmt: skip
         return
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"identity": identity, "identity_hash": identity_hash}, indent=1))
-    os.replace(tmp, path)
+    atomic_write_json(path, {"identity": identity, "identity_hash": identity_hash}, indent=1)
 
 
 def _atomic_savez(path: Path, **arrays: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a path, np.savez would append ".npz" to its name
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
 
 
 def _load_run(output_dir: Path, r: int, identity_hash: str) -> dict[str, np.ndarray]:

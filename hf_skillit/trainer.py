@@ -47,7 +47,7 @@ from .collator import LMCollator, SkillTaggingCollator
 from .config import SkillItConfig
 from .evaluation import SkillEvaluator, keep_scored_logits, per_skill_loss
 from .graph import SkillsGraph
-from .mixer_registry import build_mixer  # re-exported: hf_skillit.recipes.plan imports it from here
+from .mixer_registry import build_mixer  # also re-exported: hf_skillit.recipes.plan imports it from here
 from .mixing import Mixer
 from .rundir import (
     STATE_NAME,
@@ -134,7 +134,7 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
         self.graph = self._resolve_graph(graph, args)
         if mixer is None:
             # A mixer may train on other skills than the data's (the sample-level curriculum's difficulty buckets).
-            self.skills, mixer = self._build_mixer(args, model, data_collator)
+            self.skills, mixer = build_mixer(args, self.skills, self.graph, model, data_collator)
         self.mixer = mixer
         self._check_mixer(self.mixer)
         if getattr(args, "window_unit", "rounds") == "evaluations" and not callable(getattr(mixer, "observe", None)):
@@ -148,7 +148,7 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
         args = self.args
         names = self.skills.train_skills
         self._train_sets = [self.skills.train(name) for name in names]
-        self._sizes = [len(ds) if isinstance(ds, datasets.Dataset) else None for ds in self._train_sets]
+        self._sizes = list(self.skills.train_sizes().values())
         self._eval_names = self._skills_to_evaluate()
         self._round_counts = torch.zeros(len(names), dtype=torch.long)
         self._stream_state = StreamState.fresh(len(names))
@@ -182,9 +182,6 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
             return None
         graph.check_train_skills(self.skills.train_skills)
         return graph.reorder(list(self.skills.train_skills), list(graph.eval_skills))
-
-    def _build_mixer(self, args: SkillItConfig, model: Any, collator: Any) -> tuple[SkillSet, Mixer]:
-        return build_mixer(args, self.skills, self.graph, model, collator)
 
     def _check_mixer(self, mixer: Mixer) -> None:
         if tuple(mixer.train_skills) != self.skills.train_skills:

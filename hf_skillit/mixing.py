@@ -453,13 +453,8 @@ class NoGraphMixer(SkillItMixer):
 
     @classmethod
     def from_setup(cls, setup: MixerSetup) -> NoGraphMixer:
-        identity = SkillsGraph.identity(setup.train_skills)
-        return cls(
-            identity if setup.target_skills is None else identity.restrict(setup.target_skills),
-            setup.eta,
-            setup.window,
-            setup.window_reduce,
-        )
+        # SkillItMixer's construction with the identity in place of the given graph (targets restricted the same way).
+        return super().from_setup(setup.replace(graph=SkillsGraph.identity(setup.train_skills)))
 
 
 def split_fixed_weights(

@@ -87,9 +87,7 @@ class _RoundBoundaryCallback(TrainerCallback):
         args = self.trainer.args
         if state.global_step % args.steps_per_round == 0:
             self.trainer.end_round()
-        elif (
-            getattr(args, "window_unit", "rounds") == "evaluations" and state.global_step % args.skill_eval_steps == 0
-        ):
+        elif args.window_unit == "evaluations" and state.global_step % args.skill_eval_steps == 0:
             self.trainer.observe_skills()
 
 
@@ -137,7 +135,7 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
             self.skills, mixer = build_mixer(args, self.skills, self.graph, model, data_collator)
         self.mixer = mixer
         self._check_mixer(self.mixer)
-        if getattr(args, "window_unit", "rounds") == "evaluations" and not callable(getattr(mixer, "observe", None)):
+        if args.window_unit == "evaluations" and not callable(getattr(mixer, "observe", None)):
             raise ValueError(
                 f"window_unit='evaluations' needs a mixer whose window holds evaluations (skill_it, no_graph): "
                 f"{type(mixer).__name__} has no observe()"

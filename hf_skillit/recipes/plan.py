@@ -47,8 +47,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def _sources(recipe: Recipe, skills: SkillSet) -> list[str]:
     data = recipe.data
     rows = []
+    sizes = skills.train_sizes()
     for name in skills.train_skills:
-        size = skills.train_sizes()[name]
+        size = sizes[name]
         if data.synthetic is not None:
             source = f"synthetic {data.synthetic}, {size} rows"
         elif data.train_files is not None:

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .collator import IGNORE_INDEX
 from .mixer_registry import MixerSetup, register_mixer
 from .mixing import FixedMixer
+from .scoring import score_rows
 from .skills import SkillSet
 
 __all__ = [
@@ -52,45 +52,21 @@ __all__ = [
 ]
 
 CURRICULA = ("curriculum", "anticurriculum", "skill_curriculum", "skill_anticurriculum")
-_MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
 
 Collator = Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
 Schedule = list[dict[str, float]]
 
 
-@torch.no_grad()
 def sample_losses(model: nn.Module, dataset: datasets.Dataset, collator: Collator, batch_size: int = 64) -> np.ndarray:
     """Each row's mean next-token loss over its scored positions (`labels != -100`; all tokens without labels).
 
-    Batched forward passes on the model's device, in eval mode (restored afterwards).
+    Batched forward passes on the model's device, in eval mode (restored afterwards), through `hf_skillit.scoring`.
     """
-    if "input_ids" not in dataset.column_names:
-        raise ValueError(f"scoring needs tokenized rows (`input_ids`); columns: {dataset.column_names}")
-    columns = [c for c in _MODEL_COLUMNS if c in dataset.column_names]
-    rows = dataset.select_columns(columns)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    losses = []
-    try:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            batch = collator([dict(zip(chunk, values, strict=True)) for values in zip(*chunk.values(), strict=True)])
-            logits = model(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-            ).logits[:, :-1]
-            labels = batch["labels"][:, 1:].to(device)
-            token_loss = nn.functional.cross_entropy(
-                logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
-            )
-            counts = (labels != IGNORE_INDEX).sum(-1)
-            if (counts == 0).any():
-                row = start + int(torch.nonzero(counts == 0)[0])
-                raise ValueError(f"row {row} has no scored token (all labels are -100): it cannot be ranked")
-            losses.append((token_loss.sum(-1) / counts).double().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(losses).numpy() if losses else np.zeros(0)
+    scores = score_rows(model, dataset, collator, batch_size)
+    if (scores.count == 0).any():
+        row = int(np.flatnonzero(scores.count == 0)[0])
+        raise ValueError(f"row {row} has no scored token (all labels are -100): it cannot be ranked")
+    return scores.mean_loss
 
 
 def difficulty_order(scores: Sequence[float] | np.ndarray, anti: bool = False) -> np.ndarray:

@@ -16,9 +16,10 @@ user has (data sources, files), or a single group when nothing is known. With a 
 and the runs differ only in their data order: run r shuffles with `data_seed + r`.
 
 Every run trains through [`SkillItTrainer`] with `mixing="fixed"`, as in graph learning, so loss masks, the collator
-and peft behave as in real training. Per-sample losses reuse `evaluation.scored_token_loss` (token-weighted over the
-positions with labels != -100). Each finished run is written at once, atomically, to `output_dir/runs/run-<r>.npz`:
-a killed call retrains only the run it was in, and runs may be added later (a mixture depends only on (seed, r)).
+and peft behave as in real training. Per-sample losses are scored in batches by `hf_skillit.scoring`, like every
+other loss of the package (token-weighted over the positions with labels != -100). Each finished run is written at
+once, atomically, to `output_dir/runs/run-<r>.npz`: a killed call retrains only the run it was in, and runs may be
+added later (a mixture depends only on (seed, r)).
 
 [`discover_skills`] is the pipeline behind `hf-skillit discover-skills`. It labels a recipe's training and validation
 rows with the discovered skills and writes them as `train.jsonl` and `validation.jsonl`, with a `skill` column and
@@ -55,9 +56,9 @@ from sklearn.preprocessing import StandardScaler
 from transformers import PreTrainedModel, TrainerCallback, TrainingArguments, set_seed
 
 from .collator import IGNORE_INDEX
-from .evaluation import scored_token_loss
 from .graph_learning import fixed_mixture_run_args
 from .rundir import atomic_write, atomic_write_json
+from .scoring import batches, eval_mode, score_rows
 from .skills import SkillSet
 from .trainer import SkillItTrainer
 
@@ -88,24 +89,6 @@ def draw_mixtures(num_groups: int, runs: int, alpha: float = 1.0, seed: int = 0)
     return np.array([np.random.default_rng([seed, r]).dirichlet(np.full(num_groups, alpha)) for r in range(runs)])
 
 
-def _batches(dataset: datasets.Dataset, collator: Callable, batch_size: int, columns: Sequence[str]):
-    """Collated batches of `dataset`'s model columns, in row order."""
-    data = dataset.select_columns([c for c in columns if c in dataset.column_names])
-    for start in range(0, len(data), batch_size):
-        values = data[start : start + batch_size]
-        yield collator([dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)])
-
-
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module):
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            yield model.eval()
-    finally:
-        model.train(was_training)
-
-
 def per_sample_loss(
     model: torch.nn.Module,
     dataset: datasets.Dataset,
@@ -115,18 +98,7 @@ def per_sample_loss(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> np.ndarray:
     """Each row's mean next-token loss over its scored positions (labels != -100); NaN for a row with none."""
-    device = device or next(model.parameters()).device
-    losses = []
-    with _eval_mode(model):
-        for batch in _batches(dataset, collator, batch_size, ("input_ids", "attention_mask", "labels")):
-            with autocast():
-                logits = model(
-                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-                ).logits
-            for i in range(logits.shape[0]):
-                total, count = scored_token_loss(logits[i : i + 1], batch["labels"][i : i + 1])
-                losses.append(float(total / count) if count > 0 else np.nan)
-    return np.array(losses)
+    return score_rows(model, dataset, collator, batch_size, device, autocast).mean_loss
 
 
 def embed_samples(
@@ -144,8 +116,8 @@ def embed_samples(
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     device = device or next(model.parameters()).device
     out = []
-    with _eval_mode(model):
-        for batch in _batches(dataset, collator, batch_size, ("input_ids", "attention_mask")):
+    with eval_mode(model):
+        for batch in batches(dataset, collator, batch_size, ("input_ids", "attention_mask")):
             mask = batch["attention_mask"].to(device)
             hidden = model(
                 input_ids=batch["input_ids"].to(device), attention_mask=mask, output_hidden_states=True

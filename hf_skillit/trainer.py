@@ -45,7 +45,7 @@ from transformers import (
 from .checkpointing import SkillItCheckpointMixin
 from .collator import LMCollator, SkillTaggingCollator
 from .config import SkillItConfig
-from .evaluation import SkillEvaluator, keep_scored_logits, per_skill_loss
+from .evaluation import SkillEvaluator, per_skill_loss
 from .graph import SkillsGraph
 from .mixer_registry import build_mixer  # also re-exported: hf_skillit.recipes.plan imports it from here
 from .mixing import Mixer
@@ -56,6 +56,7 @@ from .rundir import (
     is_complete_checkpoint,
     last_complete_checkpoint,
 )
+from .scoring import keep_scored_logits
 from .skills import SkillSet
 from .streams import SKILL_KEY, MixtureStream, StreamState
 

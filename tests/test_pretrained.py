@@ -371,7 +371,7 @@ def test_keep_scored_logits_gives_the_same_loss_and_gradients(tiny_llama, bpe):
     import copy
 
     from hf_skillit.collator import LMCollator
-    from hf_skillit.evaluation import keep_scored_logits
+    from hf_skillit.scoring import keep_scored_logits
 
     rows = encode(make_lego(6, k=5, seed=3), bpe)
     batch = LMCollator(pad_token_id=bpe.pad_token_id)(
@@ -422,7 +422,7 @@ def test_skillit_trainer_trains_the_same_with_scored_logits_only(tiny_llama, bpe
         trainer.train()
         runs.append(trainer)
     plain, kept = runs
-    from hf_skillit.evaluation import keep_scored_logits
+    from hf_skillit.scoring import keep_scored_logits
 
     batch = next(iter(kept.get_train_dataloader()))
     assert keep_scored_logits(kept.model, batch)["logits_to_keep"].numel() == 1  # the optimisation did apply

@@ -10,11 +10,11 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
-from ..evaluation import keep_scored_logits
+from ..collator import LMCollator
+from ..scoring import score_rows
 from .tokenizer import encode
 
 
-@torch.no_grad()
 def answer_accuracy(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -31,32 +31,13 @@ def answer_accuracy(
     """
     if "labels" not in dataset.column_names:
         dataset = encode(dataset, tokenizer, answer_only=True)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    # Right padding never reaches the scored positions of a causal LM, so any pad id serves rows of unequal length.
+    collator = LMCollator(pad_token_id=getattr(tokenizer, "pad_token_id", None) or 0)
+    correct = score_rows(model, dataset, collator, batch_size, accuracy=True).correct
     hits, totals = defaultdict(int), defaultdict(int)
-    try:
-        for start in range(0, len(dataset), batch_size):
-            batch = dataset[start : start + batch_size]
-            input_ids = torch.tensor(batch["input_ids"], device=device)
-            attention_mask = torch.tensor(batch["attention_mask"], device=device)
-            labels = torch.tensor(batch["labels"], device=device)
-            inputs = keep_scored_logits(model, {"labels": labels})
-            if "logits_to_keep" in inputs:  # the LM head at the answer positions only
-                labels = inputs["shift_labels"]
-                logits = model(
-                    input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=inputs["logits_to_keep"]
-                ).logits
-            else:
-                labels = labels[:, 1:]
-                logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
-            scored = labels != -100
-            correct = ((logits.argmax(-1) == labels) | ~scored).all(-1)
-            for skill, ok in zip(batch[skill_column], correct.tolist(), strict=True):
-                hits[skill] += ok
-                totals[skill] += 1
-    finally:
-        model.train(was_training)
+    for skill, ok in zip(dataset[skill_column], correct.tolist(), strict=True):
+        hits[skill] += ok
+        totals[skill] += 1
     return {skill: hits[skill] / totals[skill] for skill in totals}
 
 

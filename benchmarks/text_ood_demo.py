@@ -32,7 +32,7 @@ from text_sources import build as build_data
 
 from hf_skillit import SkillItTrainer, SkillsGraph
 from hf_skillit.graph_learning import learn_graph
-from hf_skillit.lm_eval_hooks import dry_run_mixture
+from hf_skillit.mixing import dry_run_mixture
 from hf_skillit.recipes import graph_learning_kwargs, load_recipe, make_trainer
 
 BASE_MODEL = {

@@ -19,9 +19,8 @@ _EXPORTS = {
     "SkillsGraph": "graph",
     "learn_graph": "graph_learning",
     "merge_runs": "graph_learning",
-    "MIXERS": "mixing",
     "FixedMixer": "mixing",
-    "Mixer": "mixing",
+    "Mixer": "mixer_registry",
     "ProportionalMixer": "mixing",
     "SkillItMixer": "mixing",
     "StaticMixer": "mixing",
@@ -37,7 +36,6 @@ _EXPORTS = {
 __all__ = [
     "FixedMixer",
     "LMCollator",
-    "MIXERS",
     "Mixer",
     "MixerSetup",
     "ProportionalMixer",
@@ -73,11 +71,9 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real imports
     from .config import SkillItConfig
     from .graph import SkillsGraph
     from .graph_learning import learn_graph, merge_runs
-    from .mixer_registry import MixerSetup, register_mixer
+    from .mixer_registry import Mixer, MixerSetup, register_mixer
     from .mixing import (
-        MIXERS,
         FixedMixer,
-        Mixer,
         ProportionalMixer,
         SkillItMixer,
         StaticMixer,

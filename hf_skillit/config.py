@@ -10,11 +10,11 @@ from datetime import timedelta
 from accelerate import PartialState
 from transformers import TrainingArguments
 
+# The built-in mixers register when their modules are imported (`hf_skillit.mixer_registry`): importing both here
+# makes every built-in name a valid `mixing` wherever a SkillItConfig exists.
+from . import curriculum  # noqa: F401
 from .mixer_registry import MIXER_NAMES, check_mixer_settings, mixer_names
-from .mixing import check_eta
-
-# A live view of the mixer registry: a mixer registered later (`register_mixer`) is a valid choice too.
-MIXING_CHOICES = MIXER_NAMES
+from .mixing import check_eta, check_reduce, check_window
 
 
 @dataclass
@@ -85,9 +85,9 @@ class SkillItConfig(TrainingArguments):
         single_thread_max_params (`int`, *optional*, defaults to `50_000_000`):
             Training on CPU, a model with fewer parameters than this runs torch on one thread
             (`torch.set_num_threads(1)`, for the whole process) unless `OMP_NUM_THREADS` is set: its matrices are
-            too small for more threads to pay, and contending threads make steps several times slower
-            (`benchmarks/threads.py`: one thread was 2.7x to 7.6x faster per step than two for models of 0.4 M to
-            43 M parameters on 2 busy cores). `None` leaves torch's thread count alone.
+            too small for more threads to pay, and contending threads make steps several times slower (measured
+            by `benchmarks/threads.py`; the table is in `benchmarks/RESULTS.md`, issue 17). `None` leaves torch's
+            thread count alone.
 
         > Parameters that control the data preprocessing
 
@@ -118,7 +118,7 @@ class SkillItConfig(TrainingArguments):
 
     mixing: str = field(
         default="skill_it",
-        metadata={"help": "Data selection: a registered mixer (hf_skillit.mixer_registry)", "choices": MIXING_CHOICES},
+        metadata={"help": "Data selection: a registered mixer (hf_skillit.mixer_registry)", "choices": MIXER_NAMES},
     )
     rounds: int = field(default=6, metadata={"help": "Number of rounds T; the mixture changes between rounds."})
     eta: float = field(default=0.5, metadata={"help": "Skill-It learning rate eta (eq. 4)."})
@@ -188,7 +188,7 @@ class SkillItConfig(TrainingArguments):
             # would hang the others for the default 30 minutes; start it here with the timeout instead.
             PartialState(cpu=True, backend=self.ddp_backend, timeout=timedelta(seconds=self.ddp_timeout))
         super().__post_init__()
-        if self.mixing not in MIXING_CHOICES:
+        if self.mixing not in MIXER_NAMES:
             raise ValueError(f"mixing={self.mixing!r} is not one of {', '.join(mixer_names())}")
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise ValueError(f"rounds must be a positive integer, got {self.rounds!r}")
@@ -205,8 +205,7 @@ class SkillItConfig(TrainingArguments):
                 f"number of steps; use max_steps={lower} or {lower + self.rounds}"
             )
         check_eta(self.eta)
-        if not isinstance(self.window, int) or self.window < 1:
-            raise ValueError(f"window must be an integer >= 1, got {self.window!r}")
+        check_window(self.window)
         self._check_window_options()
         if self.single_thread_max_params is not None and self.single_thread_max_params < 0:
             raise ValueError(f"single_thread_max_params must be >= 0 or None, got {self.single_thread_max_params!r}")
@@ -230,8 +229,7 @@ class SkillItConfig(TrainingArguments):
     def _check_window_options(self) -> None:
         if self.window_unit not in ("rounds", "evaluations"):
             raise ValueError(f"window_unit must be 'rounds' or 'evaluations', got {self.window_unit!r}")
-        if self.window_reduce not in ("sum", "mean"):
-            raise ValueError(f"window_reduce must be 'sum' or 'mean', got {self.window_reduce!r}")
+        check_reduce(self.window_reduce, "window_reduce")
         if (self.window_unit == "evaluations") != (self.skill_eval_steps is not None):
             raise ValueError("window_unit='evaluations' goes with skill_eval_steps (steps between evaluations)")
         every = self.skill_eval_steps

@@ -149,15 +149,6 @@ class SkillsGraph:
             return float(positive[distinct].mean()) if distinct.any() else 0.0
         return float(positive.mean())
 
-    def plot(
-        self, path: str | os.PathLike, title: str | None = None, used_eval_skills: Sequence[str] | None = None
-    ) -> Path:
-        """Write a PNG heatmap (training skills down, evaluation skills across, the columns in `used_eval_skills`
-        boxed) and return its path; drawn by `hf_skillit.plotting.plot_graph`."""
-        from .plotting import plot_graph  # matplotlib only when plotting
-
-        return plot_graph(self, path, title, used_eval_skills)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "train_skills": list(self.train_skills),

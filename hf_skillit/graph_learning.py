@@ -418,8 +418,10 @@ def merge_runs(
     measurements["runs"] = runs
     measurements["cost"] = cost
     atomic_write_json(output_dir / MEASUREMENTS_NAME, measurements, indent=1)
+    from .plotting import plot_graph  # matplotlib only when a graph is written
+
     atomic_write(
-        output_dir / PLOT_NAME, lambda tmp: graph.plot(tmp, title=f"{method}, H={steps}, {edge['edge_rule']}")
+        output_dir / PLOT_NAME, lambda tmp: plot_graph(graph, tmp, title=f"{method}, H={steps}, {edge['edge_rule']}")
     )
     graph.save(output_dir / GRAPH_NAME)
     return graph

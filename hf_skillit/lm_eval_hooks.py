@@ -12,8 +12,8 @@ the live model on every task and hands Skill-It one number per task, lower is be
 lm-eval runs on the main process with the live model (a `PreTrainedModel` or a `peft` model) through
 `HFLM(pretrained=model, ...)`, and the results are broadcast to every process; a model sharded with FSDP2 is
 evaluated by every rank at once (see `LMEvalSkills.evaluate_trainer`). [`LMEvalCallback`] logs every
-task's metrics through `Trainer.log` at the end of training. `hf_skillit.mixing.dry_run_mixture` (re-exported
-here) prints the static (T = 1) Skill-It mixture of a graph, as in the paper's Figure 7, without training.
+task's metrics through `Trainer.log` at the end of training. `hf_skillit.mixing.dry_run_mixture`
+prints the static (T = 1) Skill-It mixture of a graph, as in the paper's Figure 7, without training.
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ from lm_eval.tasks import TaskManager
 from transformers import TrainerCallback
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from .mixing import dry_run_mixture  # re-exported: it lived here; it belongs with the mixers
-
-__all__ = ["LMEvalArguments", "LMEvalCallback", "LMEvalSkills", "METRICS", "dry_run_mixture", "load_lm_eval_tasks"]
+__all__ = ["LMEvalArguments", "LMEvalCallback", "LMEvalSkills", "METRICS", "load_lm_eval_tasks"]
 
 METRICS = ("nll", "error", "error_norm")
 SUPPORTED_OUTPUT_TYPES = ("loglikelihood", "multiple_choice")

@@ -1,4 +1,5 @@
-"""The registry of mixers: name -> mixer class, and the checks that a mixer can run on the inputs it is given.
+"""The registry of mixers: name -> mixer class, what a mixer is ([`Mixer`]), and the checks that a mixer can run
+on the inputs it is given.
 
 Every way of choosing a mixture goes through here: `SkillItConfig(mixing=...)` checks the name and the settings the
 mixer requires, `SkillItTrainer` and the recipes check the graph and the targets with [`check_mixer_inputs`] and
@@ -11,8 +12,11 @@ A mixer class declares:
 - `settings_required` (default none): `SkillItConfig` settings it cannot do without, each with a hint;
 - `from_setup(setup: MixerSetup)`: a classmethod building the mixer from the graph, settings and sizes.
 
-The built-in mixers (`hf_skillit.mixing`) and the curricula (`hf_skillit.curriculum`) register on import; both are
-imported on the first lookup, so their names are always known. [`register_mixer`] adds a class of your own:
+This module imports no mixer: the mixers import it to register, so the dependencies run one way
+(`tests/test_import_cycles.py`). The built-in mixers (`hf_skillit.mixing`) and the curricula
+(`hf_skillit.curriculum`) register when their module is imported; `hf_skillit.config` imports both, so wherever a
+`SkillItConfig` exists (the trainers, the recipes) every built-in name is known. [`register_mixer`] adds a class of
+your own:
 
     @register_mixer
     class Greedy(FixedMixer):
@@ -22,21 +26,21 @@ imported on the first lookup, so their names are always known. [`register_mixer`
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
 
 from .graph import SkillsGraph
 
 if TYPE_CHECKING:
-    from .config import SkillItConfig
-    from .mixing import Mixer
     from .skills import SkillSet
 
 __all__ = [
     "CONFIG_SETTINGS",
     "MIXER_NAMES",
+    "Mixer",
     "MixerSetup",
     "build_mixer",
     "check_mixer_inputs",
@@ -46,6 +50,25 @@ __all__ = [
     "register_mixer",
     "unregister_mixer",
 ]
+
+
+Losses = Sequence[float] | Mapping[str, float]
+
+
+@runtime_checkable
+class Mixer(Protocol):
+    """What the trainer needs from a mixer (the object a registered class's `from_setup` returns)."""
+
+    train_skills: tuple[str, ...]
+    eval_skills: tuple[str, ...]
+
+    def initial(self) -> np.ndarray: ...
+
+    def update(self, eval_losses: Losses) -> np.ndarray: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
 # ----- the setup --------------------------------------------------------------------------------------------------
@@ -93,18 +116,6 @@ CONFIG_SETTINGS = ("eta", "window", "window_reduce", "fixed_weights", "target_sk
 """The `SkillItConfig` settings that [`build_mixer`] copies into a [`MixerSetup`] by name."""
 
 _REGISTRY: dict[str, type] = {}
-# Modules whose mixers register on import, loaded on the first lookup (the curricula import torch).
-_PLUGINS = ("hf_skillit.mixing", "hf_skillit.curriculum")
-_plugins_loaded = False
-
-
-def _registry() -> dict[str, type]:
-    global _plugins_loaded
-    if not _plugins_loaded:
-        _plugins_loaded = True
-        for module in _PLUGINS:
-            importlib.import_module(module)
-    return _REGISTRY
 
 
 def register_mixer(cls: type | None = None, *, replace: bool = False) -> Any:
@@ -132,17 +143,17 @@ def register_mixer(cls: type | None = None, *, replace: bool = False) -> Any:
 
 def unregister_mixer(name: str) -> None:
     """Remove a registered mixer (e.g. one a test registered)."""
-    _registry().pop(name, None)
+    _REGISTRY.pop(name, None)
 
 
 def mixer_names() -> tuple[str, ...]:
-    """Every registered mixer name, in registration order."""
-    return tuple(_registry())
+    """Every registered mixer name, in registration order (the modules imported so far: see the module docstring)."""
+    return tuple(_REGISTRY)
 
 
 def mixer_class(name: str) -> type:
     """The mixer class registered as `name`; a ValueError listing the valid names otherwise."""
-    registry = _registry()
+    registry = _REGISTRY
     if name not in registry:
         raise ValueError(f"unknown mixer {name!r}; valid names: {list(registry)}")
     return registry[name]
@@ -158,7 +169,7 @@ class _MixerNames(Sequence):
         return len(mixer_names())
 
     def __contains__(self, name: object) -> bool:
-        return name in _registry()
+        return name in _REGISTRY
 
     def __repr__(self) -> str:
         return repr(mixer_names())
@@ -193,7 +204,7 @@ def check_mixer_inputs(
     """
     cls = mixer_class(name)
     if graph is None and getattr(cls, "needs_graph", False):
-        free = [n for n, c in _registry().items() if not getattr(c, "needs_graph", False)]
+        free = [n for n, c in _REGISTRY.items() if not getattr(c, "needs_graph", False)]
         raise ValueError(
             f"mixing={name!r} needs a skills graph: {graph_hint} (or use a mixing that needs none: {', '.join(free)};"
             " no_graph is the identity-graph ablation)"
@@ -205,7 +216,7 @@ def check_mixer_inputs(
 
 
 def build_mixer(
-    args: SkillItConfig,
+    args: Any,
     skills: SkillSet,
     graph: SkillsGraph | None,
     model: Any = None,
@@ -213,7 +224,10 @@ def build_mixer(
     graph_hint: str = "pass graph= or set graph_path",
 ) -> tuple[SkillSet, Mixer]:
     """The registered mixer `args.mixing` for `skills` and `graph`, and the skills it trains on (the data's, unless
-    it prepares others: the sample-level curricula score the rows with `model` into difficulty buckets)."""
+    it prepares others: the sample-level curricula score the rows with `model` into difficulty buckets).
+
+    `args` is a `SkillItConfig` (read for `mixing`, `per_device_eval_batch_size` and the `CONFIG_SETTINGS`; not
+    annotated as one, because `hf_skillit.config` imports this module)."""
     cls = check_mixer_inputs(args.mixing, graph, skills.train_skills, args.target_skills, graph_hint=graph_hint)
     setup = MixerSetup(
         train_skills=skills.train_skills,

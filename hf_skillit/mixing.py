@@ -16,8 +16,9 @@ validation losses of the evaluation skills measured at the end of a round and re
 
 One registry maps names to mixer classes. Each class declares its `name`, whether it `needs_graph`, and how it
 builds itself from a [`MixerSetup`] (the graph, the `SkillItConfig` settings and the skills' sizes) in
-`from_setup`. `SkillItConfig(mixing=...)`, a recipe's `training.mixing:` and [`make_mixer`] all look names up here;
-[`register_mixer`] adds a class of your own in one line, and the curricula of `hf_skillit.curriculum` register the
+`from_setup`, and registers in `hf_skillit.mixer_registry` (which also defines the `Mixer` protocol):
+`SkillItConfig(mixing=...)`, a recipe's `training.mixing:` and [`make_mixer`] all look names up there;
+`register_mixer` adds a class of your own in one line, and the curricula of `hf_skillit.curriculum` register the
 same way.
 
 A round whose losses hold NaN or inf is skipped: the mixer warns, naming the evaluation skills, and returns its
@@ -30,66 +31,31 @@ import logging
 import numbers
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .graph import SkillsGraph
-from .mixer_registry import (
-    MIXER_NAMES,
-    MixerSetup,
-    check_mixer_inputs,
-    check_mixer_settings,
-    mixer_class,
-    mixer_names,
-    register_mixer,
-    unregister_mixer,
-)
+from .mixer_registry import Losses, Mixer, MixerSetup, check_mixer_inputs, check_mixer_settings, register_mixer
 from .names import check_skill_names, compare_skills
 
 __all__ = [
-    "MIXERS",
-    "MIXER_NAMES",
     "FixedMixer",
-    "Mixer",
-    "MixerSetup",
     "NoGraphMixer",
     "ProportionalMixer",
     "SkillItMixer",
     "StaticMixer",
     "StratifiedMixer",
+    "WINDOW_REDUCTIONS",
     "check_eta",
-    "check_mixer_inputs",
+    "check_reduce",
+    "check_window",
     "dry_run_mixture",
     "make_mixer",
-    "mixer_class",
-    "mixer_names",
-    "register_mixer",
     "split_fixed_weights",
-    "unregister_mixer",
 ]
 
 logger = logging.getLogger(__name__)
-
-Losses = Sequence[float] | Mapping[str, float]
-# The mixers defined in this module, in registry order; `mixer_names()` lists every registered one.
-MIXERS = ("skill_it", "static", "stratified", "random", "no_graph", "fixed")
-
-
-@runtime_checkable
-class Mixer(Protocol):
-    """What the trainer needs from a mixer."""
-
-    train_skills: tuple[str, ...]
-    eval_skills: tuple[str, ...]
-
-    def initial(self) -> np.ndarray: ...
-
-    def update(self, eval_losses: Losses) -> np.ndarray: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -108,10 +74,18 @@ def check_eta(eta: object) -> float:
 WINDOW_REDUCTIONS = ("sum", "mean")
 
 
-def _check_window(window: object) -> int:
+def check_window(window: object) -> int:
+    """`window` as an int; a ValueError unless it is an integer >= 1 (rounds, or evaluations: `window_unit`)."""
     if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
-        raise ValueError(f"window must be an int >= 1 (rounds), got {window!r}")
+        raise ValueError(f"window must be an integer >= 1, got {window!r}")
     return int(window)
+
+
+def check_reduce(reduce: object, key: str = "reduce") -> str:
+    """`reduce` (how a window's losses combine); a ValueError naming `key` unless it is one of `WINDOW_REDUCTIONS`."""
+    if reduce not in WINDOW_REDUCTIONS:
+        raise ValueError(f"{key} must be one of {', '.join(WINDOW_REDUCTIONS)}, got {reduce!r}")
+    return reduce
 
 
 def _loss_vector(eval_losses: Losses, eval_skills: tuple[str, ...]) -> np.ndarray:
@@ -250,10 +224,8 @@ class SkillItMixer(_BaseMixer):
 
     def __init__(self, graph: SkillsGraph, eta: float = 0.5, window: int = 3, reduce: str = "sum") -> None:
         self.eta = check_eta(eta)
-        self.window = _check_window(window)
-        if reduce not in WINDOW_REDUCTIONS:
-            raise ValueError(f"reduce must be one of {', '.join(WINDOW_REDUCTIONS)}, got {reduce!r}")
-        self.reduce = reduce
+        self.window = check_window(window)
+        self.reduce = check_reduce(reduce)
         self._matrix = graph.matrix
         self._history: list[np.ndarray] = []
         super().__init__(graph.train_skills, graph.eval_skills, _softmax(self.eta * graph.matrix.sum(axis=1)))
@@ -500,10 +472,8 @@ def make_mixer(
     setup = MixerSetup(
         graph.train_skills, graph, train_sizes, eta, window, fixed_weights, target_skills, window_reduce=window_reduce
     )
-    cls = check_mixer_settings(name, setup)
-    if target_skills is not None:
-        graph.check_targets(target_skills)
-    return cls.from_setup(setup)
+    check_mixer_inputs(name, graph, graph.train_skills, target_skills)
+    return check_mixer_settings(name, setup).from_setup(setup)
 
 
 for _cls in (SkillItMixer, StaticMixer, StratifiedMixer, ProportionalMixer, NoGraphMixer, FixedMixer):

@@ -3,7 +3,8 @@
 - `plot_mixture`: the weight of each skill over training steps, constant within a round (paper Figure 20).
 - `plot_losses`: each skill's validation loss before training (when the run measured it) and at the end of every
   round (paper Figure 4), with the chance level when it is known.
-- `plot_graph`: the skills graph heatmap, with the columns the mixture uses boxed (`SkillsGraph.plot` draws here).
+- `plot_graph`: the skills graph heatmap, with the columns the mixture uses boxed (`hf_skillit.graph_learning` draws its
+  graph with it).
 
 Every skill stays visible where weights or losses coincide (Skill-It often gives equal weights to skills with equal
 graph rows and losses, and the stratified mixture always does): each skill has its own colour, line style and

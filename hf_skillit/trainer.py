@@ -47,8 +47,7 @@ from .collator import LMCollator, SkillTaggingCollator
 from .config import SkillItConfig
 from .evaluation import SkillEvaluator, per_skill_loss
 from .graph import SkillsGraph
-from .mixer_registry import build_mixer  # also re-exported: hf_skillit.recipes.plan imports it from here
-from .mixing import Mixer
+from .mixer_registry import Mixer, build_mixer
 from .rundir import (
     STATE_NAME,
     TRAJECTORY_NAME,
@@ -67,7 +66,6 @@ __all__ = [
     "TRAJECTORY_NAME",
     "SkillItTrainer",
     "SkillItTrainerMixin",
-    "build_mixer",
     "is_complete_checkpoint",
     "last_complete_checkpoint",
 ]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hf_skillit.cli import main
-from hf_skillit.plotting import GRAPH_PNG, LOSSES_PNG, MIXTURE_PNG
+from hf_skillit.rundir import GRAPH_PNG, LOSSES_PNG, MIXTURE_PNG
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = str(ROOT / "recipes" / "lego_pretrain.yaml")

@@ -149,14 +149,3 @@ def test_load_errors(tmp_path):
         SkillsGraph.load(other)
     with pytest.raises(ValueError, match=r"\.json"):
         SkillsGraph.identity(["a"]).save(tmp_path / "g.npy")
-
-
-def test_plot(tmp_path):
-    rng = np.random.default_rng(0)
-    graph = SkillsGraph(
-        rng.normal(size=(59, 12)), [f"train skill {i}" for i in range(59)], [f"eval {j}" for j in range(12)]
-    )
-    path = graph.plot(tmp_path / "graph.png", title="59 x 12")
-    data = path.read_bytes()
-    assert data.startswith(b"\x89PNG\r\n\x1a\n")
-    assert len(data) > 10_000

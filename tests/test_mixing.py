@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from conftest import softmax_of
 
-from hf_skillit import MIXERS, FixedMixer, Mixer, make_mixer
+from hf_skillit import FixedMixer, Mixer, make_mixer
 from hf_skillit.graph import SkillsGraph
+from hf_skillit.mixer_registry import check_mixer_inputs, mixer_class, mixer_names
 from hf_skillit.mixing import ProportionalMixer, SkillItMixer, StaticMixer, StratifiedMixer
 
 
@@ -146,7 +147,7 @@ def test_non_finite_losses_are_skipped(graph_3x2, caplog):
         ({"eta": -1.0}, "eta must be .* got -1.0"),
         ({"eta": float("nan")}, "eta must be .* got nan"),
         ({"eta": float("inf")}, "eta must be .* got inf"),
-        ({"window": 0}, r"window must be an int >= 1 \(rounds\), got 0"),
+        ({"window": 0}, "window must be an integer >= 1, got 0"),
         ({"window": 1.5}, "window must be .* got 1.5"),
     ],
 )
@@ -262,7 +263,7 @@ def test_fixed_invalid(kwargs, match):
 
 
 def test_all_mixers_satisfy_the_protocol(graph_3x2):
-    for name in MIXERS:
+    for name in [n for n in mixer_names() if mixer_class(n).__module__ == "hf_skillit.mixing"]:
         mixer = make_mixer(name, graph=graph_3x2, train_sizes={"a": 1, "b": 2, "c": 3}, fixed_weights=[1, 1, 1])
         assert isinstance(mixer, Mixer)
         assert mixer.train_skills == ("a", "b", "c")
@@ -308,3 +309,15 @@ def test_make_mixer_errors(graph_3x2):
         make_mixer("random", graph=graph_3x2, train_sizes={"a": 1, "b": None, "c": 1})
     with pytest.raises(ValueError, match="needs fixed_weights"):
         make_mixer("fixed", graph=graph_3x2)
+
+
+def test_make_mixer_checks_targets_as_the_trainer_does():
+    # One rule (`check_mixer_inputs`): a target without a positive edge into it cannot move Skill-It's mixture, so a
+    # mixer that needs the graph refuses it; a mixer that ignores the graph takes it.
+    graph = SkillsGraph([[1.0, 0.0], [0.0, 0.0]], ["a", "b"])
+    for name in ("skill_it", "static"):
+        with pytest.raises(ValueError, match=r"target skill\(s\) 'b' have no positive entry"):
+            make_mixer(name, graph=graph, target_skills=["b"])
+        with pytest.raises(ValueError, match=r"target skill\(s\) 'b' have no positive entry"):
+            check_mixer_inputs(name, graph, graph.train_skills, ["b"])
+    np.testing.assert_allclose(make_mixer("stratified", graph=graph, target_skills=["b"]).initial(), [0.0, 1.0])

@@ -4,15 +4,8 @@ import numpy as np
 import pytest
 
 from hf_skillit import SkillsGraph
-from hf_skillit.plotting import (
-    GRAPH_PNG,
-    LOSSES_PNG,
-    MIXTURE_PNG,
-    load_trajectory,
-    plot_losses,
-    plot_mixture,
-    plot_run,
-)
+from hf_skillit.plotting import plot_graph, plot_losses, plot_mixture, plot_run
+from hf_skillit.rundir import GRAPH_PNG, LOSSES_PNG, MIXTURE_PNG, load_trajectory
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -156,3 +149,14 @@ def test_close_chance_levels_make_one_line():
     lines = {line.get_label(): line for line in axes.get_lines() if line.get_label().startswith("chance")}
     assert set(lines) == {"chance 0.689, skills 3, 1, 2", "chance 2.3, skills 4"}
     assert lines["chance 0.689, skills 3, 1, 2"].get_ydata()[0] == pytest.approx((0.683 + 0.691 + 0.693) / 3)
+
+
+def test_plot_graph_of_a_large_graph(tmp_path):
+    rng = np.random.default_rng(0)
+    graph = SkillsGraph(
+        rng.normal(size=(59, 12)), [f"train skill {i}" for i in range(59)], [f"eval {j}" for j in range(12)]
+    )
+    path = plot_graph(graph, tmp_path / "graph.png", title="59 x 12")
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 10_000

@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 from ..config import SkillItConfig
 from ..evaluation import SkillEvaluator
 from ..graph import SkillsGraph
-from ..mixing import Mixer
+from ..mixer_registry import Mixer
 from ..skills import SkillSet
 from ..trainer import SkillItTrainerMixin
 

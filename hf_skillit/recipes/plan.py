@@ -3,7 +3,7 @@ from, the mixture of round 1 (p_1) and the lm-eval tasks, without loading the mo
 
 The data is opened as the run would open it (streaming sources read only their held-out validation prefix), the
 graph is built and checked against the data, and p_1 comes from the mixer the trainer would build
-(`hf_skillit.trainer.build_mixer`). A mixer that scores the data with the model first (the sample-level curricula)
+(`hf_skillit.mixer_registry.build_mixer`). A mixer that scores the data with the model first (the sample-level curricula)
 has no p_1 before the model is loaded, and the plan says so.
 """
 
@@ -13,9 +13,8 @@ import glob
 import os
 from collections.abc import Sequence
 
-from ..mixer_registry import mixer_class
+from ..mixer_registry import build_mixer, mixer_class
 from ..skills import SkillSet
-from ..trainer import build_mixer
 from .build import build_graph
 from .data import load_data, user_skills
 from .loading import as_list, file_builder

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .graph import SkillsGraph
 from .rundir import GRAPH_JSON, GRAPH_PNG, LOSSES_PNG, MIXTURE_PNG, RECIPE_NAME, SUMMARY_NAME, load_trajectory
@@ -132,6 +132,15 @@ def _chance_groups(chance: Mapping[str, float]) -> list[tuple[float, list[str]]]
     ]
 
 
+def _chance_label(level: float, names: Sequence[str], skills: Sequence[str]) -> str:
+    """The legend entry of a chance line, in words: "chance level: loss 0.693" when it stands for every skill,
+    otherwise naming the skills ("chance level of skills 1 and 2: loss 1.34")."""
+    if len(names) == len(skills):
+        return f"chance level: loss {level:.3g}"
+    which = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"chance level of skill{'s' if len(names) > 1 else ''} {which}: loss {level:.3g}"
+
+
 def mixture_figure(
     rounds: Sequence[Mapping[str, Any]], title: str | None = None, target_skills: Sequence[str] = ()
 ) -> Figure:
@@ -179,16 +188,19 @@ def losses_figure(
         axes.plot(steps, losses, label=label, **style, **weight)
     levels = _chance_groups({s: float(chance[s]) for s in skills if chance and chance.get(s) is not None})
     for level, names in levels:
-        which = "" if len(levels) == 1 and len(names) == len(skills) else f", skills {', '.join(names)}"
-        axes.axhline(level, color="0.35", linestyle=(0, (6, 3)), linewidth=1.0, label=f"chance {level:.3g}{which}")
+        axes.axhline(
+            level, color="0.35", linestyle=(0, (6, 3)), linewidth=1.0, label=_chance_label(level, names, skills)
+        )
     axes.set_xlim(left=0)
     values = [v for line in axes.get_lines()[: len(skills)] for v in line.get_ydata()]  # the skills' lines
     if min(values) > 0 and max(values) / min(values) > _LOG_RATIO:
         # The loss before training (about ln(vocabulary)) would squash the rounds against the axis.
         axes.set_yscale("log")
-        plain = FuncFormatter(lambda value, _: f"{value:g}")
-        axes.yaxis.set_major_formatter(plain)
-        axes.yaxis.set_minor_formatter(plain)
+        # Labels at 1, 2 and 5 times the powers of ten only (a range over 5x holds at least two of them), written
+        # plainly (0.05, not 5e-2); the other minor ticks stay unlabelled, or their labels pile up.
+        axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.yaxis.set_minor_formatter(NullFormatter())
     else:
         axes.set_ylim(bottom=0)
     axes.set_xlabel("step")

@@ -110,14 +110,14 @@ def test_losses_start_before_training_and_show_the_chance_line():
     assert list(lines["skill 1"].get_xdata()) == [0, 10, 20, 30]
     assert list(lines["skill 1"].get_ydata()) == [4.0, 1.1, 0.6, 1.0 / 3 + 0.1]
     [chance] = [line for line in axes.get_lines() if line.get_label().startswith("chance")]
-    assert list(chance.get_ydata()) == [0.6931, 0.6931] and chance.get_label() == "chance 0.693"
+    assert list(chance.get_ydata()) == [0.6931, 0.6931] and chance.get_label() == "chance level: loss 0.693"
     assert axes.get_yscale() == "log"  # 4.0 down to 0.33: the rounds would be squashed on a linear axis
     # Without the loss before training: the rounds alone, on a linear axis from 0; two chance levels named.
     axes = losses_figure(coinciding_rounds(initial=False), chance={"1": 0.69, "3": 2.3}).axes[0]
     assert list(skill_lines(axes)["skill 1"].get_xdata()) == [10, 20, 30]
     assert axes.get_yscale() == "linear" and axes.get_ylim()[0] == 0
     labels = sorted(line.get_label() for line in axes.get_lines() if line.get_label().startswith("chance"))
-    assert labels == ["chance 0.69, skills 1", "chance 2.3, skills 3"]
+    assert labels == ["chance level of skill 1: loss 0.69", "chance level of skill 3: loss 2.3"]
 
 
 def test_graph_boxes_the_columns_in_use():
@@ -147,8 +147,10 @@ def test_close_chance_levels_make_one_line():
     chance = {"3": 0.683, "1": 0.691, "2": 0.693, "4": 2.303}
     axes = losses_figure(coinciding_rounds(initial=False), chance=chance).axes[0]
     lines = {line.get_label(): line for line in axes.get_lines() if line.get_label().startswith("chance")}
-    assert set(lines) == {"chance 0.689, skills 3, 1, 2", "chance 2.3, skills 4"}
-    assert lines["chance 0.689, skills 3, 1, 2"].get_ydata()[0] == pytest.approx((0.683 + 0.691 + 0.693) / 3)
+    assert set(lines) == {"chance level of skills 3, 1 and 2: loss 0.689", "chance level of skill 4: loss 2.3"}
+    assert lines["chance level of skills 3, 1 and 2: loss 0.689"].get_ydata()[0] == pytest.approx(
+        (0.683 + 0.691 + 0.693) / 3
+    )
 
 
 def test_plot_graph_of_a_large_graph(tmp_path):
@@ -160,3 +162,27 @@ def test_plot_graph_of_a_large_graph(tmp_path):
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 10_000
+
+
+def test_log_axis_labels_do_not_overlap():
+    # Losses from about ln(50) before training down to 0.04 (the demo's table fold): two decades on a log axis. Every
+    # minor tick used to be labelled (0.09 0.08 0.07 ... piled into one column); now only 1, 2 and 5 times the
+    # powers of ten are, and no two labels drawn touch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    losses = [3.92, 1.2, 0.9, 1.1, 0.15, 0.07, 0.04]
+    rounds = [
+        {"global_step": 100 * (t + 1), "eval_loss": {"1": losses[t + 1], "2": 2 * losses[t + 1]}}
+        for t in range(len(losses) - 1)
+    ]
+    rounds[0]["initial_eval_loss"] = {"1": losses[0], "2": losses[0]}
+    figure = losses_figure(rounds)
+    FigureCanvasAgg(figure).draw()
+    axes = figure.axes[0]
+    assert axes.get_yscale() == "log"
+    low, high = axes.get_ylim()
+    shown = [t for t in axes.yaxis.get_major_ticks() if low <= t.get_loc() <= high and t.label1.get_text()]
+    assert [t.label1.get_text() for t in shown] == ["0.05", "0.1", "0.2", "0.5", "1", "2", "5"][: len(shown)]
+    assert all(not label.get_text() for label in axes.get_yticklabels(minor=True))
+    boxes = [t.label1.get_window_extent() for t in shown]
+    assert len(boxes) >= 5 and not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:], strict=False))

@@ -16,7 +16,9 @@ from hf_skillit.recipes.report import (
     format_summary,
     read_reference,
     reference_record,
+    trajectory_budget,
 )
+from hf_skillit.rundir import read_trajectory
 
 
 def _answers(*answers):
@@ -87,6 +89,14 @@ def test_format_summary_widens_long_metric_names():
     assert len(row) == len(header) == len(rule) and row.split() == ["1", "0.5000", "0.2500"]
 
 
+def write_trajectory(run_dir, samples_per_round):
+    records = [
+        {"round": t + 1, "global_step": 30 * (t + 1), "samples": samples, "eval_loss": {"1": 1.0}}
+        for t, samples in enumerate(samples_per_round)
+    ]
+    (run_dir / "skillit_trajectory.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
 def test_reference_record_and_cli(tmp_path, capsys):
     run = tmp_path / "strat_seed1"
     run.mkdir()
@@ -94,6 +104,8 @@ def test_reference_record_and_cli(tmp_path, capsys):
     (run / "recipe.yaml").write_text(
         "training:\n  mixing: stratified\n  seed: 1\n  max_steps: 60\n  per_device_train_batch_size: 32\n"
     )
+    # One process: 2 rounds of 30 steps x 32 samples.
+    write_trajectory(run, [{"1": 500, "2": 460}, {"1": 470, "2": 490}])
     expected = {
         "label": "uniform",
         "run": "strat_seed1",
@@ -111,6 +123,23 @@ def test_reference_record_and_cli(tmp_path, capsys):
     assert read_reference(path) == [expected]
     assert main(["reference", str(tmp_path)]) == 2
     assert "has no summary.json" in capsys.readouterr().err
+
+
+def test_budget_counts_every_process(tmp_path):
+    # The same recipe (60 steps of 32 samples per process) on 2 processes trains on 3840 samples, not 1920: its
+    # trajectory's per-round samples are summed across processes. Against a 1-process reference of 1920 samples the
+    # comparison must not say "same budget".
+    run = tmp_path / "two_processes"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"loss": {"1": 0.5}}))
+    (run / "recipe.yaml").write_text("training:\n  max_steps: 60\n  per_device_train_batch_size: 32\n")
+    write_trajectory(run, [{"1": 1000, "2": 920}, {"1": 940, "2": 980}])
+    record = reference_record(run)
+    assert record["budget"] == 3840 == trajectory_budget(read_trajectory(run))
+    reference = _reference_file(tmp_path, {**record, "budget": 1920})
+    lines = explain_summary(record, read_trajectory(run), reference=reference, budget=record["budget"])
+    assert "NOT the same budget: reference 1920 samples, this run 3840" in lines[-1]
+    assert trajectory_budget([]) is None and trajectory_budget([{"round": 1}]) is None
 
 
 def test_bad_reference_files(tmp_path):

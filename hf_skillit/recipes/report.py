@@ -12,7 +12,9 @@ The summary explains itself:
 - **A comparison line** against reference runs saved with the recipe (`report: {reference: FILE.jsonl}`): one JSON
   object per reference run, as `hf-skillit reference RUN_DIR` prints it (`reference_record`), e.g. skill-stratified
   on the same budget. The line compares the mean over the target skills (all evaluation skills without targets) and
-  says when the budgets differ.
+  says when the budgets differ. A budget is the number of samples a run trained on, over all its processes: the sum
+  of its trajectory's per-round `samples` (counted from the batches and summed across processes by the trainer), so
+  a run on 2 processes and one on 1 process with the same recipe do not count as the same budget.
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ import datasets
 import yaml
 
 from ..plotting import CHANCE_LOSS_KEY, INITIAL_LOSS_KEY, plot_run
-from ..rundir import GRAPH_JSON, RECIPE_NAME, SUMMARY_NAME, atomic_write_json, atomic_write_text, read_trajectory
+from ..rundir import (
+    GRAPH_JSON,
+    RECIPE_NAME,
+    SUMMARY_NAME,
+    atomic_write_json,
+    atomic_write_text,
+    load_trajectory,
+    read_trajectory,
+)
 from ..synthetic import answer_accuracy
 from ..trainer import SkillItTrainer
 from .build import make_trainer
@@ -44,6 +54,7 @@ __all__ = [
     "reference_record",
     "run",
     "train_and_report",
+    "trajectory_budget",
 ]
 
 CHANCE_ACCURACY_KEY = "chance_accuracy"
@@ -99,22 +110,21 @@ def _summary(trainer: SkillItTrainer, recipe: Recipe) -> dict[str, dict[str, flo
     return summary
 
 
-def _budget(training: Mapping[str, Any]) -> int | None:
-    """Training samples per process: max_steps x per-device batch x gradient accumulation."""
-    steps = training.get("max_steps")
-    if not isinstance(steps, int) or steps <= 0:
+def trajectory_budget(trajectory: Sequence[Mapping[str, Any]]) -> int | None:
+    """The samples a run trained on, over all processes: the sum of its rounds' `samples` (None without rounds).
+
+    Not max_steps x per-device batch x accumulation from the recipe: that is per process, and the number of
+    processes is not in the recipe (`torchrun` / `accelerate launch` decide it).
+    """
+    if not trajectory or any(not isinstance(record.get("samples"), Mapping) for record in trajectory):
         return None
-    return (
-        steps
-        * int(training.get("per_device_train_batch_size", 8))
-        * int(training.get("gradient_accumulation_steps", 1))
-    )
+    return int(sum(sum(record["samples"].values()) for record in trajectory))
 
 
 def reference_record(run_dir: str | os.PathLike, label: str | None = None) -> dict[str, Any]:
     """One line of a reference file: a finished `hf-skillit train` run's final summary and the settings that say
-    what it is (`label`, default: its mixing; `mixing`, `seed`, `max_steps`, `budget` = training samples per
-    process), read from its `summary.json` and `recipe.yaml`."""
+    what it is (`label`, default: its mixing; `mixing`, `seed`, `max_steps`, `budget` = training samples over all
+    processes, [`trajectory_budget`]), read from its `summary.json`, `recipe.yaml` and trajectory."""
     run_dir = Path(run_dir)
     for name in (SUMMARY_NAME, RECIPE_NAME):
         if not (run_dir / name).is_file():
@@ -130,7 +140,7 @@ def reference_record(run_dir: str | os.PathLike, label: str | None = None) -> di
         "mixing": mixing,
         "seed": training.get("seed", 42),
         "max_steps": training.get("max_steps"),
-        "budget": _budget(training),
+        "budget": trajectory_budget(load_trajectory(run_dir)),
         **{key: summary[key] for key in ("loss", "accuracy") if key in summary},
     }
 
@@ -261,15 +271,9 @@ def train_and_report(trainer: SkillItTrainer, recipe: Recipe, resume: bool = Fal
         plots = plot_run(output_dir)
         print(f"\nFinal validation per skill ({output_dir}):\n{format_summary(summary)}")
         reference = recipe.report.reference if recipe.report is not None else None
-        training = recipe.training
-        budget = _budget(
-            {
-                k: getattr(training, k)
-                for k in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps")
-            }
-        )
+        trajectory = read_trajectory(output_dir)
         targets = recipe.training.target_skills or ()
-        for line in explain_summary(summary, read_trajectory(output_dir), targets, reference, budget):
+        for line in explain_summary(summary, trajectory, targets, reference, trajectory_budget(trajectory)):
             print(line)
         print("Plots: " + ", ".join(str(p) for p in plots))
     return summary

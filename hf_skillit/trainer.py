@@ -23,6 +23,7 @@ trainer that trains on skills: `SkillItTrainer` is the mixin on `transformers.Tr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 from transformers import (
     PreTrainedModel,
@@ -152,16 +154,13 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
         self._p_history: list[np.ndarray] = [self.mixer.initial()]
         self._rounds_done = 0
         self._initial_eval_loss: dict[str, float] | None = None
-        samples_per_round = (
-            args.steps_per_round * args.gradient_accumulation_steps * self._train_batch_size * args.world_size
-        )
         self.train_dataset = MixtureStream(
             self._model_columns_only(self._train_sets),
             probabilities_for_round=self._probabilities_for_round,
             state=self._stream_state,
             seed=args.data_seed if args.data_seed is not None else args.seed,
-            samples_per_round=samples_per_round,
-            batch_size=self._train_batch_size,
+            samples_per_round=args.steps_per_round * args.gradient_accumulation_steps * self._global_batch_size(),
+            batch_size=self._global_batch_size(),
             skill_names=names,
         )
         self.add_callback(_RoundBoundaryCallback(self))
@@ -220,19 +219,50 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
     def _probabilities_for_round(self, round_index: int) -> np.ndarray:
         return self._p_history[round_index]
 
+    def _global_batch_size(self) -> int:
+        """Rows per micro-batch over all processes: `per_device_train_batch_size` x processes, or the batch itself
+        with Accelerate's `split_batches=True` (then it is the global batch)."""
+        if self.args.accelerator_config.split_batches:
+            return self._train_batch_size
+        return self._train_batch_size * self.args.world_size
+
     def get_train_dataloader(self) -> DataLoader:
-        """One round of the mixture per epoch; batches carry their rows' skills for exact counting."""
+        """One round of the mixture per epoch; batches carry their rows' skills for exact counting.
+
+        Process r trains on rows `[r b, (r + 1) b)` of every global micro-batch (b rows per process), in both of
+        Accelerate's modes. Without dispatching, every process reads the stream and keeps its share
+        (`IterableDatasetShard`) and pads its own rows. Dispatching (the default for an `IterableDataset`), process 0
+        would collate each process's b rows apart and concatenate the batches (`DataLoaderDispatcher._fetch_batches`),
+        which fails as soon as rows differ in length, since each batch is padded to its own longest row. So here
+        process 0 collates the global batch at once (one padded length) and Accelerate slices it
+        (`split_batches=True` for this loader only), which puts the same rows on the same process.
+        """
         collator = SkillTaggingCollator(self._get_collator_with_removed_columns(self.data_collator, "training"))
+        accelerator = self.accelerator
+        dispatch = accelerator.dispatch_batches
+        if dispatch is None:  # `prepare_data_loader`'s default for an IterableDataset
+            dispatch = accelerator.device_placement and accelerator.distributed_type != DistributedType.XLA
+        whole = dispatch and accelerator.num_processes > 1
+        if self._global_batch_size() % accelerator.num_processes:
+            raise ValueError(
+                f"split_batches=True splits each batch of per_device_train_batch_size={self._train_batch_size} rows "
+                f"over {accelerator.num_processes} processes: make it a multiple of the number of processes"
+            )
         loader = DataLoader(
             self.train_dataset,
-            batch_size=self._train_batch_size,
+            batch_size=self._global_batch_size() if whole else self._global_batch_size() // accelerator.num_processes,
             collate_fn=collator,
             num_workers=self.args.dataloader_num_workers,
             # Pinning helps only copies to an accelerator; on CPU, torch warns that it is unused.
             pin_memory=self.args.dataloader_pin_memory and self.args.device.type != "cpu",
             prefetch_factor=self.args.dataloader_prefetch_factor,
         )
-        return self.accelerator.prepare(loader)
+        config = accelerator.dataloader_config
+        accelerator.dataloader_config = dataclasses.replace(config, split_batches=whole, dispatch_batches=dispatch)
+        try:
+            return accelerator.prepare(loader)
+        finally:
+            accelerator.dataloader_config = config
 
     def training_step(
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None

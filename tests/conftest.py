@@ -224,6 +224,36 @@ def two_rank_run(tokenizer, rounds: int, max_steps: int) -> tuple[SkillSet, Skil
     return skills, graph, settings
 
 
+def varied_length_run(
+    tokenizer, streaming: bool, rounds: int, max_steps: int
+) -> tuple[SkillSet, SkillsGraph, dict[str, Any]]:
+    """Like `two_rank_run`, on rows of different lengths, as real text has: skill "count" (runs of consecutive
+    token ids, learnable) and skill "noise" (uniform random ids), 200 rows each of 4 to 30 tokens, 13 of them held
+    out for validation (`SkillSet.from_dict`); `streaming=True` gives the training rows as `IterableDataset`s
+    (validation: each stream's first 13 rows). The graph says "count" helps "noise"."""
+    rng = np.random.default_rng(7)
+    low, high = len(tokenizer.all_special_ids), len(tokenizer)  # the word ids
+    lengths = {name: rng.integers(4, 31, size=200) for name in ("count", "noise")}
+    rows = {
+        "count": [(rng.integers(low, high) + np.arange(n)) % (high - low) + low for n in lengths["count"]],
+        "noise": [rng.integers(low, high, size=n) for n in lengths["noise"]],
+    }
+    train = {name: datasets.Dataset.from_dict({"input_ids": [r.tolist() for r in ids]}) for name, ids in rows.items()}
+    if streaming:
+        train = {name: data.to_iterable_dataset(num_shards=2) for name, data in train.items()}
+    skills = SkillSet.from_dict(train, validation=13)
+    graph = SkillsGraph(np.array([[1.0, 0.5], [0.0, 1.0]]), ["count", "noise"])
+    settings = dict(
+        mixing="skill_it",
+        rounds=rounds,
+        max_steps=max_steps,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=3,
+        ddp_backend="gloo",
+    )
+    return skills, graph, settings
+
+
 # ----- launching the scripts --------------------------------------------------------------------------------------
 
 

@@ -86,7 +86,7 @@ class SkillItConfig(TrainingArguments):
             Training on CPU, a model with fewer parameters than this runs torch on one thread
             (`torch.set_num_threads(1)`, for the whole process) unless `OMP_NUM_THREADS` is set: its matrices are
             too small for more threads to pay, and contending threads make steps several times slower (measured
-            by `benchmarks/threads.py`; the table is in `benchmarks/RESULTS.md`, issue 17). `None` leaves torch's
+            by `benchmarks/overhead/threads.py`; the table is in `benchmarks/RESULTS.md`, issue 17). `None` leaves torch's
             thread count alone.
 
         > Parameters that control the data preprocessing

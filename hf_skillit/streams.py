@@ -4,7 +4,7 @@ Each round is built afresh from p_t: the draws of `datasets.interleave_datasets(
 the skills' next rows (`round_index_stream` builds that dataset; `round_draws`, which the stream uses, computes
 the same (skill, row) pairs directly in numpy). Rows are fetched in chunks as the stream is read, token columns
 as numpy views of the Arrow buffers (`_RowStore`), so a rebuild is cheap and the stream runs hundreds of times
-faster than a CPU training step (see benchmarks/overhead.py --stream-only).
+faster than a CPU training step (see benchmarks/overhead/overhead.py --stream-only).
 
 Every skill keeps its position across rounds: a rebuild continues each skill's shuffled order where the
 last round left it, and a skill whose rows are used up starts a new epoch on a fresh permutation. So no

@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/reproduce.py: every kind of method runs end to end and the report is written."""
+"""Smoke test of benchmarks/reproduction/reproduce.py: every kind of method runs end to end and the report is written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduction" / "reproduce.py"
 
 
 def run_benchmark(monkeypatch, *argv: str) -> None:

@@ -32,7 +32,7 @@ def tiny_model_config(
     """Config of a small ``family`` model (``"gpt_neox"``, ``"llama"`` or ``"gpt2"``) with a 4x MLP and no dropout.
 
     The defaults (GPT-NeoX, hidden 128, 2 layers, 4 heads) are the CPU recipe's model: no width, rotary fraction or
-    lr tried in ``benchmarks/feasibility.py`` learned more of a LEGO mixture within a few thousand steps, and two
+    lr tried by the feasibility search (``benchmarks/RESULTS.md``) learned more of a LEGO mixture within a few thousand steps, and two
     layers run about twice as fast as four (see the feasibility section of ``benchmarks/RESULTS.md``).
 
     ``tokenizer`` (optional) supplies ``vocab_size`` and the pad/bos/eos ids. ``rotary_fraction`` is the share of

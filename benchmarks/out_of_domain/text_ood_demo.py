@@ -12,7 +12,7 @@ Stages (each is skipped when its output exists, so an interrupted run continues)
 
 Prints the mixture as the paper's Figure 7 table and a before/after table, and writes `results.json`.
 
-    python benchmarks/text_ood_demo.py [--recipe recipes/text_ood_demo.yaml] [--base-steps 300]
+    python benchmarks/out_of_domain/text_ood_demo.py [--recipe recipes/text_ood_demo.yaml] [--base-steps 300]
 """
 
 from __future__ import annotations

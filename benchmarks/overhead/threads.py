@@ -4,7 +4,7 @@
 For tiny GPT-NeoX models of growing size, time the median optimizer step (forward, backward, AdamW) on LEGO k = 3
 batches of 32 with 1 thread and with every core, in fresh processes so each thread count starts clean.
 
-    python benchmarks/threads.py [--steps 20] [--threads 1 2]
+    python benchmarks/overhead/threads.py [--steps 20] [--threads 1 2]
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ The methods:
   there is no pretrained model for these tasks offline), and of the same model after `--embed-steps` steps on a
   uniform mixture.
 
-    python benchmarks/discovery_table.py --out runs/discovery_table --set data.num_train_samples=3000
-    python benchmarks/discovery_table.py --out /tmp/quick --quick          # smoke test: a tiny model, 2 short runs
+    python benchmarks/discovery/discovery_table.py --out runs/discovery_table --set data.num_train_samples=3000
+    python benchmarks/discovery/discovery_table.py --out /tmp/quick --quick          # smoke test: a tiny model, 2 short runs
 
 `--evaluate VALIDATION_FILE RUN_DIR ...` scores the final models of finished runs (the end-to-end comparison) on
 the same rows grouped by their `true_skill`: per-skill loss and greedy accuracy, and their mean over skills.
@@ -48,7 +48,7 @@ from hf_skillit.graph_learning import fixed_mixture_run_args
 from hf_skillit.recipes import load_recipe
 from hf_skillit.trainer import SkillItTrainer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["model.tiny.hidden_size=32", "model.tiny.num_layers=1", "data.num_train_samples=300"]
 
 
@@ -161,7 +161,7 @@ def main() -> None:
             "answer_bit": accuracies(x[validation], answers, 2, args.kmeans_seeds),
         }
     summary = {
-        "command": "python benchmarks/discovery_table.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/discovery/discovery_table.py " + " ".join(sys.argv[1:]),
         "recipe": args.recipe,
         "overrides": args.overrides,
         "pool": {"train": int((~validation).sum()), "validation": int(validation.sum())},

@@ -1,9 +1,9 @@
 """Reproduction benchmark: Skill-It against every baseline of the paper (§4.1, §4.2, Appendix D.3, D.5), tiny models.
 
-    OMP_NUM_THREADS=1 python benchmarks/reproduce.py --task lego --setting pretrain --seeds 3
-    OMP_NUM_THREADS=1 python benchmarks/reproduce.py --task addition --setting finetune --seeds 3
-    OMP_NUM_THREADS=1 python benchmarks/reproduce.py --task lego --setting pretrain --quick   # 2-3 min smoke run
-    OMP_NUM_THREADS=1 python benchmarks/reproduce.py --task fold --setting finetune --seeds 5   # issue 11's suite
+    OMP_NUM_THREADS=1 python benchmarks/reproduction/reproduce.py --task lego --setting pretrain --seeds 3
+    OMP_NUM_THREADS=1 python benchmarks/reproduction/reproduce.py --task addition --setting finetune --seeds 3
+    OMP_NUM_THREADS=1 python benchmarks/reproduction/reproduce.py --task lego --setting pretrain --quick   # 2-3 min smoke run
+    OMP_NUM_THREADS=1 python benchmarks/reproduction/reproduce.py --task fold --setting finetune --seeds 5   # issue 11's suite
 
 The table fold (`--task fold`, `hf_skillit.synthetic.fold`, issue 11) is the suite a tiny model learns on a CPU:
 `--k` skills over `--digits` symbols in `--base`, and the tables also give the steps until each
@@ -59,7 +59,7 @@ from hf_skillit.synthetic import (
     tiny_model_config,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PRETRAIN_METHODS = (
     "random",
     "curriculum",

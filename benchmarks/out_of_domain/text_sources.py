@@ -19,7 +19,7 @@ sorted order, held-out choices hash paths, shuffles use fixed seeds. The output 
 `tasks/*.yaml` + `tasks/*.jsonl` (an lm-eval `include_path`), `tokenizer/` and `manifest.json` (counts, what was
 read, hashes of the files written).
 
-    python benchmarks/text_sources.py --out runs/text_ood/data
+    python benchmarks/out_of_domain/text_sources.py --out runs/text_ood/data
 """
 
 from __future__ import annotations

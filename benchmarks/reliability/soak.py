@@ -1,6 +1,6 @@
 """Soak: a long run with many rounds and checkpoints, SIGKILLed at seeded points, against an uninterrupted run.
 
-    python benchmarks/soak.py [--rounds 200] [--steps-per-round 5] [--save-steps 7] [--kills 3] [--seed 0]
+    python benchmarks/reliability/soak.py [--rounds 200] [--steps-per-round 5] [--save-steps 7] [--kills 3] [--seed 0]
 
 The run is `tests/scripts/crash_run.py`'s (Skill-It over 3 LEGO skills, tiny GPT-NeoX, 2 micro-batches per
 step, a checkpoint every `--save-steps` steps, `save_total_limit=2`), made `rounds x steps_per_round` steps
@@ -36,7 +36,7 @@ from transformers import TrainerCallback
 from transformers.utils import logging as transformers_logging
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "scripts"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "scripts"))
 import crash_run  # noqa: E402
 
 from hf_skillit.rundir import TRAJECTORY_NAME, last_complete_checkpoint  # noqa: E402

@@ -4,7 +4,7 @@ Reads the recipe's `model.tiny`, `data` and `training` sections, builds the same
 validation data from seed + 1 without rows seen in training, as `hf-skillit train` does) and the same
 from-scratch model, and learns the graph with short runs of that model. Example (the shipped LEGO graph)::
 
-    OMP_NUM_THREADS=1 python benchmarks/learn_graphs.py recipes/lego_pretrain.yaml --steps 1500 --eval-every 50 \\
+    OMP_NUM_THREADS=1 python benchmarks/graph_learning/learn_graphs.py recipes/lego_pretrain.yaml --steps 1500 --eval-every 50 \\
         --edge-rule lego --target-loss 0.1 --diagonal 1 --save recipes/graphs/lego_k3.json
 
 `--set section.key=value` changes the recipe (e.g. `--set data.synthetic=addition`), `--proxy key=value` the tiny

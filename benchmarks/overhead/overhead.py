@@ -1,7 +1,7 @@
 """What Skill-It's data selection costs on top of a plain Trainer, measured side by side in one run.
 
-    python benchmarks/overhead.py [--steps 300] [--repeats 3] [--baseline-rev REV]
-    python benchmarks/overhead.py --stream-only [--baseline-rev REV]
+    python benchmarks/overhead/overhead.py [--steps 300] [--repeats 3] [--baseline-rev REV]
+    python benchmarks/overhead/overhead.py --stream-only [--baseline-rev REV]
 
 Prints a table of wall times and ratios (median over repeats, runs interleaved so machine noise hits all
 variants alike):
@@ -47,7 +47,7 @@ BATCH = 32
 VALIDATION = 100  # per skill, as the paper
 ROUND_SAMPLES = 8000  # one round of the default recipe (recipes/lego_pretrain.yaml): 1500 steps / 6 rounds x 32
 SKILL_COUNTS = (3, 100, 1000)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def lego_skillset(tokenizer) -> tuple[SkillSet, datasets.Dataset]:

@@ -44,7 +44,7 @@ class SkillItCheckpointMixin:
     """Checkpoint state, resume and the run directory's trajectory for a trainer that trains on skills in rounds.
 
     Uses the round state that `SkillItTrainerMixin` keeps (`_rounds_done`, `_p_history`, `mixer`, `_stream_state`,
-    `_round_counts`, `_initial_eval_loss`), and `transformers.Trainer`'s checkpoint hooks, which it extends.
+    `_round_counts`, `_round_tokens`, `_initial_eval_loss`), and `transformers.Trainer`'s checkpoint hooks, which it extends.
     """
 
     def skillit_state(self) -> dict[str, Any]:
@@ -56,6 +56,7 @@ class SkillItCheckpointMixin:
             "mixer": self.mixer.state_dict(),
             "stream": self._stream_state.to_dict(),
             "round_counts": self._sum_across_processes(self._round_counts.clone()).tolist(),
+            "round_tokens": self._sum_across_processes(self._round_tokens.clone()).tolist(),
             "train_skills": list(self.skills.train_skills),
             "layout": self._layout(),
             "initial_eval_loss": self._initial_eval_loss,
@@ -131,8 +132,11 @@ class SkillItCheckpointMixin:
         self._stream_state.positions = StreamState.from_dict(state["stream"]).positions
         # The Trainer skips the resumed round's trained batches without showing them to `training_step`:
         # carry their counts on the main process so the round's sum across processes stays right.
-        counts = state["round_counts"] if self.accelerator.is_main_process else [0] * len(self._round_counts)
+        zeros = [0] * len(self._round_counts)
+        counts = state["round_counts"] if self.accelerator.is_main_process else zeros
+        tokens = state.get("round_tokens", zeros) if self.accelerator.is_main_process else zeros  # absent: older
         self._round_counts = torch.tensor(counts, dtype=torch.long)
+        self._round_tokens = torch.tensor(tokens, dtype=torch.long)
         self._truncate_trajectory(self._rounds_done)
 
     def _check_layout(self, checkpoint: str, saved: dict[str, int]) -> None:

@@ -80,12 +80,34 @@ def _column(features: Sequence[dict[str, Any]], key: str, lengths: np.ndarray) -
     return _concatenate(values)
 
 
+TOKENS_KEY = "skillit_tokens"
+"""Key carrying each training row's number of trained tokens (labels other than -100) to `training_step`."""
+
+
+def _trained_tokens(features: Sequence[dict[str, Any]], batch: dict[str, Any]) -> torch.Tensor:
+    """Per row, the positions whose label is not -100: from the batch's labels when it has one row per feature
+    (padded batches), else from each row's own labels, or its length (a padding-free batch is one long row)."""
+    labels = batch.get("labels")
+    if isinstance(labels, torch.Tensor) and labels.dim() == 2 and labels.shape[0] == len(features):
+        return (labels != IGNORE_INDEX).sum(dim=1)
+    return torch.tensor(
+        [
+            int((np.asarray(f["labels"]) != IGNORE_INDEX).sum())
+            if f.get("labels") is not None
+            else len(f["input_ids"])
+            for f in features
+        ],
+        dtype=torch.long,
+    )
+
+
 @dataclass
 class SkillTaggingCollator:
-    """Wraps a collator so each batch also carries its rows' skill indices under `SKILL_KEY`.
+    """Wraps a collator so each batch also carries its rows' skill indices under `SKILL_KEY` and their trained
+    tokens under `TOKENS_KEY`.
 
-    The indices travel with the batch through Accelerate's dispatching and slicing, so the trainer counts
-    the samples each process actually trains on, not the ones the DataLoader has read ahead.
+    Both travel with the batch through Accelerate's dispatching and slicing, so the trainer counts the samples and
+    tokens each process actually trains on, not the ones the DataLoader has read ahead.
     """
 
     collator: Callable[[list[dict[str, Any]]], dict[str, Any]]
@@ -94,4 +116,5 @@ class SkillTaggingCollator:
         skills = [f.pop(SKILL_KEY) for f in features]
         batch = self.collator(features)
         batch[SKILL_KEY] = torch.tensor(skills, dtype=torch.long)
+        batch[TOKENS_KEY] = _trained_tokens(features, batch)
         return batch

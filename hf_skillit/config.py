@@ -15,6 +15,7 @@ from transformers import TrainingArguments
 from . import curriculum  # noqa: F401
 from .mixer_registry import MIXER_NAMES, check_mixer_settings, mixer_names
 from .mixing import check_eta, check_reduce, check_window
+from .packing import LONG_DOCUMENTS
 
 
 @dataclass
@@ -94,7 +95,20 @@ class SkillItConfig(TrainingArguments):
         dataset_text_field (`str`, *optional*, defaults to `"text"`):
             Column tokenized with the trainer's `processing_class` when a skill's data has no `input_ids`.
         max_length (`int`, *optional*):
-            Truncation length when tokenizing text; `None` does not truncate.
+            The longest training row in tokens, and the block size under `packing`; `None` keeps rows as long as
+            their documents (checked against the model's context before training).
+        packing (`bool`, *optional*, defaults to `False`):
+            Continual pre-training on raw text: each skill's documents, EOS after each, are concatenated and cut
+            into blocks of `max_length` tokens; a block never mixes skills, and p is then a share of tokens
+            (`hf_skillit.packing`, docs/continual_pretraining.md). Off by default, as in TRL's `SFTConfig`: rows stay
+            the samples they are (instructions, synthetic tasks), and runs made without it are unchanged.
+        long_documents (`str`, *optional*, defaults to `"truncate"`):
+            Without packing, what happens to a text longer than `max_length`: `"truncate"` keeps its first
+            `max_length` tokens (the dropped tokens are counted in the run summary), `"chunk"` cuts it (EOS at its
+            end) into several rows of at most `max_length` tokens.
+        dataset_num_proc (`int`, *optional*):
+            Processes of the tokenizing `datasets.map` (map-style skills), as TRL's `SFTConfig.dataset_num_proc`.
+            Tokenization runs on the main process first; the other processes then read `datasets`' cache.
 
         > Parameters that control the run directory
 
@@ -175,7 +189,23 @@ class SkillItConfig(TrainingArguments):
     dataset_text_field: str = field(
         default="text", metadata={"help": "Column tokenized when a skill's data has no `input_ids`."}
     )
-    max_length: int | None = field(default=None, metadata={"help": "Truncation length when tokenizing text."})
+    max_length: int | None = field(
+        default=None, metadata={"help": "Longest training row in tokens (block size with packing); None: no limit."}
+    )
+    packing: bool = field(
+        default=False,
+        metadata={"help": "Pack each skill's text (EOS between documents) into blocks of max_length tokens."},
+    )
+    long_documents: str = field(
+        default="truncate",
+        metadata={
+            "help": "Without packing, texts longer than max_length are truncated or chunked into several rows.",
+            "choices": LONG_DOCUMENTS,
+        },
+    )
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "Processes of the tokenizing datasets.map (map-style skills)."}
+    )
     # transformers 5 dropped this argument; a Skill-It run's output_dir holds its trajectory, which a new run
     # must not silently overwrite.
     overwrite_output_dir: bool = field(
@@ -206,6 +236,7 @@ class SkillItConfig(TrainingArguments):
             )
         check_eta(self.eta)
         check_window(self.window)
+        self._check_length_options()
         self._check_window_options()
         if self.single_thread_max_params is not None and self.single_thread_max_params < 0:
             raise ValueError(f"single_thread_max_params must be >= 0 or None, got {self.single_thread_max_params!r}")
@@ -237,6 +268,14 @@ class SkillItConfig(TrainingArguments):
             raise ValueError(
                 f"skill_eval_steps={every!r} must be a positive divisor of the {self.steps_per_round} steps of a round"
             )
+
+    def _check_length_options(self) -> None:
+        if self.max_length is not None and (isinstance(self.max_length, bool) or self.max_length < 1):
+            raise ValueError(f"max_length must be a positive number of tokens or None, got {self.max_length!r}")
+        if self.packing and self.max_length is None:
+            raise ValueError("packing=True needs max_length: the number of tokens of a block")
+        if self.long_documents not in LONG_DOCUMENTS:
+            raise ValueError(f"long_documents must be one of {', '.join(LONG_DOCUMENTS)}, got {self.long_documents!r}")
 
     @property
     def steps_per_round(self) -> int:

@@ -62,7 +62,7 @@ from .rundir import (
     atomic_write_json,
 )
 from .skills import SkillSet
-from .trainer import SkillItTrainer
+from .trainer import SkillItTrainer, prepare_skills
 
 __all__ = [
     "EDGE_RULES",
@@ -309,7 +309,7 @@ def learn_graph(
     state.wait_for_everyone()
 
     # Tokenize once here rather than in each run's trainer.
-    skills = skills.tokenized(processing_class, template.dataset_text_field, template.max_length)
+    skills = prepare_skills(skills, processing_class, template)
     plan = plan_runs(method, skills.train_skills, eval_skills)
     mine = plan[shard_index::num_shards]
     pending = [run for run in mine if not _run_path(output_dir, run).is_file()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from datasets import Dataset, IterableDataset
@@ -10,6 +11,7 @@ from datasets import Dataset, IterableDataset
 from .names import check_skill_name as _check_name
 from .names import compare_skills
 from .names import duplicate_names as _duplicates
+from .packing import prepare_split
 
 __all__ = ["SkillSet"]
 
@@ -82,6 +84,8 @@ class SkillSet:
                 raise ValueError(f"skill {name!r} has no validation rows")
         self._train = dict(train)
         self._validation = dict(validation)
+        # skill -> split -> `hf_skillit.packing.SplitCounts` of the splits `tokenized` prepared (map-style only).
+        self.token_counts: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_dict(
@@ -211,9 +215,19 @@ class SkillSet:
             raise ValueError(f"subset lists skills more than once: {dupes}")
         if unknown := [name for name in names if name not in self._train]:
             raise ValueError(f"unknown training skills {unknown}; training skills: {list(self._train)}")
-        return SkillSet(
+        subset = SkillSet(
             {name: self._train[name] for name in names},
             {name: self._validation[name] for name in names if name in self._validation},
+        )
+        subset.token_counts = {name: self.token_counts[name] for name in names if name in self.token_counts}
+        return subset
+
+    def map(self, function: Callable[[Dataset | IterableDataset, str, str], Dataset | IterableDataset]) -> SkillSet:
+        """The same skills with `function(dataset, skill, split)` applied to every split (`split` is `"train"` or
+        `"validation"`): the one loop over (skill, split) that tokenizers and data preparations share."""
+        return SkillSet(
+            {name: function(self.train(name), name, "train") for name in self.train_skills},
+            {name: function(self.validation(name), name, "validation") for name in self.eval_skills},
         )
 
     def tokenized(
@@ -221,34 +235,41 @@ class SkillSet:
         tokenizer: Callable[..., Mapping[str, list]] | None = None,
         text_field: str = "text",
         max_length: int | None = None,
+        *,
+        packing: bool = False,
+        long_documents: str = "truncate",
+        num_proc: int | None = None,
     ) -> SkillSet:
-        """The same skills with every split tokenized: a skill whose data has `input_ids` is kept as it is; one with a
-        `text_field` column is tokenized with `tokenizer` (truncated to `max_length` if given), dropping the text.
+        """The same skills with every split made into training rows by `hf_skillit.packing.prepare_split`: a split
+        with `input_ids` is kept as it is (packed if `packing`); one with a `text_field` column is tokenized with
+        `tokenizer`, then truncated to `max_length`, chunked into rows of at most `max_length` tokens
+        (`long_documents="chunk"`) or packed into blocks of `max_length` tokens per skill (`packing=True`).
+        The result's `token_counts` holds each map-style split's `SplitCounts`.
 
         Raises:
             ValueError: naming the skill and split that has neither column, or holds text without a tokenizer.
         """
+        counts: dict[str, dict[str, Any]] = {}
 
-        def tokenize(dataset: Dataset | IterableDataset, skill: str, split: str) -> Dataset | IterableDataset:
-            columns = dataset.column_names
-            if columns is not None and "input_ids" in columns:
-                return dataset
-            if columns is not None and text_field not in columns:
-                raise ValueError(
-                    f"skill {skill!r} ({split}) has neither `input_ids` nor a {text_field!r} column to tokenize "
-                    f"(columns: {', '.join(columns)}); set dataset_text_field or tokenize the data first"
-                )
-            if tokenizer is None:
-                raise ValueError(f"skill {skill!r} ({split}) holds raw text: pass processing_class= (a tokenizer)")
+        def prepare(dataset: Dataset | IterableDataset, skill: str, split: str) -> Dataset | IterableDataset:
+            prepared, split_counts = prepare_split(
+                dataset,
+                skill,
+                split,
+                tokenizer=tokenizer,
+                text_field=text_field,
+                max_length=max_length,
+                packing=packing,
+                long_documents=long_documents,
+                num_proc=num_proc,
+            )
+            if split_counts is not None:
+                counts.setdefault(skill, {})[split] = split_counts
+            return prepared
 
-            def encode(batch: dict[str, list]) -> dict[str, list]:
-                return tokenizer(batch[text_field], truncation=max_length is not None, max_length=max_length)
-
-            return dataset.map(encode, batched=True, remove_columns=[text_field] if columns else None)
-
-        train = {name: tokenize(self.train(name), name, "train") for name in self.train_skills}
-        validation = {name: tokenize(self.validation(name), name, "validation") for name in self.eval_skills}
-        return SkillSet(train, validation)
+        prepared = self.map(prepare)
+        prepared.token_counts = counts
+        return prepared
 
     def __len__(self) -> int:
         return len(self._train)

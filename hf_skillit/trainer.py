@@ -45,7 +45,7 @@ from transformers import (
 )
 
 from .checkpointing import SkillItCheckpointMixin
-from .collator import LMCollator, SkillTaggingCollator
+from .collator import TOKENS_KEY, LMCollator, SkillTaggingCollator
 from .config import SkillItConfig
 from .evaluation import SkillEvaluator, per_skill_loss
 from .graph import SkillsGraph
@@ -68,6 +68,7 @@ __all__ = [
     "TRAJECTORY_NAME",
     "SkillItTrainer",
     "SkillItTrainerMixin",
+    "prepare_skills",
     "is_complete_checkpoint",
     "last_complete_checkpoint",
 ]
@@ -90,6 +91,21 @@ class _RoundBoundaryCallback(TrainerCallback):
             self.trainer.end_round()
         elif args.window_unit == "evaluations" and state.global_step % args.skill_eval_steps == 0:
             self.trainer.observe_skills()
+
+
+def prepare_skills(skills: SkillSet, tokenizer: Any, args: SkillItConfig) -> SkillSet:
+    """`skills` tokenized, truncated, chunked or packed as `args` says (`hf_skillit.packing`). The main process
+    goes first, so the other processes read the map-style skills from `datasets`' cache instead of tokenizing them
+    again."""
+    with args.main_process_first(desc="tokenizing the skills"):
+        return skills.tokenized(
+            tokenizer,
+            args.dataset_text_field,
+            args.max_length,
+            packing=args.packing,
+            long_documents=args.long_documents,
+            num_proc=args.dataset_num_proc,
+        )
 
 
 def _apply_thread_rule(args: SkillItConfig, model: Any) -> None:
@@ -150,6 +166,7 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
         self._sizes = list(self.skills.train_sizes().values())
         self._eval_names = self._skills_to_evaluate()
         self._round_counts = torch.zeros(len(names), dtype=torch.long)
+        self._round_tokens = torch.zeros(len(names), dtype=torch.long)
         self._stream_state = StreamState.fresh(len(names))
         self._p_history: list[np.ndarray] = [self.mixer.initial()]
         self._rounds_done = 0
@@ -268,8 +285,11 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
         skills = inputs.pop(SKILL_KEY, None)
+        tokens = inputs.pop(TOKENS_KEY, None)
         if skills is not None:
             self._round_counts += torch.bincount(skills.cpu(), minlength=len(self._round_counts))
+            if tokens is not None:
+                self._round_tokens.index_add_(0, skills.cpu(), tokens.cpu().long())
         return super().training_step(model, inputs, num_items_in_batch)
 
     # ----- rounds -----------------------------------------------------------------------------------
@@ -313,7 +333,9 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
         """Close the current round: count, evaluate, update the mixture, log. Called on every process."""
         names = self.skills.train_skills
         counts = self._sum_across_processes(self._round_counts.clone()).tolist()
+        tokens = self._sum_across_processes(self._round_tokens.clone()).tolist()
         self._round_counts.zero_()
+        self._round_tokens.zero_()
         self._stream_state.advance(counts, self._sizes)
         losses = self.evaluate_skills()
         used = self._p_history[self._rounds_done]
@@ -322,6 +344,7 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
             "global_step": self.state.global_step,
             "p": dict(zip(names, used.tolist(), strict=True)),
             "samples": dict(zip(names, counts, strict=True)),
+            "tokens": dict(zip(names, tokens, strict=True)),
             "eval_loss": losses,
         }
         if self._rounds_done == 0 and self._initial_eval_loss:
@@ -334,6 +357,7 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
 
         logs = {f"skillit/p/{s}": float(w) for s, w in zip(names, used, strict=True)}
         logs.update({f"skillit/loss/{s}": v for s, v in losses.items()})
+        logs.update({f"skillit/tokens/{s}": float(n) for s, n in zip(names, tokens, strict=True)})
         self._log_round(logs)
         if self.is_world_process_zero():
             append_trajectory(self.args.output_dir, record)
@@ -449,7 +473,7 @@ class SkillItTrainer(SkillItTrainerMixin, Trainer):
                 )
             data_collator = LMCollator(pad_token_id=pad_id)
         # Checked before the Trainer is built, so that data, graph and mixer mistakes show before any model work.
-        skills = skills.tokenized(processing_class, args.dataset_text_field, args.max_length)
+        skills = prepare_skills(skills, processing_class, args)
         self._setup_skills(args, skills, graph, mixer, evaluators, model, data_collator)
         super().__init__(
             model=model, args=args, data_collator=data_collator, processing_class=processing_class, **kwargs

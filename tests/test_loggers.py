@@ -60,5 +60,6 @@ def test_tensorboard_event_files_hold_the_mixture_and_losses_of_every_round(
             # Event files store float32.
             assert p[step] == pytest.approx(record["p"][skill], rel=1e-6)
             assert loss[step] == pytest.approx(record["eval_loss"][skill], rel=1e-6)
+            assert scalars[f"train/skillit/tokens/{skill}"][step] == record["tokens"][skill] > 0
     # The no-graph mixture moves: the logged p differ between rounds (so the test could fail).
     assert len({round(scalars["train/skillit/p/1"][s], 6) for s in (4, 8, 12)}) > 1

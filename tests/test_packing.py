@@ -1,0 +1,184 @@
+"""Packing per skill, chunking and truncation (`hf_skillit.packing`), and the trained tokens the trajectory counts.
+
+The corpus: two skills whose documents are runs of one word each, the word naming the skill and the document
+(`a7` is document 7 of skill `a`), of lengths 3 to 40 tokens. So every token of a training batch tells which skill
+and which document it came from, and a hand count of the tokens is a sum of document lengths.
+"""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+from conftest import StopAt, tiny_config
+
+from hf_skillit import SkillItConfig, SkillItTrainer, SkillSet
+from hf_skillit.packing import pack, prepare_split
+from hf_skillit.synthetic import build_tokenizer, make_tiny_model
+
+SKILLS = ("a", "b")
+DOCS = 30
+LENGTHS = [3 + (7 * d) % 38 for d in range(DOCS)]  # 3..40 tokens, deterministic
+
+
+def document(skill: str, d: int) -> str:
+    return " ".join([f"{skill}{d}"] * LENGTHS[d])
+
+
+@pytest.fixture(scope="module")
+def words_tokenizer():
+    return build_tokenizer([f"{s}{d}" for s in SKILLS for d in range(DOCS)])
+
+
+def corpus(skill: str) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"text": [document(skill, d) for d in range(DOCS)]})
+
+
+def origin(tokenizer, token: int) -> str | None:
+    """The word of a token (None for EOS)."""
+    return None if token == tokenizer.eos_token_id else tokenizer.convert_ids_to_tokens(int(token))
+
+
+class RecordingTrainer(SkillItTrainer):
+    """Keeps the rows (unpadded input_ids) of every training batch, as `training_step` receives them."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        rows = [
+            ids[mask == 1].tolist() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"], strict=True)
+        ]
+        self.batches.append(rows)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+
+def train(tmp_path, tokenizer, skills, name="run", resume=None, callbacks=(), **overrides):
+    settings = dict(
+        output_dir=str(tmp_path / name),
+        mixing="stratified",
+        rounds=2,
+        max_steps=8,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        learning_rate=3e-3,
+        packing=True,
+        max_length=16,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+        seed=0,
+    )
+    trainer = RecordingTrainer(
+        model=make_tiny_model(tiny_config(tokenizer)),
+        args=SkillItConfig(**{**settings, **overrides}),
+        skills=skills,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    trainer.batches = []
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer, trainer.batches
+
+
+# ----- prepare_split, by hand ------------------------------------------------------------------------------------
+
+
+def test_packing_concatenates_documents_with_eos_and_cuts_full_blocks(words_tokenizer):
+    eos = words_tokenizer.eos_token_id
+    data = corpus("a").select(range(4))  # 3 + 10 + 17 + 24 tokens, + 4 EOS = 58
+    stream = [t for d in range(4) for t in [*words_tokenizer(document("a", d))["input_ids"], eos]]
+    packed, counts = prepare_split(data, "a", "train", tokenizer=words_tokenizer, max_length=16, packing=True)
+    assert packed["input_ids"] == [stream[i : i + 16] for i in range(0, 48, 16)]  # 58 // 16 = 3 full blocks
+    assert (counts.documents, counts.tokens, counts.rows, counts.kept, counts.dropped) == (4, 58, 3, 48, 10)
+    # Validation keeps the last partial block: every held-out token is scored.
+    held, counts = prepare_split(data, "a", "validation", tokenizer=words_tokenizer, max_length=16, packing=True)
+    assert held["input_ids"] == [stream[i : i + 16] for i in range(0, 58, 16)] and counts.dropped == 0
+    # Packing packed rows changes nothing (trainers re-prepare skills that graph learning prepared).
+    assert pack(packed, 16, drop_remainder=True)["input_ids"] == packed["input_ids"]
+    assert pack(held, 16, drop_remainder=False)["input_ids"] == held["input_ids"]
+    # A stream is packed into the same blocks, as it is read.
+    streamed, none = prepare_split(
+        data.to_iterable_dataset(), "a", "train", tokenizer=words_tokenizer, max_length=16, packing=True
+    )
+    assert none is None and [row["input_ids"] for row in streamed] == packed["input_ids"]
+    assert [row["input_ids"] for row in streamed.skip(2)] == packed["input_ids"][2:]
+
+
+def test_chunking_keeps_every_token_and_truncation_counts_what_it_drops(words_tokenizer):
+    data = corpus("a").select(range(4))
+    eos = words_tokenizer.eos_token_id
+    chunked, counts = prepare_split(
+        data, "a", "train", tokenizer=words_tokenizer, max_length=16, long_documents="chunk"
+    )
+    docs = [[*words_tokenizer(document("a", d))["input_ids"], eos] for d in range(4)]
+    assert chunked["input_ids"] == [doc[i : i + 16] for doc in docs for i in range(0, len(doc), 16)]
+    assert counts.dropped == 0 and counts.rows == 1 + 1 + 2 + 2
+    truncated, counts = prepare_split(data, "a", "train", tokenizer=words_tokenizer, max_length=16)
+    # Truncation is today's tokenization: no EOS, the first 16 tokens.
+    assert truncated["input_ids"] == [doc[:-1][:16] for doc in docs]
+    assert (counts.tokens, counts.kept, counts.dropped) == (54, 3 + 10 + 16 + 16, 1 + 8)
+
+
+def test_packing_refuses_a_skill_shorter_than_one_block(words_tokenizer):
+    with pytest.raises(ValueError, match=r"skill 'a' \(train\) has 4 tokens, fewer than one block of max_length=16"):
+        prepare_split(corpus("a").select([0]), "a", "train", tokenizer=words_tokenizer, max_length=16, packing=True)
+
+
+# ----- training on packed skills -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
+def test_blocks_never_mix_skills_and_no_validation_text_is_trained_on(tmp_path, words_tokenizer, streaming):
+    train_sets = {s: corpus(s) for s in SKILLS}
+    if streaming:
+        train_sets = {s: ds.to_iterable_dataset().repeat(None) for s, ds in train_sets.items()}
+    skills = SkillSet.from_dict(train_sets, validation=5, seed=1)
+    held_out = {w for s in SKILLS for text in skills.validation(s)["text"] for w in text.split()}
+    trainer, batches = train(tmp_path, words_tokenizer, skills, max_steps=12, rounds=3)
+    rows = [row for batch in batches for row in batch]
+    assert len(rows) == 12 * 4
+    seen = set()
+    for row in rows:
+        assert len(row) == 16, "every training row is one full block"
+        words = {origin(words_tokenizer, t) for t in row} - {None}
+        assert len({w[0] for w in words}) == 1, f"a block mixes skills: {sorted(words)}"
+        seen |= words
+    assert seen and not seen & held_out, f"validation documents trained on: {sorted(seen & held_out)}"
+    # The trajectory counts blocks and their tokens: every token of a block has a label.
+    for record in trainer.trajectory:
+        assert sum(record["samples"].values()) == 16
+        assert record["tokens"] == {s: 16 * n for s, n in record["samples"].items()}
+
+
+def test_trajectory_tokens_equal_a_hand_count_of_the_batches(tmp_path, words_tokenizer):
+    # Without packing, rows are whole documents of different lengths: the tokens of a round are the summed lengths
+    # of its rows, per skill (no labels: every non-padding token is trained).
+    skills = SkillSet.from_dict({s: corpus(s) for s in SKILLS}, validation=5, seed=1)
+    trainer, batches = train(tmp_path, words_tokenizer, skills, packing=False, max_length=None)
+    hand = [dict.fromkeys(SKILLS, 0) for _ in range(2)]
+    for step, batch in enumerate(batches):
+        for row in batch:
+            hand[step // 4][origin(words_tokenizer, row[0])[0]] += len(row)
+    assert [r["tokens"] for r in trainer.trajectory] == hand
+    assert len({n for r in hand for n in r.values()}) > 1
+
+
+def test_packed_resume_mid_round_trains_the_same_blocks(tmp_path, words_tokenizer):
+    skills = SkillSet.from_dict(
+        {"a": corpus("a"), "b": corpus("b").to_iterable_dataset().repeat(None)}, validation=5, seed=1
+    )
+    settings = dict(mixing="no_graph", eta=2.0, save_strategy="steps", save_steps=3)
+    _, whole = train(tmp_path, words_tokenizer, skills, name="whole", **settings)
+    whole_trajectory = json.loads(json.dumps(_trajectory(tmp_path / "whole")))
+    train(tmp_path, words_tokenizer, skills, name="cut", callbacks=[StopAt(3)], **settings)
+    resumed, after = train(tmp_path, words_tokenizer, skills, name="cut", resume=True, **settings)
+    assert after == whole[3:], "the resumed run trains the uninterrupted run's blocks from step 4 on"
+    for a, b in zip(whole_trajectory, resumed.trajectory, strict=True):
+        assert (a["samples"], a["tokens"], a["global_step"]) == (b["samples"], b["tokens"], b["global_step"])
+        assert a["p"] == pytest.approx(b["p"]) and a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-5)
+    assert np.sum([sum(r["tokens"].values()) for r in resumed.trajectory]) == 8 * 4 * 16
+
+
+def _trajectory(path):
+    return [json.loads(line) for line in (path / "skillit_trajectory.jsonl").read_text().splitlines()]

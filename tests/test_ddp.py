@@ -56,6 +56,8 @@ def test_two_process_ddp_on_rows_of_different_lengths_equals_one_process(tmp_pat
         # 4 steps x 4 rows per process x 2 processes, counted from the batches each process trained on
         assert [sum(r["samples"].values()) for r in trajectory] == [32, 32, 32]
         assert [r["samples"] for r in trajectory] == [r["samples"] for r in one["trajectory"]], run
+        # Trained tokens, summed over the ranks, are the single process's (rows of different lengths).
+        assert [r["tokens"] for r in trajectory] == [r["tokens"] for r in one["trajectory"]], run
         assert trajectory[1]["p"] != trajectory[0]["p"], "round 1's losses must move the mixture"
         for record, expected in zip(trajectory, one["trajectory"], strict=True):
             assert record["eval_loss"] == pytest.approx(expected["eval_loss"], abs=1e-5), run

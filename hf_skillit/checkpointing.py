@@ -191,7 +191,12 @@ class SkillItCheckpointMixin:
             os.makedirs(self.args.output_dir, exist_ok=True)
             self._check_fresh_output_dir()
             self.accelerator.wait_for_everyone()
-            if self.args.evaluate_skills_before_training and self._eval_names:
+            if getattr(self.mixer, "wants_initial_losses", False):
+                # Skill-It with loss_normalization="initial" divides by these (lm-eval evaluators included); the
+                # mixer's state keeps them, so a resumed run does not measure them again.
+                self._initial_eval_loss = self.evaluate_skills()
+                self.mixer.set_initial_losses({s: self._initial_eval_loss[s] for s in self.mixer.eval_skills})
+            elif self.args.evaluate_skills_before_training and self._eval_names:
                 # The loss before the first step, for the plots and the summary; no mixer reads it.
                 self._initial_eval_loss = self._validation_losses(self._eval_names)
         return super().train(

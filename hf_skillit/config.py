@@ -14,7 +14,7 @@ from transformers import TrainingArguments
 # makes every built-in name a valid `mixing` wherever a SkillItConfig exists.
 from . import curriculum  # noqa: F401
 from .mixer_registry import MIXER_NAMES, check_mixer_settings, mixer_names
-from .mixing import check_eta, check_reduce, check_window
+from .mixing import check_eta, check_reduce, check_skill_it_options, check_window
 from .packing import LONG_DOCUMENTS
 
 
@@ -54,6 +54,15 @@ class SkillItConfig(TrainingArguments):
         window_reduce (`str`, *optional*, defaults to `"sum"`):
             How the window's losses combine: `"sum"` (the paper's equation) or `"mean"` (the reference code's
             fine-tuning, which makes eta act w times weaker).
+        loss_normalization (`str`, *optional*, defaults to `"none"`):
+            `"none"`: the paper's update, on the losses as measured. `"initial"`: each evaluation skill's loss is
+            divided by its loss before training (measured then, whatever `evaluate_skills_before_training` says), so
+            eta means the same on any loss scale (the reference code's `normalize_loss`; docs/skill_it_options.md).
+            Skill-It only (`"skill_it"`, `"no_graph"`).
+        mixture_smoothing (`float`, *optional*, defaults to `0.0`):
+            c in [0, 1): every Skill-It mixture becomes (1 - c) p + c u, u uniform over the skills that
+            skill-stratified sampling draws from, so each keeps at least c / (their number). 0 is the paper's rule.
+            Skill-It only (`"skill_it"`, `"no_graph"`).
         skill_eval_steps (`int`, *optional*):
             With `window_unit="evaluations"`: steps between two evaluations (reference code: `max_steps / 120`,
             50 for LEGO); must divide the steps of a round.
@@ -151,6 +160,17 @@ class SkillItConfig(TrainingArguments):
             "choices": ("sum", "mean"),
         },
     )
+    loss_normalization: str = field(
+        default="none",
+        metadata={
+            "help": "none (paper) or initial: each skill's loss divided by its loss before training.",
+            "choices": ("none", "initial"),
+        },
+    )
+    mixture_smoothing: float = field(
+        default=0.0,
+        metadata={"help": "c in [0, 1): Skill-It mixtures become (1 - c) p + c * uniform over the relevant skills."},
+    )
     skill_eval_steps: int | None = field(
         default=None, metadata={"help": "window_unit=evaluations: steps between two evaluations inside a round."}
     )
@@ -247,7 +267,8 @@ class SkillItConfig(TrainingArguments):
                 self.fixed_weights = json.loads(self.fixed_weights)
             except json.JSONDecodeError as err:
                 raise ValueError(f"fixed_weights is not valid JSON: {err}") from None
-        check_mixer_settings(self.mixing, self)  # e.g. mixing='fixed' needs fixed_weights
+        mixer = check_mixer_settings(self.mixing, self)  # e.g. mixing='fixed' needs fixed_weights
+        check_skill_it_options(mixer, self.loss_normalization, self.mixture_smoothing)
         if self.auto_find_batch_size:
             raise ValueError(
                 "auto_find_batch_size=True is not supported: rounds are sized from the batch size when training starts"

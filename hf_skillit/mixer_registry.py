@@ -82,8 +82,8 @@ class MixerSetup:
         train_skills: the training skills, in order: the entries of every mixture.
         graph: the skills graph over `train_skills` (rows in that order), or None when none was given.
         train_sizes: rows per training skill (None for an `IterableDataset`).
-        eta, window, window_reduce, fixed_weights, target_skills, rounds: the `SkillItConfig` settings of the
-            same names (`CONFIG_SETTINGS`).
+        eta, window, window_reduce, fixed_weights, target_skills, rounds, loss_normalization,
+            mixture_smoothing: the `SkillItConfig` settings of the same names (`CONFIG_SETTINGS`).
         skills, model, collator, batch_size: the (tokenized) `SkillSet`, the model, the batch collator and the
             evaluation batch size, for mixers that score the data with the model (the curricula); None in
             `make_mixer`.
@@ -101,7 +101,9 @@ class MixerSetup:
     model: Any = None
     collator: Any = None
     batch_size: int = 64
-    window_reduce: str = "sum"  # last: positional construction (make_mixer) stays as it was
+    window_reduce: str = "sum"  # these last: positional construction (make_mixer) stays as it was
+    loss_normalization: str = "none"
+    mixture_smoothing: float = 0.0
 
     def targeted_graph(self) -> SkillsGraph:
         """The graph (all ones when there is none) restricted to the target columns, if any (fine-tuning)."""
@@ -112,7 +114,16 @@ class MixerSetup:
         return replace(self, **changes)
 
 
-CONFIG_SETTINGS = ("eta", "window", "window_reduce", "fixed_weights", "target_skills", "rounds")
+CONFIG_SETTINGS = (
+    "eta",
+    "window",
+    "window_reduce",
+    "fixed_weights",
+    "target_skills",
+    "rounds",
+    "loss_normalization",
+    "mixture_smoothing",
+)
 """The `SkillItConfig` settings that [`build_mixer`] copies into a [`MixerSetup`] by name."""
 
 _REGISTRY: dict[str, type] = {}

@@ -23,6 +23,16 @@ same way.
 
 A round whose losses hold NaN or inf is skipped: the mixer warns, naming the evaluation skills, and returns its
 current mixture; the round is not counted and does not enter the window.
+
+`SkillItMixer` has two options beyond the paper, both off by default (docs/skill_it_options.md, issue 23):
+
+- `loss_normalization="initial"`: each evaluation skill's loss is divided by its loss before training (round 0),
+  so the update reads relative losses and eta means the same on any loss scale. This is the reference code's
+  `normalize_loss` (HazyResearch/skill-it, `trainer/mw_trainer.py`: the window's losses divided by `loss_0`, the
+  first evaluation's), which the paper does not describe and none of its scripts switch on.
+- `smoothing=c`: every mixture is mixed with the uniform distribution over the skills that matter (those
+  skill-stratified sampling draws from), p <- (1 - c) p + c u, as DoReMi smooths its domain weights: no relevant
+  skill's weight falls below c / |support|, so none is starved into forgetting.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ __all__ = [
     "check_eta",
     "check_reduce",
     "check_window",
+    "check_skill_it_options",
     "dry_run_mixture",
     "make_mixer",
     "split_fixed_weights",
@@ -72,6 +83,49 @@ def check_eta(eta: object) -> float:
 
 
 WINDOW_REDUCTIONS = ("sum", "mean")
+LOSS_NORMALIZATIONS = ("none", "initial")
+
+
+def check_smoothing(smoothing: object) -> float:
+    """`smoothing` as a float; a ValueError unless 0 <= smoothing < 1 (1 would ignore the losses altogether)."""
+    if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not 0 <= smoothing < 1:
+        raise ValueError(f"mixture_smoothing must be a number in [0, 1), got {smoothing!r}")
+    return float(smoothing)
+
+
+def check_loss_normalization(normalization: object) -> str:
+    if normalization not in LOSS_NORMALIZATIONS:
+        raise ValueError(f"loss_normalization must be one of {', '.join(LOSS_NORMALIZATIONS)}, got {normalization!r}")
+    return str(normalization)
+
+
+def check_skill_it_options(mixer: type, loss_normalization: object, smoothing: object) -> None:
+    """Check the values of `SkillItConfig.loss_normalization` and `mixture_smoothing`, and that `mixer` (a registered
+    class) uses them: they are options of `SkillItMixer` (`skill_it`, `no_graph`), not of the other mixers."""
+    if (check_loss_normalization(loss_normalization), check_smoothing(smoothing)) == ("none", 0.0):
+        return
+    if not issubclass(mixer, SkillItMixer):
+        raise ValueError(
+            f"loss_normalization and mixture_smoothing are options of the Skill-It update (mixing='skill_it' or "
+            f"'no_graph'); mixing={mixer.name!r} would ignore them"
+        )
+
+
+def relevant_skills(graph: SkillsGraph) -> set[str]:
+    """The training skills that matter to the evaluation skills, the support of skill-stratified sampling.
+
+    Continual pre-training (evaluation skills = training skills): all training skills; fine-tuning (evaluation
+    skills within the training skills, or a partial overlap): the trainable targets and their prerequisites (the
+    training skills with a positive edge into a target); out-of-domain (disjoint): the prerequisites.
+    """
+    train, evaluation = set(graph.train_skills), set(graph.eval_skills)
+    relevant = train if evaluation == train else (evaluation & train) | set(graph.prerequisites())
+    if not relevant:
+        raise ValueError(
+            f"no training skill has a positive edge into the evaluation skills {list(graph.eval_skills)}: "
+            "there is nothing to sample uniformly"
+        )
+    return relevant
 
 
 def check_window(window: object) -> int:
@@ -207,12 +261,23 @@ class SkillItMixer(_BaseMixer):
     (`SkillItConfig(window_unit="evaluations", skill_eval_steps=...)`); and in fine-tuning (`--target_mask`) it
     averages the window's losses instead of summing them, so eta acts w times weaker (`reduce="mean"`).
 
+    Two options go beyond the paper (issue 23; docs/skill_it_options.md), both off by default:
+
+    - `loss_normalization="initial"`: L_τ[j] is replaced by L_τ[j] / L_0[j], L_0 the losses before training,
+      given with `set_initial_losses` (the trainer does so); a mixer that gets none takes the first losses of
+      `update` or `observe` as L_0. The reference code's `--normalize_loss`. Relative losses start at 1, so
+      eta means what it means for p_1 whatever the losses' scale (nats, or a task's NLL).
+    - `smoothing=c`: every mixture, p_1 included, becomes (1 - c) p + c u, u uniform over the skills that matter
+      ([`relevant_skills`], the support of skill-stratified sampling): each of them keeps at least c / |support|.
+
     Args:
         graph: rows are the training skills, columns the evaluation skills whose losses `update` expects.
         eta: learning rate of the multiplicative update, > 0.
         window: number of most recent rounds (or evaluations, see `observe`) whose losses drive the mixture, >= 1.
         reduce: how the window's losses combine: "sum" (the paper's equation) or "mean" (the reference code's
             fine-tuning).
+        loss_normalization: "none" (the paper's rule) or "initial" (losses relative to the losses before training).
+        smoothing: c in [0, 1), the share of the uniform distribution over the relevant skills in every mixture.
     """
 
     name = "skill_it"
@@ -220,20 +285,72 @@ class SkillItMixer(_BaseMixer):
 
     @classmethod
     def from_setup(cls, setup: MixerSetup) -> SkillItMixer:
-        return cls(setup.targeted_graph(), setup.eta, setup.window, setup.window_reduce)
+        return cls(
+            setup.targeted_graph(),
+            setup.eta,
+            setup.window,
+            setup.window_reduce,
+            loss_normalization=setup.loss_normalization,
+            smoothing=setup.mixture_smoothing,
+        )
 
-    def __init__(self, graph: SkillsGraph, eta: float = 0.5, window: int = 3, reduce: str = "sum") -> None:
+    def __init__(
+        self,
+        graph: SkillsGraph,
+        eta: float = 0.5,
+        window: int = 3,
+        reduce: str = "sum",
+        *,
+        loss_normalization: str = "none",
+        smoothing: float = 0.0,
+    ) -> None:
         self.eta = check_eta(eta)
         self.window = check_window(window)
         self.reduce = check_reduce(reduce)
+        self.loss_normalization = check_loss_normalization(loss_normalization)
+        self.smoothing = check_smoothing(smoothing)
         self._matrix = graph.matrix
         self._history: list[np.ndarray] = []
-        super().__init__(graph.train_skills, graph.eval_skills, _softmax(self.eta * graph.matrix.sum(axis=1)))
+        self._initial_losses: np.ndarray | None = None  # L_0 of loss_normalization="initial"
+        if self.smoothing:
+            relevant = relevant_skills(graph)
+            support = np.array([1.0 if name in relevant else 0.0 for name in graph.train_skills])
+            self._uniform = support / support.sum()
+        super().__init__(graph.train_skills, graph.eval_skills, self._smoothed(graph.matrix.sum(axis=1)))
+
+    @property
+    def wants_initial_losses(self) -> bool:
+        """Whether the trainer should measure the evaluation skills before training and `set_initial_losses`."""
+        return self.loss_normalization == "initial"
+
+    def set_initial_losses(self, eval_losses: Losses) -> None:
+        """L_0 of `loss_normalization="initial"`: the losses before training (ignored without normalisation).
+
+        Each must be finite and > 0 (a ValueError names the skill otherwise): it divides the later losses.
+        """
+        if not self.wants_initial_losses:
+            return
+        losses = _loss_vector(eval_losses, self.eval_skills)
+        if bad := {self.eval_skills[j]: float(v) for j, v in enumerate(losses) if not (np.isfinite(v) and v > 0)}:
+            raise ValueError(
+                f"loss_normalization='initial' divides by each evaluation skill's loss before training, which must "
+                f"be finite and > 0: {bad}"
+            )
+        self._initial_losses = losses
+
+    def _smoothed(self, row_scores: np.ndarray) -> np.ndarray:
+        p = _softmax(self.eta * row_scores)
+        return (1 - self.smoothing) * p + self.smoothing * self._uniform if self.smoothing else p
+
+    def _remember(self, losses: np.ndarray) -> None:
+        if self.wants_initial_losses and self._initial_losses is None:
+            self.set_initial_losses(losses)
+        self._history = [*self._history, losses][-self.window :]
 
     def update(self, eval_losses: Losses) -> np.ndarray:
         losses = self._finite_losses(eval_losses)
         if losses is not None:
-            self._history = [*self._history, losses][-self.window :]
+            self._remember(losses)
             self.round += 1
             self._current = self._mixture()
         return self.current
@@ -242,27 +359,41 @@ class SkillItMixer(_BaseMixer):
         """An evaluation inside a round: it enters the window (counted in evaluations), the mixture stays."""
         losses = self._finite_losses(eval_losses)
         if losses is not None:
-            self._history = [*self._history, losses][-self.window :]
+            self._remember(losses)
 
     def _mixture(self) -> np.ndarray:
         if not self._history:
             return self._initial
         combine = np.sum if self.reduce == "sum" else np.mean
-        return _softmax(self.eta * (self._matrix @ combine(self._history, axis=0)))
+        window = np.asarray(self._history)
+        if self._initial_losses is not None:
+            window = window / self._initial_losses
+        return self._smoothed(self._matrix @ combine(window, axis=0))
 
     def state_dict(self) -> dict[str, Any]:
         history = [losses.tolist() for losses in self._history]
-        return self._state(eta=self.eta, window=self.window, reduce=self.reduce, history=history)
+        extra: dict[str, Any] = {}
+        if self.loss_normalization != "none" or self.smoothing:  # older checkpoints have neither key
+            initial = None if self._initial_losses is None else self._initial_losses.tolist()
+            extra = {"loss_normalization": self.loss_normalization, "smoothing": self.smoothing, "initial": initial}
+        return self._state(eta=self.eta, window=self.window, reduce=self.reduce, history=history, **extra)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_state(state, "history", eta=self.eta, window=self.window)
-        if state.get("reduce", "sum") != self.reduce:  # checkpoints from before the option summed
-            raise ValueError(
-                f"SkillItMixer state has reduce={state.get('reduce', 'sum')!r}, this mixer has {self.reduce!r}"
-            )
+        # Checkpoints from before these options summed, did not normalise and did not smooth.
+        for key, default, value in (
+            ("reduce", "sum", self.reduce),
+            ("loss_normalization", "none", self.loss_normalization),
+            ("smoothing", 0.0, self.smoothing),
+        ):
+            if state.get(key, default) != value:
+                raise ValueError(f"SkillItMixer state has {key}={state.get(key, default)!r}, this mixer has {value!r}")
         history = [_loss_vector(losses, self.eval_skills) for losses in state["history"]]
         if len(history) > self.window or not all(np.isfinite(losses).all() for losses in history):
             raise ValueError(f"SkillItMixer state history must be at most {self.window} rounds of finite losses")
+        self._initial_losses = None
+        if state.get("initial") is not None:
+            self.set_initial_losses(state["initial"])
         self._history = history
         self.round = int(state["round"])
         self._current = self._mixture()
@@ -336,13 +467,7 @@ class StratifiedMixer(_LossFreeMixer):
         return cls(setup.targeted_graph())
 
     def __init__(self, graph: SkillsGraph) -> None:
-        train, evaluation = set(graph.train_skills), set(graph.eval_skills)
-        relevant = train if evaluation == train else (evaluation & train) | set(graph.prerequisites())
-        if not relevant:
-            raise ValueError(
-                f"stratified sampling has nothing to sample: no training skill has a positive edge into the "
-                f"evaluation skills {list(graph.eval_skills)}"
-            )
+        relevant = relevant_skills(graph)
         uniform = np.array([1.0 if name in relevant else 0.0 for name in graph.train_skills])
         super().__init__(graph.train_skills, (), uniform / uniform.sum())
 
@@ -459,6 +584,8 @@ def make_mixer(
     fixed_weights: Any = None,
     target_skills: Sequence[str] | None = None,
     window_reduce: str = "sum",
+    loss_normalization: str = "none",
+    mixture_smoothing: float = 0.0,
 ) -> Mixer:
     """Build a registered mixer by name from a graph alone (the curricula, which score data, need `SkillItTrainer`).
 
@@ -470,10 +597,21 @@ def make_mixer(
         target_skills: fine-tuning targets: the graph is restricted to these evaluation columns first.
     """
     setup = MixerSetup(
-        graph.train_skills, graph, train_sizes, eta, window, fixed_weights, target_skills, window_reduce=window_reduce
+        graph.train_skills,
+        graph,
+        train_sizes,
+        eta,
+        window,
+        fixed_weights,
+        target_skills,
+        window_reduce=window_reduce,
+        loss_normalization=loss_normalization,
+        mixture_smoothing=mixture_smoothing,
     )
     check_mixer_inputs(name, graph, graph.train_skills, target_skills)
-    return check_mixer_settings(name, setup).from_setup(setup)
+    cls = check_mixer_settings(name, setup)
+    check_skill_it_options(cls, loss_normalization, mixture_smoothing)
+    return cls.from_setup(setup)
 
 
 for _cls in (SkillItMixer, StaticMixer, StratifiedMixer, ProportionalMixer, NoGraphMixer, FixedMixer):

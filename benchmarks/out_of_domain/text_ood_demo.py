@@ -61,6 +61,15 @@ def main() -> None:
     parser.add_argument(
         "--seeds", default=None, help="comma-separated training seeds of the runs (default: the recipe's)"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:SECTION.KEY=VALUE,...",
+        help="an extra run with these recipe overrides (repeatable), e.g. online Skill-It: "
+        "skill_it_online:training.mixing=skill_it,training.rounds=3",
+    )
+    parser.add_argument("--only-variants", action="store_true", help="run the --variant runs alone")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("hf_skillit").setLevel(logging.INFO)
@@ -108,12 +117,16 @@ def main() -> None:
     print(f"\nStatic Skill-It mixture, eta = {eta}:\n{table}\n")
 
     # 4. continual pre-training from the base (hf-skillit train): the static Skill-It mixture at each eta, and
-    # random sampling, which is uniform here (every source has the same number of rows).
-    results: dict[str, Any] = {}
+    # random sampling, which is uniform here (every source has the same number of rows). Runs already in
+    # results.json are kept, not run again (results.json is written after each run).
+    results_path = Path(args.out, "results.json")
+    results: dict[str, Any] = json.loads(results_path.read_text())["runs"] if results_path.is_file() else {}
     etas = [float(e) for e in args.etas.split(",")] if args.etas else [eta]
-    variants = [(f"skill_it_eta{e:g}", [f"training.eta={e}"]) for e in etas] + [
-        ("uniform", ["training.mixing=random"])
-    ]
+    variants = [] if args.only_variants else [(f"skill_it_eta{e:g}", [f"training.eta={e}"]) for e in etas]
+    variants += [] if args.only_variants else [("uniform", ["training.mixing=random"])]
+    for spec in args.variant:
+        name, _, overrides = spec.partition(":")
+        variants.append((name, overrides.split(",") if overrides else []))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [recipe.training.seed]
     runs = [
         (name if len(seeds) == 1 else f"{name}_seed{seed}", [*overrides, f"training.seed={seed}"])
@@ -121,6 +134,8 @@ def main() -> None:
         for name, overrides in variants
     ]
     for name, overrides in runs:
+        if name in results:
+            continue
         start = time.perf_counter()
         output_dir = os.path.join(args.out, name)
         recipe = load_recipe(
@@ -131,11 +146,15 @@ def main() -> None:
         before, after = _lm_eval_logs(trainer)
         results[name] = {
             "p": trainer.trajectory[0]["p"],
+            "p_rounds": [record["p"] for record in trainer.trajectory],
+            "eval_loss_rounds": [record["eval_loss"] for record in trainer.trajectory],
+            "initial_eval_loss": trainer.trajectory[0].get("initial_eval_loss"),
             "lm_eval_before": before,
             "lm_eval_after": after,
             "source_loss_after": {s: trainer.trajectory[-1]["eval_loss"][s] for s in trainer.skills.eval_skills},
         }
         times[name] = time.perf_counter() - start
+        _write_results(results_path, manifest, graph, eta, table, results, times)
 
     tasks = list(graph.eval_skills)
     cells = [f"{t} {m}" for t in tasks for m in ("nll", "acc")]
@@ -153,6 +172,10 @@ def main() -> None:
         lines.append(row(f"{name} (after)", p, result["lm_eval_after"]))
     print("\n".join(lines))
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    _write_results(results_path, manifest, graph, eta, table, results, times)
+
+
+def _write_results(path: Path, manifest: dict, graph: SkillsGraph, eta: float, table: str, results: dict, times: dict):
     record = {
         "manifest": {k: manifest[k] for k in ("python", "sources", "tasks")},
         "graph": graph.to_dict(),
@@ -161,7 +184,7 @@ def main() -> None:
         "runs": results,
         "seconds": {k: round(v, 1) for k, v in times.items()},
     }
-    Path(args.out, "results.json").write_text(json.dumps(record, indent=1) + "\n")
+    path.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -278,6 +278,8 @@ def run_method(
         mixing = method  # stratified, skill_it, no_graph, static
     if setup.setting == "finetune":
         extra["target_skills"] = [setup.target]
+    if method in ("skill_it", "no_graph"):
+        extra.update(loss_normalization=args.loss_normalization, mixture_smoothing=args.smoothing)
     run_dir = Path(args.output_dir) / "work" / f"{method}_seed{seed}"
     config = SkillItConfig(
         output_dir=str(run_dir),
@@ -581,6 +583,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--digits", type=int, default=5, help="fold: symbols shown (at least --k + 1)")
     p.add_argument("--eta", type=float, default=None, help="default: the setting's (paper Appendix C.3; fold 1)")
     p.add_argument("--window", type=int, default=3)
+    p.add_argument(
+        "--loss-normalization", choices=["none", "initial"], default="none", help="Skill-It option (issue 23)"
+    )
+    p.add_argument("--smoothing", type=float, default=0.0, help="Skill-It mixture_smoothing c (issue 23)")
     p.add_argument("--rounds", type=int, default=None, help="Skill-It rounds T; default: the setting's")
     p.add_argument("--seed-list", default=None, help="comma-separated seeds instead of 0..seeds-1")
     p.add_argument("--setting", choices=["pretrain", "finetune"], default="pretrain")
@@ -689,7 +695,8 @@ def main() -> None:
         f"# {args.task} {args.setting}: {steps} steps of batch {args.batch}; seeds per method: "
         + ", ".join(f"{LABELS[m]} {len(runs)}" for m, runs in results.items()),
         f"graph: {graph_source}; model {args.family} hidden {args.hidden}, {args.layers} layers; lr {args.lr}; "
-        f"Skill-It eta {setup.eta}, window {args.window}, {setup.rounds} rounds; "
+        f"Skill-It eta {setup.eta}, window {args.window}, {setup.rounds} rounds, loss normalization "
+        f"{args.loss_normalization}, smoothing {args.smoothing}; "
         f"wall time {wall / 60:.1f} min this invocation, {sum(run_walls) / 60:.1f} min of training runs in all "
         f"({np.mean(run_walls):.0f} s per run)",
     ]

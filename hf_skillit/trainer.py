@@ -203,6 +203,16 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
                 f"{list(self.skills.train_skills)} (same names, same order)"
             )
         known = set(self.skills.eval_skills) | {s for e in self.evaluators for s in e.skills}
+        if not mixer.eval_skills and not known:
+            # A mixer that reads losses and has no validation data is refused below; one that reads none (its
+            # `eval_skills` are empty: stratified, random, fixed, the curricula) trains, but nothing is measured.
+            logger.warning(
+                "mixing=%r reads no validation losses and the run has no validation data (no validation skills, "
+                "no evaluator): it trains, but records no per-skill loss (eval_loss is empty in the trajectory and "
+                "the summary). Give validation data (a recipe's data.validation_files / validation_per_skill, "
+                "SkillSet(validation=...)) to follow the skills.",
+                getattr(mixer, "name", type(mixer).__name__),
+            )
         missing = [s for s in mixer.eval_skills if s not in known]
         if missing:
             raise ValueError(

@@ -85,3 +85,44 @@ def test_values_read_as_flags_would_be(tmp_path):
     assert kwargs["target_skills"] == ["3", "b"] and kwargs["report_to"] == ["tensorboard"]
     config = SkillItConfig(**kwargs, use_cpu=True)
     assert config.fixed_schedule() == ({"a": 1, "b": 3}, None) and config.steps_per_round == 2
+
+
+def test_yaml_booleans_in_choice_fields_mean_the_word(tmp_path):
+    # `save_strategy: no` (or `--set training.save_strategy=no`) is read by YAML as False; transformers' own
+    # command line takes `--save_strategy no`, so a choice field takes the word the boolean was written as.
+    from hf_skillit.recipes import load_recipe
+
+    recipe = load_recipe(
+        "recipes/lego_pretrain.yaml",
+        ["training.save_strategy=no", "training.eval_strategy=no", f"training.output_dir={tmp_path}"],
+    )
+    assert recipe.training.save_strategy == "no" and recipe.training.eval_strategy == "no"
+    kwargs = parse_arguments_section(SkillItConfig, yaml.safe_load("save_strategy: no\nmax_steps: 6"), "training")
+    assert kwargs["save_strategy"] == "no"
+    # A boolean where no choice is a yes/no word: the message says to quote it, in the recipe and in --set.
+    with pytest.raises(RecipeError) as error:
+        parse_arguments_section(SkillItConfig, {"max_steps": 6, "mixing": False}, "training")
+    assert str(error.value).startswith("training.mixing: False is not a choice; choices: skill_it, ")
+    assert str(error.value).endswith(
+        """quote the word you mean (mixing: "no" in the recipe, --set 'training.mixing="no"')"""
+    )
+    # Booleans stay booleans where the field is one.
+    assert parse_arguments_section(SkillItConfig, {"max_steps": 6, "bf16": False}, "training")["bf16"] is False
+
+
+def test_null_removes_a_nested_key_and_clears_a_section_key(tmp_path):
+    # docs/recipes.md: `null` removes a setting. Inside a section's mapping the key goes, so the default applies
+    # (the tiny model's max_position_embeddings fits the data); a section's own key is set to null.
+    from hf_skillit.recipes import load_recipe
+
+    base = ["training.output_dir=" + str(tmp_path)]
+    recipe = load_recipe("recipes/lego_pretrain.yaml", [*base, "model.tiny.max_position_embeddings=64"])
+    assert recipe.model.tiny["max_position_embeddings"] == 64
+    # Given, then removed again (a later --set wins): the recipe is as if it had never been set.
+    overrides = [*base, "model.tiny.max_position_embeddings=64", "model.tiny.max_position_embeddings=null"]
+    recipe = load_recipe("recipes/lego_pretrain.yaml", overrides)
+    assert "max_position_embeddings" not in recipe.model.tiny and recipe.model.tiny["hidden_size"] == 128
+    recipe = load_recipe("recipes/lego_pretrain.yaml", [*base, "model.tiny.nonexistent=null", "graph.path=null"])
+    assert "nonexistent" not in recipe.model.tiny and recipe.graph.path is None
+    recipe = load_recipe("recipes/lego_pretrain.yaml", [*base, "training.single_thread_max_params=null"])
+    assert recipe.training.single_thread_max_params is None

@@ -11,7 +11,7 @@ from conftest import StopAt, lego_skills
 from conftest import skillit_config as config
 from transformers import TrainerCallback
 
-from hf_skillit import LMCollator, SkillItTrainer, SkillsGraph
+from hf_skillit import LMCollator, SkillItTrainer, SkillSet, SkillsGraph
 from hf_skillit.evaluation import per_skill_loss
 
 SKILLS = ["1", "2", "3"]
@@ -280,3 +280,27 @@ def test_plain_trainer_evaluation_still_works(tmp_path, tokenizer, tiny_model, s
     trainer.train()
     assert [m["eval_rows"] for m in seen] == [16.0, 16.0]
     assert all(np.isfinite(m["eval_loss"]) for m in seen)
+
+
+def test_a_mixer_that_reads_no_losses_warns_without_validation_data(tmp_path, tokenizer, tiny_model, skills, caplog):
+    # Stratified needs no losses, so data without validation rows trains; the run then measures nothing (eval_loss
+    # is empty), and the user is told so instead of finding an empty summary at the end.
+    train_only = SkillSet({name: skills.train(name) for name in skills.train_skills}, {})
+    args = config(tmp_path, mixing="stratified", rounds=2, max_steps=4)
+    with caplog.at_level("WARNING", logger="hf_skillit.trainer"):
+        trainer = SkillItTrainer(model=tiny_model(), args=args, skills=train_only, processing_class=tokenizer)
+    (warning,) = [r.getMessage() for r in caplog.records if "reads no validation losses" in r.getMessage()]
+    assert warning.startswith("mixing='stratified' reads no validation losses and the run has no validation data")
+    trainer.train()
+    with open(tmp_path / "skillit_trajectory.jsonl") as f:
+        assert [json.loads(line)["eval_loss"] for line in f] == [{}, {}]
+    # With validation data, or with a mixer that reads losses (refused without validation data), no such warning.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hf_skillit.trainer"):
+        SkillItTrainer(
+            model=tiny_model(),
+            args=config(tmp_path / "b", mixing="stratified", rounds=2, max_steps=4),
+            skills=skills,
+            processing_class=tokenizer,
+        )
+    assert not [r for r in caplog.records if "reads no validation losses" in r.getMessage()]

@@ -46,6 +46,12 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         if not isinstance(node[part], dict):
             raise RecipeError(f"override {override!r}: {'.'.join(path[: depth + 1])} is not a mapping")
         node = node[part]
+    if value is None and len(path) > 2:
+        # A key inside a section's mapping (`model.tiny.max_position_embeddings=null`): removed, so that the
+        # function the mapping is passed to uses its default. A section's own key keeps null, its documented
+        # "not set" value (`graph.reasoning=null`, `training.single_thread_max_params=null`).
+        node.pop(path[-1], None)
+        return
     node[path[-1]] = value
 
 

@@ -195,6 +195,25 @@ def check_mapping(raw: Any, schema: Mapping[str, Any], where: str) -> dict[str, 
     return checked
 
 
+# The words YAML 1.1 (PyYAML) reads as booleans, in the order a choice is looked for among them.
+_YAML_BOOLEAN_WORDS = {False: ("no", "false", "off"), True: ("yes", "true", "on")}
+
+
+def _yaml_word(value: bool, choices: Sequence[Any], where: str) -> str:
+    """The choice a YAML boolean stands for: `save_strategy: no` is read by YAML as False, but a choice field takes
+    no boolean, so the user meant the word, as `--save_strategy no` on transformers' command line means the
+    strategy "no". A RecipeError naming the fix when no choice is such a word."""
+    words = [str(c) for c in choices if str(c).lower() in _YAML_BOOLEAN_WORDS[value]]
+    if len(words) == 1:
+        return words[0]
+    word = _YAML_BOOLEAN_WORDS[value][0]
+    raise RecipeError(
+        f"{where}: {value!r} is not a choice; choices: {', '.join(map(str, choices))}. YAML reads an unquoted "
+        f'yes/no/on/off/true/false as a boolean: quote the word you mean ({where.split(".")[-1]}: "{word}" in '
+        f"the recipe, --set '{where}=\"{word}\"')"
+    )
+
+
 def parse_arguments_section(cls: type, raw: Any, where: str) -> dict[str, Any]:
     """The keyword arguments of `cls` (a `transformers.TrainingArguments`, e.g. `SkillItConfig`) from a section's
     mapping, converted by `HfArgumentParser` exactly as the same settings given as command-line flags would be
@@ -221,6 +240,8 @@ def parse_arguments_section(cls: type, raw: Any, where: str) -> dict[str, Any]:
             raise unknown_key(key, where, list(schema))
         action = parser._option_string_actions[f"--{key}"]
         takes_list = action.nargs in ("+", "*")
+        if isinstance(value, bool) and action.choices is not None:
+            value = _yaml_word(value, action.choices, f"{where}.{key}")
         if value is None or (isinstance(value, (list, dict)) and not takes_list and action.type is str):
             unchanged[key] = value
         elif isinstance(value, list) and takes_list:

@@ -1,6 +1,6 @@
 """`hf-skillit`: train a recipe, learn its skills graph, or plot a run.
 
-    hf-skillit train RECIPE.yaml [--set section.key=value ...] [--resume] [--dry-run] [--verbose]
+    hf-skillit train RECIPE.yaml [--set section.key=value ...] [--resume] [--dry-run [--measure]] [--verbose]
     hf-skillit learn-graph RECIPE.yaml [--set section.key=value ...] [--verbose]
     hf-skillit discover-skills RECIPE.yaml --num-skills K [--set section.key=value ...] [--no-labels] [--verbose]
     hf-skillit plot RUN_DIR
@@ -65,6 +65,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         return _dry_run(args)
+    if args.measure:
+        return _fail(ValueError("--measure goes with --dry-run (it measures instead of training)"))
     try:
         recipe = load_recipe(args.recipe, args.overrides)
         trainer = make_trainer(recipe, resume=args.resume)
@@ -80,6 +82,11 @@ def _dry_run(args: argparse.Namespace) -> int:
     try:
         # The graph may not be learned yet: the plan says so instead of refusing the recipe.
         print(describe_run(load_recipe(args.recipe, args.overrides, check_graph=False)))
+        if args.measure:
+            from .recipes.measure import measure_mixtures  # loads the model: imports torch
+
+            print()
+            print(measure_mixtures(args.recipe, args.overrides, args.measure_rows))
     except (ValueError, OSError) as err:
         return _fail(err)
     return 0
@@ -205,6 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="print each skill's data sources, the mixture of round 1 and the lm-eval tasks; load no model, train nothing",
+    )
+    train.add_argument(
+        "--measure",
+        action="store_true",
+        help="with --dry-run: load the model, score the skills before training on --measure-rows validation rows, "
+        "and print the mixtures p_2 and p_{w+1} the update would give at those losses (an eta that collapses the "
+        "mixture shows here)",
+    )
+    train.add_argument(
+        "--measure-rows", type=int, default=16, help="validation rows per skill scored by --measure (default 16)"
     )
     train.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 

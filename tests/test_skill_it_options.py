@@ -253,3 +253,51 @@ def test_resume_mid_round_continues_the_identical_run(tmp_path, tokenizer, tiny_
     assert resumed.trajectory == whole
     moved = max(abs(whole[-1]["p"][s] - whole[0]["p"][s]) for s in SKILLS)
     assert moved > 0.01, "the mixture must move for the comparison to mean anything"
+
+
+# ----- hf-skillit train --dry-run --measure --------------------------------------------------------------------------
+
+
+def _table(out: str, first: str) -> dict[str, list[float]]:
+    """The rows of the printed table whose header starts with `first`: name -> numbers."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(first)) + 2
+    rows = {}
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        name, *values = line.split()
+        rows[name] = [float(v) for v in values]
+    return rows
+
+
+@pytest.mark.parametrize(
+    "options", [[], ["training.loss_normalization=initial", "training.mixture_smoothing=0.3"]], ids=["paper", "both"]
+)
+def test_dry_run_measure_prints_the_mixtures_at_the_round_0_losses(tmp_path, capsys, options):
+    import torch
+
+    from hf_skillit.cli import main
+
+    run_dir = tmp_path / "run"
+    recipe = os.path.join(os.path.dirname(__file__), "..", "recipes", "lego_pretrain.yaml")
+    short = ["data.num_train_samples=300", "data.validation_per_skill=10", "model.tiny.hidden_size=32"]
+    overrides = [*short, f"training.output_dir={run_dir}", "training.mixing=no_graph", "training.eta=4", *options]
+    threads = torch.get_num_threads()
+    try:
+        assert main(["train", recipe, "--dry-run", "--measure", "--measure-rows", "4", "--set", *overrides]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "Measured before training (4 validation rows per skill" in out
+    losses = np.array([row[0] for row in _table(out, "evaluation skill").values()])
+    p_1, p_2, p_4 = np.array(list(_table(out, "training skill").values())).T
+    # no_graph: the identity graph, p_1 uniform; window 3 (the recipe's), all rounds at the round-0 losses.
+    if options:  # relative losses are all 1: the mixture stays at p_1 = uniform (smoothed uniform is uniform)
+        np.testing.assert_allclose([p_1, p_2, p_4], np.full((3, 3), 1 / 3), atol=1e-4)
+    else:
+        np.testing.assert_allclose(p_2, softmax_of(*(4 * losses)), atol=2e-3)
+        np.testing.assert_allclose(p_4, softmax_of(*(4 * 3 * losses)), atol=2e-3)
+    assert not run_dir.exists(), "a dry run writes nothing into the output directory"
+    assert main(["train", recipe, "--measure", "--set", *overrides]) == 2
+    assert "--measure goes with --dry-run" in capsys.readouterr().err

@@ -85,19 +85,17 @@ TOKENS_KEY = "skillit_tokens"
 
 
 def _trained_tokens(features: Sequence[dict[str, Any]], batch: dict[str, Any]) -> torch.Tensor:
-    """Per row, the positions whose label is not -100: from the batch's labels when it has one row per feature
-    (padded batches), else from each row's own labels, or its length (a padding-free batch is one long row)."""
+    """Per row, the positions of the batch whose label is not -100: one batch row per feature (padded batches), or
+    one long row holding the features one after the other (TRL's padding-free batches), split at their lengths."""
     labels = batch.get("labels")
-    if isinstance(labels, torch.Tensor) and labels.dim() == 2 and labels.shape[0] == len(features):
-        return (labels != IGNORE_INDEX).sum(dim=1)
-    return torch.tensor(
-        [
-            int((np.asarray(f["labels"]) != IGNORE_INDEX).sum())
-            if f.get("labels") is not None
-            else len(f["input_ids"])
-            for f in features
-        ],
-        dtype=torch.long,
+    scored = labels != IGNORE_INDEX if isinstance(labels, torch.Tensor) and labels.dim() == 2 else None
+    if scored is not None and scored.shape[0] == len(features):
+        return scored.sum(dim=1)
+    lengths = [len(f["input_ids"]) for f in features]
+    if scored is not None and scored.shape[0] == 1 and sum(lengths) <= scored.shape[1]:
+        return torch.stack([part.sum() for part in torch.split(scored[0, : sum(lengths)], lengths)])
+    raise ValueError(
+        f"cannot count the trained tokens of a batch whose labels have shape {getattr(labels, 'shape', None)}"
     )
 
 

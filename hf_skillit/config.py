@@ -115,6 +115,10 @@ class SkillItConfig(TrainingArguments):
             Without packing, what happens to a text longer than `max_length`: `"truncate"` keeps its first
             `max_length` tokens (the dropped tokens are counted in the run summary), `"chunk"` cuts it (EOS at its
             end) into several rows of at most `max_length` tokens.
+        token_budget (`int`, *optional*):
+            With `packing`: the tokens to train on, instead of `max_steps`. `max_steps` becomes
+            `ceil(token_budget / tokens_per_step)` rounded up to a multiple of `rounds`, where a step trains
+            `max_length x per_device_train_batch_size x gradient_accumulation_steps x processes` tokens.
         dataset_num_proc (`int`, *optional*):
             Processes of the tokenizing `datasets.map` (map-style skills), as TRL's `SFTConfig.dataset_num_proc`.
             Tokenization runs on the main process first; the other processes then read `datasets`' cache.
@@ -223,6 +227,10 @@ class SkillItConfig(TrainingArguments):
             "choices": LONG_DOCUMENTS,
         },
     )
+    token_budget: int | None = field(
+        default=None,
+        metadata={"help": "With packing: tokens to train on; sets max_steps (rounded up to a multiple of rounds)."},
+    )
     dataset_num_proc: int | None = field(
         default=None, metadata={"help": "Processes of the tokenizing datasets.map (map-style skills)."}
     )
@@ -242,9 +250,13 @@ class SkillItConfig(TrainingArguments):
             raise ValueError(f"mixing={self.mixing!r} is not one of {', '.join(mixer_names())}")
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise ValueError(f"rounds must be a positive integer, got {self.rounds!r}")
+        self._check_length_options()
+        if self.token_budget is not None:
+            self.max_steps = self.steps_for_token_budget()
         if self.max_steps is None or self.max_steps <= 0:
             raise ValueError(
-                "SkillItConfig needs max_steps > 0: training is split into rounds of max_steps / rounds steps"
+                "SkillItConfig needs max_steps > 0 (or token_budget with packing): training is split into rounds of "
+                "max_steps / rounds steps"
             )
         if self.rounds > self.max_steps:
             raise ValueError(f"rounds={self.rounds} is more than max_steps={self.max_steps}: a round needs a step")
@@ -256,7 +268,6 @@ class SkillItConfig(TrainingArguments):
             )
         check_eta(self.eta)
         check_window(self.window)
-        self._check_length_options()
         self._check_window_options()
         if self.single_thread_max_params is not None and self.single_thread_max_params < 0:
             raise ValueError(f"single_thread_max_params must be >= 0 or None, got {self.single_thread_max_params!r}")
@@ -289,6 +300,29 @@ class SkillItConfig(TrainingArguments):
             raise ValueError(
                 f"skill_eval_steps={every!r} must be a positive divisor of the {self.steps_per_round} steps of a round"
             )
+
+    @property
+    def tokens_per_step(self) -> int | None:
+        """Tokens one optimizer step trains with packing (every row a block of `max_length`), over all processes;
+        None without packing, where rows differ in length."""
+        if not self.packing or self.max_length is None:
+            return None
+        return self.max_length * self.per_device_train_batch_size * self.gradient_accumulation_steps * self.world_size
+
+    def steps_for_token_budget(self) -> int:
+        """The `max_steps` that train `token_budget` tokens: rounded up to whole steps, then to a multiple of
+        `rounds`."""
+        if isinstance(self.token_budget, bool) or not isinstance(self.token_budget, int) or self.token_budget < 1:
+            raise ValueError(f"token_budget must be a positive number of tokens, got {self.token_budget!r}")
+        if self.tokens_per_step is None:
+            raise ValueError(
+                "token_budget needs packing=True: only packed rows all hold max_length tokens, so that a step trains "
+                "a known number of tokens; without packing, set max_steps"
+            )
+        if self.max_steps is not None and self.max_steps > 0:
+            raise ValueError(f"set token_budget or max_steps, not both (max_steps={self.max_steps})")
+        steps = -(-self.token_budget // self.tokens_per_step)
+        return -(-steps // self.rounds) * self.rounds
 
     def _check_length_options(self) -> None:
         if self.max_length is not None and (isinstance(self.max_length, bool) or self.max_length < 1):

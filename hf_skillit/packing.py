@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.table import InMemoryTable
 
-__all__ = ["LONG_DOCUMENTS", "SplitCounts", "prepare_split"]
+__all__ = ["LONG_DOCUMENTS", "SplitCounts", "check_context", "longest_row", "model_context", "prepare_split"]
 
 LONG_DOCUMENTS = ("truncate", "chunk")
 """Choices of `SkillItConfig.long_documents` (without packing)."""
@@ -241,3 +241,55 @@ def prepare_split(
         return dataset, None
     after = _lengths(dataset)
     return dataset, SplitCounts(len(before), int(before.sum()), len(after), int(after.sum()))
+
+
+def model_context(model: Any) -> int | None:
+    """The model's number of positions (`config.max_position_embeddings`), or None when it has none."""
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return context if isinstance(context, int) and context > 0 else None
+
+
+def longest_row(data: datasets.Dataset) -> int:
+    """The tokens of the longest row of a map-style split (0 when empty)."""
+    lengths = _lengths(data)
+    return int(lengths.max()) if len(lengths) else 0
+
+
+def check_context(
+    splits: Mapping[tuple[str, str], datasets.Dataset | datasets.IterableDataset],
+    max_length: int | None,
+    packing: bool,
+    context: int | None,
+) -> None:
+    """Refuse rows the model cannot take, before anything trains: a block (`packing`) longer than the model's
+    `context`, a map-style row longer than it (every row is measured), or a stream whose rows may reach a
+    `max_length` above it. `splits` maps (skill, split) to the prepared data.
+
+    A stream without `max_length` is checked through its validation rows only (its first documents, held out).
+    """
+    if context is None:
+        return
+    fix = (
+        f"set max_length <= {context} (long documents are then truncated, or kept as several rows with "
+        "long_documents='chunk' or packing=True)"
+    )
+    if packing and max_length > context:
+        raise ValueError(
+            f"max_length={max_length} (the block size of packing) is more than the model's context of {context} "
+            f"positions (max_position_embeddings): set max_length <= {context}"
+        )
+    for (skill, split), data in splits.items():
+        if isinstance(data, datasets.IterableDataset):
+            if max_length is not None and max_length > context:
+                raise ValueError(
+                    f"skill {skill!r} ({split}) streams rows of up to max_length={max_length} tokens, more than the "
+                    f"model's context of {context} positions (max_position_embeddings): {fix}"
+                )
+            continue
+        longest = longest_row(data)
+        if longest > context:
+            let = f"max_length={max_length} lets them through; " if max_length is not None else ""
+            raise ValueError(
+                f"skill {skill!r} ({split}) has rows of up to {longest} tokens, more than the model's context of "
+                f"{context} positions (max_position_embeddings): {let}{fix}"
+            )

@@ -222,6 +222,13 @@ class SkillSet:
         subset.token_counts = {name: self.token_counts[name] for name in names if name in self.token_counts}
         return subset
 
+    def splits(self) -> dict[tuple[str, str], Dataset | IterableDataset]:
+        """Every split's data by (skill, `"train"` or `"validation"`)."""
+        return {
+            **{(name, "train"): data for name, data in self._train.items()},
+            **{(name, "validation"): data for name, data in self._validation.items()},
+        }
+
     def map(self, function: Callable[[Dataset | IterableDataset, str, str], Dataset | IterableDataset]) -> SkillSet:
         """The same skills with `function(dataset, skill, split)` applied to every split (`split` is `"train"` or
         `"validation"`): the one loop over (skill, split) that tokenizers and data preparations share."""

@@ -50,6 +50,7 @@ from .config import SkillItConfig
 from .evaluation import SkillEvaluator, per_skill_loss
 from .graph import SkillsGraph
 from .mixer_registry import Mixer, build_mixer
+from .packing import check_context, model_context
 from .rundir import (
     STATE_NAME,
     TRAJECTORY_NAME,
@@ -142,8 +143,10 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
         model: Any,
         data_collator: Any,
     ) -> None:
-        """Resolve the graph and the mixer for the (tokenized) skills, and check that they fit together."""
+        """Resolve the graph and the mixer for the (tokenized) skills, and check that they fit together and that the
+        model's context holds every row."""
         _apply_thread_rule(args, model)
+        check_context(skills.splits(), args.max_length, args.packing, model_context(model))
         self.skills = skills
         self.evaluators = list(evaluators or [])
         self.graph = self._resolve_graph(graph, args)
@@ -269,7 +272,10 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
         dispatch = accelerator.dispatch_batches
         if dispatch is None:  # `prepare_data_loader`'s default for an IterableDataset
             dispatch = accelerator.device_placement and accelerator.distributed_type != DistributedType.XLA
-        whole = dispatch and accelerator.num_processes > 1
+        # One process has no one to dispatch to; dispatching would also slice every tensor of a batch to the batch
+        # size it reads off the first one, which cuts a padding-free batch (one long row, TRL) to its first row.
+        dispatch = dispatch and accelerator.num_processes > 1
+        whole = dispatch
         if self._global_batch_size() % accelerator.num_processes:
             raise ValueError(
                 f"split_batches=True splits each batch of per_device_train_batch_size={self._train_batch_size} rows "

@@ -182,3 +182,99 @@ def test_packed_resume_mid_round_trains_the_same_blocks(tmp_path, words_tokenize
 
 def _trajectory(path):
     return [json.loads(line) for line in (path / "skillit_trajectory.jsonl").read_text().splitlines()]
+
+
+# ----- tokens in recipes: the budget, the dry run, the run summary --------------------------------------------------
+
+
+def test_a_token_budget_sets_max_steps_with_packing(tmp_path):
+    # 4 rows of 128 tokens x 2 accumulated = 1024 tokens a step: 100000 tokens are 97.7 steps, so 98, then 99
+    # (a multiple of the 3 rounds).
+    args = SkillItConfig(
+        output_dir=str(tmp_path),
+        packing=True,
+        max_length=128,
+        token_budget=100_000,
+        rounds=3,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        use_cpu=True,
+        report_to="none",
+    )
+    assert (args.tokens_per_step, args.max_steps) == (1024, 99)
+    with pytest.raises(ValueError, match="token_budget needs packing=True"):
+        SkillItConfig(output_dir=str(tmp_path), max_length=128, token_budget=100_000, use_cpu=True)
+    with pytest.raises(ValueError, match="set token_budget or max_steps, not both"):
+        SkillItConfig(output_dir=str(tmp_path), packing=True, max_length=8, token_budget=64, max_steps=6, use_cpu=True)
+
+
+def text_recipe(root, tokenizer, **training) -> str:
+    """Skills a and b of the corpus as jsonl files (all 30 documents trained on; validation from other files)."""
+    import yaml
+
+    tokenizer.save_pretrained(root / "tok")
+    for skill in SKILLS:
+        corpus(skill).to_json(root / f"{skill}.jsonl")
+        corpus(skill).select(range(3)).to_json(root / f"{skill}_val.jsonl")
+    raw = {
+        "model": {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}, "tokenizer": "tok"},
+        "data": {
+            "train_files": {s: f"{s}.jsonl" for s in SKILLS},
+            "validation_files": {s: f"{s}_val.jsonl" for s in SKILLS},
+        },
+        "training": {
+            "output_dir": "run",
+            "mixing": "stratified",
+            "rounds": 2,
+            "per_device_train_batch_size": 4,
+            "report_to": "none",
+            "use_cpu": True,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+            **training,
+        },
+    }
+    (root / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    return str(root / "recipe.yaml")
+
+
+def test_dry_run_prints_the_steps_of_a_token_budget_and_the_tokens_per_skill(
+    tmp_path, words_tokenizer, monkeypatch, capsys
+):
+    from hf_skillit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    path = text_recipe(tmp_path, words_tokenizer, packing=True, max_length=16, token_budget=1000)
+    assert main(["train", path, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    tokens = sum(LENGTHS) + DOCS  # every document and its EOS
+    # 1000 tokens at 4 blocks of 16 a step: 15.6 steps, so 16 (a multiple of the 2 rounds).
+    assert "Tokens: token_budget 1,000: 16 steps x 64 tokens = 1,024 tokens" in out
+    for skill in SKILLS:
+        table = out[out.index("Training text per skill") :].splitlines()
+        row = next(line.split() for line in table if line.split()[:1] == [skill])
+        assert row == [
+            skill,
+            str(DOCS),
+            f"{tokens:,}",
+            str(tokens // 16),
+            f"{tokens % 16:,}",
+            f"({tokens % 16 / tokens:.1%})",
+        ]
+
+
+def test_run_summary_prints_token_shares_and_what_truncation_dropped(tmp_path, words_tokenizer, monkeypatch, capsys):
+    from hf_skillit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    path = text_recipe(tmp_path, words_tokenizer, max_length=16, max_steps=4)
+    assert main(["train", path]) == 0
+    out = capsys.readouterr().out
+    trajectory = _trajectory(tmp_path / "run")
+    tokens = {s: sum(r["tokens"][s] for r in trajectory) for s in SKILLS}
+    dropped = sum(max(0, n - 16) for n in LENGTHS)  # truncation keeps 16 tokens of each document, no EOS
+    lines = out[out.index("Trained per skill") :].splitlines()
+    for skill in SKILLS:
+        cells = next(line for line in lines if line.startswith(f"{skill} ")).split()
+        assert cells[4:6] == [f"{tokens[skill]:,}", f"{tokens[skill] / sum(tokens.values()):.4f}"]
+        assert " ".join(cells[6:]) == f"{dropped:,} of {sum(LENGTHS):,} ({dropped / sum(LENGTHS):.1%})"

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import StopAt, skillit_config
+from datasets import Dataset
 from transformers import HfArgumentParser
 from trl import SFTConfig, SFTTrainer
 
@@ -159,8 +160,6 @@ def test_config_parses_from_flags_and_bad_setups_are_refused(tmp_path, formats, 
     )
     with pytest.raises(ValueError, match="not a multiple of rounds"):
         sft_config(tmp_path, max_steps=7)
-    with pytest.raises(ValueError, match="packing and padding_free are not supported"):
-        build(tmp_path, formats, chat_tokenizer, tiny_model, packing=True)
     with pytest.raises(ValueError, match="args must be a SkillItSFTConfig"):
         SkillItSFTTrainer(model=tiny_model(), args=SFTConfig(output_dir=str(tmp_path), **CPU), skills=None)
 
@@ -259,3 +258,69 @@ def test_without_trl_the_errors_name_the_extra(tmp_path, monkeypatch):
         importlib.import_module("hf_skillit.integrations.trl")
     with pytest.raises(RecipeError, match=r"training.trainer: sft needs TRL: .*pip install 'hf-skillit\[trl\]'"):
         load_recipe(None, raw=lego_recipe(tmp_path, trainer="sft"))
+
+
+class _RecordingSFT(SkillItSFTTrainer):
+    """Keeps each training batch's input_ids and labels as `training_step` receives them."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.batches.append((inputs["input_ids"].clone(), inputs["labels"].clone()))
+        return super().training_step(model, inputs, num_items_in_batch)
+
+
+@pytest.mark.parametrize("strategy", ["wrapped", "bfd"])
+def test_packing_is_trls_packing_per_skill_with_completion_masks_intact(tmp_path, strategy):
+    # Prompt/completion rows of two skills; a word tells its skill (p/q) and whether it is prompt or completion (c/d).
+    words = {"p": ("pp", "pc"), "q": ("qp", "qc")}
+    vocab = [f"{w}{i}" for pair in words.values() for w in pair for i in range(40)]
+    tokenizer = build_tokenizer(vocab)
+    data = {
+        skill: Dataset.from_dict(
+            {
+                "prompt": [" ".join([f"{prompt}{i}"] * (2 + i % 5)) for i in range(40)],
+                "completion": [" " + " ".join([f"{completion}{i}"] * (1 + i % 3)) for i in range(40)],
+            }
+        )
+        for skill, (prompt, completion) in words.items()
+    }
+    from conftest import tiny_config
+
+    from hf_skillit.synthetic import make_tiny_model
+
+    trainer = _RecordingSFT(
+        model=make_tiny_model(tiny_config(tokenizer)),
+        args=sft_config(
+            tmp_path,
+            mixing="stratified",
+            rounds=2,
+            max_steps=4,
+            max_length=24,
+            packing=True,
+            packing_strategy=strategy,
+        ),
+        skills=SkillSet.from_dict(data, 4),
+        processing_class=tokenizer,
+    )
+    trainer.batches = []
+    eos = tokenizer.eos_token_id
+    for skill, (prompt, completion) in words.items():
+        rows = trainer.skills.train(skill)
+        assert len(rows) < 36, "rows are packed: fewer rows than the skill's 36 training examples"
+        for row in rows:
+            tokens = [tokenizer.convert_ids_to_tokens(t) for t in row["input_ids"] if t != eos]
+            assert {t[:2] for t in tokens} <= {prompt, completion}, f"a packed row mixes skills: {tokens}"
+            for token, label in zip(row["input_ids"], row["labels"], strict=True):
+                word = tokenizer.convert_ids_to_tokens(token)
+                # Completion-only loss: completions (and their EOS) are labelled, prompts are not.
+                assert (label != -100) == (token == eos or word.startswith(completion)), (word, label)
+    trainer.train()
+    labelled = sum(int((labels != -100).sum()) for _, labels in trainer.batches)
+    assert sum(sum(record["tokens"].values()) for record in trainer.trajectory) == labelled > 0
+
+
+def test_padding_free_batches_are_refused_over_several_processes(tmp_path, formats, chat_tokenizer, tiny_model):
+    args = sft_config(tmp_path, packing=True)  # TRL's default strategy, bfd, implies padding-free batches
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SkillItSFTConfig, "world_size", property(lambda self: 2))
+        with pytest.raises(ValueError, match="padding-free batches .* cannot be split over processes"):
+            SkillItSFTTrainer(model=tiny_model(), args=args, skills=SkillSet.from_dict(formats, 16))

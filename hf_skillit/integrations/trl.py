@@ -13,8 +13,10 @@ this module only connects it to TRL:
 - batches are TRL's collator's, the loss is TRL's (`loss_type`), `peft_config` wraps the model as in TRL;
 - the round-end values go to `Trainer.log` unchanged, so TRL's running token metrics are left to its own logs.
 
-Packing and padding-free batches are refused: a packed sequence would mix rows of several skills, which the
-per-skill sample counts (and the mixture's exactness) rely on not happening.
+`packing=True` is TRL's own packing (`packing_strategy`) applied to each skill's split alone, so a packed row never
+mixes skills, and the labels TRL builds before packing (completion-only, assistant-only) are packed with the tokens.
+A padding-free batch (`padding_free`, or the `bfd` strategies, which imply it) is one long row and cannot be split
+over processes: with several processes, use `packing_strategy="wrapped"`.
 """
 
 from __future__ import annotations
@@ -101,10 +103,11 @@ class SkillItSFTTrainer(SkillItTrainerMixin, SFTTrainer):
             raise ValueError(f"skills must be a SkillSet, got {type(skills).__name__}")
         if kwargs.get("train_dataset") is not None:
             raise ValueError("SkillItSFTTrainer draws its training data from skills=; do not pass train_dataset=")
-        if args.packing or args.padding_free:
+        if (args.padding_free or (args.packing and args.packing_strategy != "wrapped")) and args.world_size > 1:
             raise ValueError(
-                "packing and padding_free are not supported by SkillItSFTTrainer: a packed sequence would mix rows "
-                "of several skills, and the per-skill sample counts of every round rely on one skill per row"
+                "padding-free batches (padding_free=True, or packing with packing_strategy 'bfd'/'bfd_split') are one "
+                "long row, which cannot be split over processes: with more than one process use "
+                "packing_strategy='wrapped', or no packing"
             )
         # SFTTrainer detects the data format (text, prompt/completion, chat) from a training row, and prepares the
         # dataset it is given: hand it one row of the first skill; every skill is prepared below.
@@ -129,16 +132,17 @@ class SkillItSFTTrainer(SkillItTrainerMixin, SFTTrainer):
                 # As if each skill were its own SFTTrainer's dataset: completion-only loss for prompt/completion rows.
                 row = next(iter(dataset))
                 self.completion_only_loss = "prompt" in row and "completion" in row
+            # TRL's packing, applied to one skill's split at a time: a packed row never mixes skills.
+            packing = self.args.packing
+            if split == "validation" and self.args.eval_packing is not None:
+                packing = self.args.eval_packing
             return self._prepare_dataset(
-                dataset, self.processing_class, self.args, False, self._formatting_func, f"{name} {split}"
+                dataset, self.processing_class, self.args, packing, self._formatting_func, f"{name} {split}"
             )
 
         decided = self.completion_only_loss
         try:
-            return SkillSet(
-                {name: prepare(skills.train(name), name, "train") for name in skills.train_skills},
-                {name: prepare(skills.validation(name), name, "validation") for name in skills.eval_skills},
-            )
+            return skills.map(prepare)
         finally:
             self.completion_only_loss = decided
 

@@ -11,11 +11,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import datasets
+import pyarrow as pa
+from datasets.exceptions import DatasetGenerationError
 
+from ..packing import longest_row
 from ..skills import SkillSet
 from ..synthetic import build_tokenizer, encode
 from .hub import hub_kwargs
-from .loading import as_list, file_builder
+from .loading import as_list, expand_files, file_builder
 from .schema import RecipeError, recipe_error
 from .sections import DataArguments, ModelArguments, synthetic_generator
 
@@ -27,6 +30,19 @@ if TYPE_CHECKING:
 __all__ = ["load_data", "load_natural_instructions", "load_tokenizer"]
 
 
+# What `datasets` raises on a file it cannot parse: its own error wrapping pyarrow's, pyarrow's when streaming, and
+# StopIteration from an empty file.
+_READ_ERRORS = (DatasetGenerationError, pa.ArrowException, StopIteration, ValueError, OSError, UnicodeDecodeError)
+
+
+def _reason(err: BaseException) -> str:
+    """The innermost cause's message, first line: `datasets` wraps the parser's error, which names the file."""
+    while err.__cause__ is not None or (err.__context__ is not None and not str(err).strip()):
+        err = err.__cause__ or err.__context__
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
 def _load_files(
     paths: str | list[str], where: str, streaming: bool = False
 ) -> datasets.Dataset | datasets.IterableDataset:
@@ -34,7 +50,16 @@ def _load_files(
     builders = {file_builder(p, where) for p in files}
     if len(builders) > 1:
         raise RecipeError(f"{where}: files of different formats cannot be read together: {files}")
-    return datasets.load_dataset(builders.pop(), data_files=files, split="train", streaming=streaming)
+    if empty := [f for f in expand_files(files) if os.path.isfile(f) and os.path.getsize(f) == 0]:
+        raise RecipeError(f"{where}: {empty[0]!r} is empty")
+    try:
+        data = datasets.load_dataset(builders.pop(), data_files=files, split="train", streaming=streaming)
+        if streaming:  # a stream opens without reading: read its first row, so a broken file fails here, named
+            next(iter(data.take(1)))
+    except _READ_ERRORS as err:
+        shown = files[0] if len(files) == 1 else f"{len(files)} paths ({files[0]}, ...)"
+        raise RecipeError(f"{where}: cannot read {shown}: {_reason(err)}") from None
+    return data
 
 
 def _snake(name: str) -> str:
@@ -208,4 +233,19 @@ def load_data(recipe: Recipe) -> tuple[PreTrainedTokenizerBase, SkillSet, int | 
         raise RecipeError(
             "model.tiny with user data needs model.tokenizer: the built-in tokenizer only knows the synthetic tasks"
         )
-    return tokenizer, user_skills(recipe.data), recipe.training.max_length
+    skills, training = user_skills(recipe.data), recipe.training
+    if recipe.model.tiny is None or training.max_length is not None or "max_position_embeddings" in recipe.model.tiny:
+        return tokenizer, skills, training.max_length
+    # A tiny model without max_length is sized to the longest row of the data, as the trainer will tokenize it.
+    if streaming := [name for name, size in skills.train_sizes().items() if size is None]:
+        raise RecipeError(
+            f"model.tiny with streaming skills ({', '.join(streaming)}) needs training.max_length (or "
+            "model.tiny.max_position_embeddings): a stream's rows cannot be measured before training"
+        )
+    prepared = skills.tokenized(
+        tokenizer,
+        training.dataset_text_field,
+        long_documents=training.long_documents,
+        num_proc=training.dataset_num_proc,
+    )
+    return tokenizer, skills, max(longest_row(data) for data in prepared.splits().values())

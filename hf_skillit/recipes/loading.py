@@ -68,6 +68,11 @@ def _local_path_missing(path: str) -> bool:
     return not (glob.glob(path) if glob.has_magic(path) else os.path.exists(path))
 
 
+def expand_files(paths: str | list[str]) -> list[str]:
+    """The files that paths and globs name, sorted."""
+    return sorted(f for p in as_list(paths) for f in (glob.glob(p) if glob.has_magic(p) else [p]))
+
+
 def as_list(paths: str | list[str]) -> list[str]:
     return [paths] if isinstance(paths, str) else list(paths)
 

@@ -9,15 +9,14 @@ has no p_1 before the model is loaded, and the plan says so.
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Sequence
 
 from ..mixer_registry import build_mixer, mixer_class
 from ..skills import SkillSet
 from .build import build_graph
-from .data import load_data, user_skills
-from .loading import as_list, file_builder
+from .data import load_data, load_tokenizer, user_skills
+from .loading import as_list, expand_files, file_builder
 from .schema import RecipeError
 from .sections import Recipe, recipe_trainer
 
@@ -29,10 +28,6 @@ class _TaskNames:
 
     def __init__(self, tasks: Sequence[str]):
         self.skills = tuple(tasks)
-
-
-def _files(paths: str | list[str]) -> list[str]:
-    return sorted(f for p in as_list(paths) for f in (glob.glob(p) if glob.has_magic(p) else [p]))
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -52,7 +47,7 @@ def _sources(recipe: Recipe, skills: SkillSet) -> list[str]:
         if data.synthetic is not None:
             source = f"synthetic {data.synthetic}, {size} rows"
         elif data.train_files is not None:
-            files = _files(data.train_files[name])
+            files = expand_files(data.train_files[name])
             kind = file_builder(files[0], "data.train_files")
             shown = files[0] if len(files) == 1 else f"{os.path.dirname(files[0])}/ ({len(files)} files)"
             source = f"{kind} {shown}, " + ("streaming" if data.streaming else f"{size} rows")
@@ -72,6 +67,57 @@ def _sources(recipe: Recipe, skills: SkillSet) -> list[str]:
     return _table(("skill", "training data", "validation"), rows)
 
 
+def _rows(recipe: Recipe, skills: SkillSet) -> list[str]:
+    """How text becomes rows, the tokens a step trains, and per map-style skill its documents, tokens, training rows
+    and the tokens truncation (or packing's last partial block) drops, from the recipe's own tokenizer."""
+    training = recipe.training
+    length = training.max_length
+    if recipe.data.synthetic is not None:  # rows are the generated samples, of one length per task
+        return []
+    if training.packing:
+        lines = [f"Rows: each skill's documents packed into blocks of {length} tokens; p is a share of tokens"]
+    elif length is not None:
+        how = "cut into rows" if training.long_documents == "chunk" else "truncated"
+        lines = [f"Rows: one per document, longer ones {how} at {length} tokens; p is a share of rows"]
+    else:
+        lines = ["Rows: one per document, as long as it is (no max_length); p is a share of rows"]
+    if (per_step := training.tokens_per_step) is not None:
+        total = f"{training.max_steps} steps x {per_step:,} tokens = {training.max_steps * per_step:,} tokens"
+        budget = f"token_budget {training.token_budget:,}: " if training.token_budget is not None else ""
+        lines.append(
+            f"Tokens: {budget}{total} ({training.world_size} process(es); a step is {length} tokens x "
+            f"{training.per_device_train_batch_size} rows x {training.gradient_accumulation_steps} "
+            "accumulation x processes)"
+        )
+    sizes = skills.train_sizes()
+    counted = [name for name in skills.train_skills if sizes[name] is not None]
+    if not counted:
+        return lines
+    try:
+        tokenizer = load_tokenizer(recipe.model)
+    except (OSError, ValueError) as err:
+        return [*lines, f"Tokens per skill: not counted, the tokenizer did not load ({str(err).splitlines()[0]})"]
+    prepared = skills.subset(counted).tokenized(
+        tokenizer,
+        training.dataset_text_field,
+        length,
+        packing=training.packing,
+        long_documents=training.long_documents,
+        num_proc=training.dataset_num_proc,
+    )
+    rows = []
+    for name in counted:
+        counts = prepared.token_counts.get(name, {}).get("train")
+        if counts is None:
+            continue
+        share = f" ({counts.dropped / counts.tokens:.1%})" if counts.tokens else ""
+        rows.append((name, counts.documents, f"{counts.tokens:,}", counts.rows, f"{counts.dropped:,}{share}"))
+    if rows:
+        lines.append("Training text per skill (streaming skills are counted as they are read):")
+        lines += _table(("skill", "documents", "tokens", "rows", "tokens dropped"), rows)
+    return lines
+
+
 def describe_run(recipe: Recipe) -> str:
     """The plan of `recipe`'s run as text: sources per skill, p_1 and the lm-eval tasks. Loads no model."""
     training = recipe.training
@@ -85,6 +131,7 @@ def describe_run(recipe: Recipe) -> str:
         f"trainer: {recipe_trainer(recipe.raw)}, output_dir: {training.output_dir}",
         f"{len(skills.train_skills)} training skills:",
         *_sources(recipe, skills),
+        *_rows(recipe, skills),
         "",
     ]
     tasks = list(recipe.lm_eval.tasks) if recipe.lm_eval is not None else []

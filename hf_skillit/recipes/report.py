@@ -239,6 +239,39 @@ def explain_summary(
     return lines
 
 
+def trained_lines(
+    trajectory: Sequence[Mapping[str, Any]], token_counts: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[str]:
+    """What each skill trained on: p (the mixture, averaged over rounds), the rows and tokens trained and their
+    shares, and the tokens its training text lost to truncation (`token_counts`: `SkillSet.token_counts`)."""
+    if not trajectory or "tokens" not in trajectory[-1]:
+        return []
+    skills = list(trajectory[-1]["p"])
+    p = {s: statistics.fmean(r["p"][s] for r in trajectory) for s in skills}
+    rows = {s: sum(r["samples"][s] for r in trajectory) for s in skills}
+    tokens = {s: sum(r["tokens"][s] for r in trajectory) for s in skills}
+    total_rows, total_tokens = sum(rows.values()) or 1, sum(tokens.values()) or 1
+    dropped = {s: (token_counts or {}).get(s, {}).get("train") for s in skills}
+    header = ["skill", "p", "rows", "row share", "tokens", "token share"]
+    if any(c is not None and c.dropped for c in dropped.values()):
+        header.append("text tokens dropped")
+    table = []
+    for s in skills:
+        cells = [s, f"{p[s]:.4f}", str(rows[s]), f"{rows[s] / total_rows:.4f}", f"{tokens[s]:,}"]
+        cells.append(f"{tokens[s] / total_tokens:.4f}")
+        if len(header) > len(cells):
+            c = dropped[s]
+            cells.append("-" if c is None else f"{c.dropped:,} of {c.tokens:,} ({c.dropped / max(c.tokens, 1):.1%})")
+        table.append(cells)
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    lines = ["Trained per skill (p: the mixture averaged over rounds; shares of the rows and tokens trained):"]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
+    if len(header) > 6:
+        lines.append("text tokens dropped: cut off by truncation at max_length (or the last partial block of packing)")
+    return lines
+
+
 def format_summary(summary: Mapping[str, Mapping[str, float]]) -> str:
     """A plain-text table: one row per skill, one column per metric."""
     metrics = list(summary)
@@ -274,6 +307,8 @@ def train_and_report(trainer: SkillItTrainer, recipe: Recipe, resume: bool = Fal
         trajectory = read_trajectory(output_dir)
         targets = recipe.training.target_skills or ()
         for line in explain_summary(summary, trajectory, targets, reference, trajectory_budget(trajectory)):
+            print(line)
+        for line in trained_lines(trajectory, getattr(trainer.skills, "token_counts", None)):
             print(line)
         print("Plots: " + ", ".join(str(p) for p in plots))
     return summary

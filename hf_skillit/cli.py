@@ -305,6 +305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("hf_skillit").setLevel(logging.INFO)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    if hasattr(args, "recipe"):
+        # Unknown sections and keys first, before the command imports torch and transformers (seconds).
+        from .recipes.loading import read_recipe
+
+        try:
+            read_recipe(args.recipe, args.overrides)
+        except (ValueError, OSError) as err:
+            return _fail(err)
     with _progress_bars(getattr(args, "verbose", True)):
         return handler(args)
 

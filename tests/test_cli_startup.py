@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import hf_skillit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,3 +51,47 @@ def test_help_loads_no_heavy_library_and_is_quick():
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "train" in done.stdout
     assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["training.max_stpes=5"], "unknown key 'max_stpes' in training; did you mean 'max_steps'?"),
+        (["model.tiy.hidden_size=5"], "unknown key 'tiy' in model; did you mean 'tiny'?"),
+        (["data.synthetc=lego"], "unknown key 'synthetc' in data; did you mean 'synthetic'?"),
+        (["trainin.max_steps=5"], "unknown key 'trainin' in the recipe; did you mean 'training'?"),
+        (["training.max_steps"], "must look like section.key=value"),
+    ],
+)
+def test_a_wrong_key_is_refused_before_torch_is_imported(overrides, message):
+    # The keys are checked before the command imports torch, transformers or datasets (seconds on 2 cores: measured
+    # in benchmarks/RESULTS.md, issue 24); the message is the one the full check gives.
+    code = (
+        "import sys, json; from hf_skillit.cli import main; "
+        f"rc = main(['train', 'recipes/lego_pretrain.yaml', '--set', *{overrides!r}]); "
+        f"print(json.dumps([rc, [m for m in {HEAVY!r} if m in sys.modules]]))"
+    )
+    done = _run(code)
+    rc, loaded = json.loads(done.stdout.splitlines()[-1])
+    assert (rc, loaded) == (2, [])
+    assert message in done.stderr
+
+
+def test_early_key_check_reads_the_same_keys_as_the_full_check():
+    # The training keys are read from the sources (ast) without importing transformers; they must be exactly the
+    # keys HfArgumentParser knows, or a valid key would be refused (or a wrong one let through to the slow check).
+    from hf_skillit import SkillItConfig
+    from hf_skillit.recipes.loading import _early_keys
+    from hf_skillit.recipes.schema import dataclass_schema
+
+    early = _early_keys("training", {})
+    assert sorted(k for k in early if k != "trainer") == sorted(dataclass_schema(SkillItConfig))
+    assert _early_keys("training", {"trainer": "sft"}) is None  # TRL's keys: left to the full check
+
+
+def test_recipes_package_names_resolve_to_their_modules():
+    import hf_skillit.recipes as recipes
+
+    assert recipes.__all__ == sorted(recipes._EXPORTS)
+    for name, module in recipes._EXPORTS.items():
+        assert getattr(recipes, name) is getattr(sys.modules[module], name)

@@ -16,6 +16,7 @@ from typing import Any
 from .schema import (
     RecipeError,
     check_mapping,
+    dataclass_field_names,
     dataclass_schema,
     load_yaml,
     parse_arguments_section,
@@ -24,7 +25,7 @@ from .schema import (
 )
 from .sections import SECTION_TYPES, SECTIONS, SNI_URL, Recipe, section_class, training_class
 
-__all__ = ["as_list", "file_builder", "load_recipe"]
+__all__ = ["as_list", "file_builder", "load_recipe", "read_recipe"]
 
 # `datasets` builders for local files, by extension; compressed files keep the builder of their inner extension.
 _BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
@@ -62,6 +63,33 @@ def _resolve_auto_bf16(raw: dict[str, Any]) -> None:
         import torch
 
         training["bf16"] = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _early_keys(section: str, mapping: dict[str, Any]) -> list[str] | None:
+    """The keys section `section` knows, where they can be read without importing its libraries; else None.
+
+    `training:` (with the default trainer) is `SkillItConfig`: `TrainingArguments`' fields and its own, read from
+    the sources. `learn_graph:`, `lm_eval:` and `trainer: sft` import their libraries to know their keys."""
+    if section == "training":
+        if mapping.get("trainer", "skillit") != "skillit":
+            return None
+        fields_ = dataclass_field_names("transformers.training_args", "TrainingArguments")
+        return [*fields_, *dataclass_field_names("hf_skillit.config", "SkillItConfig"), "trainer"]
+    if section in ("model", "data", "graph", "report"):
+        return list(dataclass_schema(section_class(section)))
+    return None
+
+
+def _check_keys_early(raw: dict[str, Any]) -> None:
+    """Unknown keys, before torch and transformers are imported (seconds): the most common mistake in a recipe or a
+    `--set` is answered at once. Everything else is checked by the full parse that follows."""
+    for section in SECTIONS:
+        mapping = raw.get(section)
+        if not isinstance(mapping, dict) or (known := _early_keys(section, mapping)) is None:
+            continue
+        for key in mapping:
+            if key not in known:
+                raise unknown_key(key, section, [k for k in known if k != "trainer"])
 
 
 def _local_path_missing(path: str) -> bool:
@@ -134,6 +162,36 @@ def file_builder(path: str, where: str) -> str:
     return _BUILDERS[extension]
 
 
+def read_recipe(
+    path: str | os.PathLike | None, overrides: Sequence[str] = (), raw: dict | None = None
+) -> dict[str, Any]:
+    """The recipe's mapping after `overrides`, its sections and their keys checked, without importing torch or
+    transformers: the first step of [`load_recipe`], which `hf-skillit` also runs alone before it imports anything
+    heavy, so that a recipe with a wrong key is refused at once.
+
+    Raises:
+        RecipeError: the file is missing or not YAML, an override is malformed, or a section or key is unknown.
+    """
+    if raw is None:
+        if path is None:
+            raise RecipeError("load_recipe needs a path or raw=")
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise RecipeError(f"recipe {path!r} not found")
+        with open(path) as f:
+            raw = load_yaml(f.read(), f"recipe {path!r}")
+    raw = copy.deepcopy(raw or {})  # overrides edit it
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path!r} must be a mapping with sections {', '.join(SECTIONS)}")
+    for override in overrides:
+        _apply_override(raw, override)
+    for section in raw:
+        if section not in SECTIONS:
+            raise unknown_key(section, "the recipe", list(SECTIONS))
+    _check_keys_early(raw)
+    return raw
+
+
 def load_recipe(
     path: str | os.PathLike | None,
     overrides: Sequence[str] = (),
@@ -152,23 +210,10 @@ def load_recipe(
         RecipeError: unknown section or key (with the closest known key), a wrongly typed value, an inconsistent
             setting, or a local path that does not exist (with how to get the data).
     """
-    if raw is None:
-        if path is None:
-            raise RecipeError("load_recipe needs a path or raw=")
+    raw = read_recipe(path, overrides, raw)
+    if path is not None:
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise RecipeError(f"recipe {path!r} not found")
-        with open(path) as f:
-            raw = load_yaml(f.read(), f"recipe {path!r}")
-    raw = copy.deepcopy(raw or {})  # overrides edit it
-    if not isinstance(raw, dict):
-        raise RecipeError(f"recipe {path!r} must be a mapping with sections {', '.join(SECTIONS)}")
-    for override in overrides:
-        _apply_override(raw, override)
-    _resolve_auto_bf16(raw)
-    for section in raw:
-        if section not in SECTIONS:
-            raise unknown_key(section, "the recipe", list(SECTIONS))
+    _resolve_auto_bf16(raw)  # imports torch
 
     from transformers import TrainingArguments
 

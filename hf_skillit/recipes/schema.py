@@ -10,7 +10,9 @@ say (ints as floats, numbers as skill names). Every error is a [`RecipeError`] n
 
 from __future__ import annotations
 
+import ast
 import difflib
+import importlib.util
 import inspect
 import re
 import types
@@ -18,6 +20,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -25,6 +28,7 @@ import yaml
 __all__ = [
     "RecipeError",
     "check_mapping",
+    "dataclass_field_names",
     "dataclass_schema",
     "load_yaml",
     "parse_arguments_section",
@@ -273,6 +277,30 @@ def parse_arguments_section(cls: type, raw: Any, where: str) -> dict[str, Any]:
 def dataclass_schema(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints.get(f.name, Any) for f in fields(cls) if f.init and not f.name.startswith("_")}
+
+
+def dataclass_field_names(module: str, class_name: str) -> list[str]:
+    """The init fields of dataclass `class_name` in `module`, read from its source with `ast`, without importing it
+    (`transformers.training_args` imports torch: seconds). The same names as `dataclass_schema` for a dataclass whose
+    fields are all declared in its own class body (`tests/test_recipe_parsing.py` checks `SkillItConfig`'s)."""
+    spec = importlib.util.find_spec(module.split(".")[0])
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"no package {module.split('.')[0]!r}")
+    path = Path(spec.submodule_search_locations[0], *module.split(".")[1:]).with_suffix(".py")
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    (body,) = [node.body for node in tree.body if isinstance(node, ast.ClassDef) and node.name == class_name]
+    names = []
+    for node in body:
+        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
+            continue
+        if "ClassVar" in ast.unparse(node.annotation) or node.target.id.startswith("_"):
+            continue
+        call = node.value
+        init = next((kw.value for kw in getattr(call, "keywords", ()) if kw.arg == "init"), None)
+        if isinstance(init, ast.Constant) and init.value is False:
+            continue
+        names.append(node.target.id)
+    return names
 
 
 def signature_schema(fn: Callable, exclude: Sequence[str] = ()) -> dict[str, Any]:

@@ -22,20 +22,15 @@ import difflib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import datasets
-
-from ..synthetic import (
-    addition_skills,
-    fold_skills,
-    lego_skills,
-    make_addition,
-    make_fold,
-    make_lego,
-    tiny_model_config,
-)
 from .schema import RecipeError, check_mapping, dataclass_schema, signature_schema
+
+if TYPE_CHECKING:
+    import datasets
+
+# The synthetic tasks (`hf_skillit.synthetic`: datasets, transformers) are imported where a section uses them, so that
+# reading this module costs nothing: `load_recipe` checks every section's keys before importing torch.
 
 __all__ = [
     "SECTIONS",
@@ -58,6 +53,8 @@ SNI_URL = "https://github.com/allenai/natural-instructions"
 
 
 def _tiny_schema() -> dict[str, Any]:
+    from ..synthetic import tiny_model_config
+
     return {**signature_schema(tiny_model_config, exclude=("vocab_size", "tokenizer")), "seed": int}
 
 
@@ -68,6 +65,8 @@ def _lora_schema() -> dict[str, Any]:
 
 
 def synthetic_generator(task: str) -> Callable[..., datasets.Dataset]:
+    from ..synthetic import make_addition, make_fold, make_lego
+
     return {"lego": make_lego, "addition": make_addition, "fold": make_fold}[task]
 
 
@@ -246,6 +245,8 @@ class DataArguments:
 
     @property
     def synthetic_skills(self) -> list[str]:
+        from ..synthetic import addition_skills, fold_skills, lego_skills
+
         generator = self.generator or {}
         if self.synthetic == "lego":
             return lego_skills(generator.get("k", 5))

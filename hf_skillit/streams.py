@@ -1,10 +1,11 @@
 """The training stream: per-skill data streams interleaved with the round's mixture.
 
-Each round is built afresh from p_t: the draws of `datasets.interleave_datasets(..., probabilities=p_t)` over
-the skills' next rows (`round_index_stream` builds that dataset; `round_draws`, which the stream uses, computes
-the same (skill, row) pairs directly in numpy). Rows are fetched in chunks as the stream is read, token columns
-as numpy views of the Arrow buffers (`_RowStore`), so a rebuild is cheap and the stream runs hundreds of times
-faster than a CPU training step (see benchmarks/overhead/overhead.py --stream-only).
+Each round is built afresh from p_t: its (skill, row) pairs are the draws of
+`datasets.interleave_datasets(..., probabilities=p_t, stopping_strategy="first_exhausted")` over the skills' next
+rows, computed directly in numpy (`round_draws`; `tests/test_streams.py` holds the interleave itself as the
+reference the draws are checked against). Rows are fetched in chunks as the stream is read, token columns as numpy
+views of the Arrow buffers (`_RowStore`), so a rebuild is cheap (rates in benchmarks/RESULTS.md, from
+`benchmarks/overhead/overhead.py --stream-only`).
 
 Every skill keeps its position across rounds: a rebuild continues each skill's shuffled order where the
 last round left it, and a skill whose rows are used up starts a new epoch on a fresh permutation. So no
@@ -24,7 +25,6 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import torch
-from datasets.table import InMemoryTable
 
 SKILL_KEY = "skillit_skill"
 """Key carrying each training row's skill index through the collator to `training_step`."""
@@ -104,47 +104,6 @@ def next_rows(
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _draw_bound(num_samples: int, p: float) -> int:
-    """A count that Binomial(num_samples, p) exceeds with negligible probability (retried if it does)."""
-    if p <= 0:
-        return 0
-    mean = num_samples * p
-    return min(num_samples, int(np.ceil(mean + 8 * np.sqrt(mean * (1 - p) + 1) + 8)))
-
-
-def round_index_stream(
-    sizes: Sequence[int | None],
-    probabilities: Sequence[float],
-    state: StreamState,
-    seed: int,
-    round_index: int,
-    num_samples: int,
-) -> datasets.Dataset:
-    """The `num_samples` (skill, row) pairs of one round, mixed by `datasets.interleave_datasets`.
-
-    Each source holds the next rows of one skill's stream, enough for the round with overwhelming
-    probability. Which skill is drawn at each position depends on the interleave's seeded RNG alone, not on
-    the sources' lengths, so the rare retry with longer sources extends the sequence without changing it.
-    """
-    probabilities = [float(p) for p in probabilities]
-    mixing_seed = int(np.random.default_rng([seed, round_index]).integers(2**31))
-    scale = 1
-    while True:
-        sources = []
-        for skill, (size, position, p) in enumerate(zip(sizes, state.positions, probabilities, strict=True)):
-            rows = next_rows(seed, skill, size, position, min(num_samples, _draw_bound(num_samples, p) * scale))
-            table = pa.table({"skill": np.full(len(rows), skill, dtype=np.int64), "row": rows})
-            # An explicit fingerprint skips hashing the table, which dominates a rebuild with many skills.
-            fingerprint = f"skillit-{seed}-{round_index}-{skill}-{scale}"
-            sources.append(datasets.Dataset(InMemoryTable(table), fingerprint=fingerprint))
-        mixed = datasets.interleave_datasets(
-            sources, probabilities=probabilities, seed=mixing_seed, stopping_strategy="first_exhausted"
-        )
-        if len(mixed) >= num_samples:
-            return mixed.select(range(num_samples))
-        scale *= 2
-
-
 def round_draws(
     sizes: Sequence[int | None],
     probabilities: Sequence[float],
@@ -154,14 +113,15 @@ def round_draws(
     num_samples: int,
     cache: dict[int, tuple[int, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`round_index_stream`'s (skill, row) columns as numpy arrays, computed directly.
+    """One round's `num_samples` (skill, row) pairs as numpy arrays: `skills[i]` is drawn from `probabilities`,
+    `rows[i]` is that skill's next row (`next_rows` from its position in `state`).
 
-    `interleave_datasets` draws each position's source with `rng.choice(k, size=1000, p)` in blocks and takes
-    each source's rows in order; a round never exhausts a source (see above), so the round is the first
-    `num_samples` draws, the j-th draw of skill s taking the j-th next row of s. Computing that here skips what
-    `interleave_datasets` adds around it, mostly hashing the round's index list for the new dataset's
-    fingerprint (about 6 µs a sample, more than all the rest of the stream). `tests/test_streams.py` checks the
-    two are equal.
+    These are the pairs `datasets.interleave_datasets(sources, probabilities, seed=mixing_seed,
+    stopping_strategy="first_exhausted")` yields when each source holds one skill's next rows and no source runs
+    out: the interleave draws each position's source with `rng.choice(k, size=1000, p)` in blocks and takes each
+    source's rows in order, so the j-th draw of skill s takes the j-th next row of s. Computing that directly skips
+    what the interleave adds around it, mostly hashing the round's index list for the new dataset's fingerprint
+    (`tests/test_streams.py` checks the two are equal).
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)  # as interleave_datasets' choice converts them
     mixing_seed = int(np.random.default_rng([seed, round_index]).integers(2**31))
@@ -178,7 +138,14 @@ def round_draws(
 
 
 class _StreamingSkillReader:
-    """Sequential reader of a streaming (`IterableDataset`) skill that survives across rounds."""
+    """Sequential reader of a streaming (`IterableDataset`) skill that survives across rounds.
+
+    Rows are asked for in increasing order. A row further on is reached by reading on and dropping the rows in
+    between (rows of other DataLoader workers, or of rounds this process did not read), never by reopening: an
+    `IterableDataset.skip(n)` reads and drops n rows from the stream's start, so reopening at every gap would make
+    reading grow with the square of the rows read. The stream is opened at `row` (one `skip`) only when the reader
+    is new (a new process, a resume) or asked for an earlier row.
+    """
 
     def __init__(self, dataset: datasets.IterableDataset, name: str):
         self.dataset = dataset
@@ -187,19 +154,24 @@ class _StreamingSkillReader:
         self._next_row = 0
 
     def read(self, row: int) -> dict:
-        if self._iterator is None or row != self._next_row:
-            # A new process (resume) or rows owned by another worker: reopen the stream at `row`.
+        if self._iterator is None or row < self._next_row:
             self._iterator = iter(self.dataset.skip(row) if row else self.dataset)
             self._next_row = row
+        while self._next_row < row:
+            self._next(row)
+        return dict(self._next(row))
+
+    def _next(self, row: int) -> dict:
         try:
             example = next(self._iterator)
         except StopIteration:
             raise RuntimeError(
-                f"streaming skill {self.name!r} ended after {row} rows; make it endless with `.repeat(None)` "
-                "or pass a map-style Dataset, which starts a new shuffled epoch when used up"
+                f"streaming skill {self.name!r} ended after {self._next_row} rows (row {row} was asked for); make "
+                "it endless with `.repeat(None)` or pass a map-style Dataset, which starts a new shuffled epoch "
+                "when used up"
             ) from None
         self._next_row += 1
-        return dict(example)
+        return example
 
 
 def _is_token_column(column: pa.ChunkedArray) -> bool:
@@ -221,8 +193,8 @@ def _stored(dataset: datasets.Dataset | datasets.IterableDataset) -> bool:
 class _RowStore:
     """Every map-style skill's rows, addressed by one global row number, fetched a chunk at a time in numpy.
 
-    Reading rows through `Dataset.__getitem__` converts every Arrow value to a Python object (about 4 µs a row),
-    which capped the stream near 40k samples/s. Instead, a token column (a list of integers without nulls, such
+    Reading rows through `Dataset.__getitem__` converts every Arrow value to a Python object, which capped the
+    stream's rate (benchmarks/RESULTS.md). Instead, a token column (a list of integers without nulls, such
     as `input_ids`, `attention_mask`, `labels`) is read as numpy views of the Arrow buffers themselves, one flat
     array per Arrow chunk, zero-copy (a memory-mapped dataset stays memory-mapped), and a row is handed out as a
     view `values[start:end]`. Only per-row bookkeeping is built here: for every row, which flat array holds it
@@ -327,6 +299,13 @@ class MixtureStream(torch.utils.data.IterableDataset):
     round's number of samples over all processes, so the Trainer's epochs are exactly Skill-It rounds.
     `probabilities_for_round(r)` is called when round r starts, after the previous round's update.
 
+    DataLoader workers: worker w of W reads global batches w, w + W, ... of `batch_size` rows (all processes'
+    rows of a micro-batch), so the DataLoader, which takes batches from its workers in turn, yields the round in
+    order. `set_epoch` (and the constructor, for round 0) publishes the round (its index, p and the skills'
+    positions) in shared memory, where the workers read it when they start the round, so the workers can be persistent (the trainer makes them so): each
+    keeps its streaming readers, row store and permutations from round to round, and reads each streaming skill
+    once, forward (`_StreamingSkillReader`), instead of reopening it every round.
+
     Rows come out as dicts with the skill index under `SKILL_KEY`; a map-style skill's token columns are numpy
     views (see `_RowStore`), the rest Python values; a streaming skill's rows are as its dataset yields them.
     """
@@ -354,25 +333,37 @@ class MixtureStream(torch.utils.data.IterableDataset):
         self._store: _RowStore | None = None  # built on first read (in the DataLoader worker, if any)
         self._direct = np.asarray([not _stored(ds) for ds in self.train_sets], dtype=bool)  # read row by row
         self._permutations: dict[int, tuple[int, np.ndarray]] = {}  # each skill's current epoch order
+        # The round as the workers see it (see the class doc): the round index, then each skill's (epoch, offset);
+        # and p. Shared memory survives both fork and spawn.
+        self._shared_round = torch.zeros(1 + 2 * len(self.train_sets), dtype=torch.int64).share_memory_()
+        self._shared_p = torch.zeros(len(self.train_sets), dtype=torch.float64).share_memory_()
+        self._publish()
 
     def __len__(self) -> int:
         return self.samples_per_round
 
     def set_epoch(self, epoch: int) -> None:
         self.round_index = int(epoch)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Write the current round into the memory the workers share (main process)."""
+        p = np.asarray(self.probabilities_for_round(self.round_index), dtype=np.float64)
+        positions = [value for position in self.state.positions for value in (position.epoch, position.offset)]
+        self._shared_p.copy_(torch.from_numpy(p))
+        self._shared_round.copy_(torch.tensor([self.round_index, *positions], dtype=torch.int64))
 
     def _round(self) -> tuple:
-        """This round's arguments of `round_index_stream` and `round_draws`."""
-        probabilities = self.probabilities_for_round(self.round_index)
-        return self.sizes, probabilities, self.state, self.seed, self.round_index, self.samples_per_round
-
-    def index_stream(self) -> datasets.Dataset:
-        """This round's (skill, row) pairs, without fetching any data."""
-        return round_index_stream(*self._round())
+        """This round's arguments of `round_draws`, as published by the main process."""
+        values = self._shared_round.tolist()
+        state = StreamState([SkillPosition(e, o) for e, o in zip(values[1::2], values[2::2], strict=True)])
+        return self.sizes, self._shared_p.numpy(), state, self.seed, values[0], self.samples_per_round
 
     def __iter__(self) -> Iterator[dict]:
         worker = torch.utils.data.get_worker_info()
         num_workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
+        if worker is None:  # the main process: the round as it stands now
+            self._publish()
         skills, rows = round_draws(*self._round(), self._permutations)
         # Worker w owns batches w, w + W, ...: the DataLoader reads workers round-robin, so order is kept.
         if num_workers > 1:

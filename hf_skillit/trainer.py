@@ -286,6 +286,9 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
             batch_size=self._global_batch_size() if whole else self._global_batch_size() // accelerator.num_processes,
             collate_fn=collator,
             num_workers=self.args.dataloader_num_workers,
+            # Workers that live through the run keep their readers, so a streaming skill is read once, forward
+            # (MixtureStream publishes each round to them in shared memory).
+            persistent_workers=self.args.dataloader_num_workers > 0,
             # Pinning helps only copies to an accelerator; on CPU, torch warns that it is unused.
             pin_memory=self.args.dataloader_pin_memory and self.args.device.type != "cpu",
             prefetch_factor=self.args.dataloader_prefetch_factor,

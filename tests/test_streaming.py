@@ -3,6 +3,7 @@ per skill, with each source's first rows held out for validation (tests/scripts/
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -10,8 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
+import numpy as np
 import pytest
+from conftest import skillit_config, tiny_config
 
+from hf_skillit import SkillItTrainer, SkillSet
+from hf_skillit.synthetic import make_tiny_model
 from hf_skillit.trainer import STATE_NAME
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -195,3 +201,51 @@ def test_dry_run_prints_sources_first_mixture_and_tasks_without_a_model(tmp_path
     assert printed == pytest.approx(dict(zip(sources, p_1, strict=True)), abs=5e-5)
     assert ", ".join(tasks) in out
     assert not (tmp_path / raw["training"]["output_dir"]).exists(), "a dry run writes no run"
+
+
+def counted_rows(path: str):
+    """An endless stream of rows of 3 to 9 tokens that appends one line to `path` per row it yields: what the
+    stream reads (also the rows an `IterableDataset.skip(n)` reads and drops), in every process that reads it."""
+    rng = np.random.default_rng(0)
+    with open(path, "a") as log:
+        for i in itertools.count():
+            log.write(f"{i}\n")
+            log.flush()
+            yield {"input_ids": rng.integers(4, 40, size=3 + i % 7).tolist()}
+
+
+def train_with_workers(tmp_path: Path, tokenizer, workers: int) -> tuple[list[dict], int]:
+    """20 rounds of 1 step of 4 rows over a counted streaming skill and a map-style one, read by `workers`
+    DataLoader workers; the trajectory and the number of rows read from the stream."""
+    reads = tmp_path / f"reads-{workers}.txt"
+    reads.touch()
+    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int64"))})
+    stream = datasets.IterableDataset.from_generator(counted_rows, features, gen_kwargs={"path": str(reads)})
+    table = datasets.Dataset.from_dict({"input_ids": [[5 + i % 30] * (2 + i % 11) for i in range(300)]})
+    validation = datasets.Dataset.from_dict({"input_ids": [[7, 8, 9, 10][: 2 + i % 3] for i in range(6)]})
+    skills = SkillSet({"stream": stream, "table": table}, {"stream": validation, "table": validation})
+    args = skillit_config(
+        tmp_path / f"run-{workers}",
+        mixing="no_graph",
+        rounds=20,
+        max_steps=20,
+        per_device_train_batch_size=4,
+        dataloader_num_workers=workers,
+    )
+    model = make_tiny_model(tiny_config(tokenizer))
+    trainer = SkillItTrainer(model=model, args=args, skills=skills, processing_class=tokenizer)
+    trainer.train()
+    return trainer.trajectory, len(reads.read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_workers_read_a_streaming_skill_once_forward(tmp_path, tokenizer):
+    """With DataLoader workers, each worker reads the stream forward once over the whole run, dropping the other
+    workers' rows as it passes them (issue 22: workers were rebuilt every round, and reopened the stream with
+    `skip(offset)` at every round and every gap, so reading grew with the square of the rows read)."""
+    alone, read_alone = train_with_workers(tmp_path, tokenizer, workers=0)
+    drawn = sum(record["samples"]["stream"] for record in alone)
+    assert 20 < drawn < 60 and read_alone == drawn, "one process reads exactly the drawn rows"
+    with_workers, read = train_with_workers(tmp_path, tokenizer, workers=2)
+    assert with_workers == alone, "the workers must train on the same rows in the same order, round after round"
+    assert read <= 2 * drawn, f"2 workers read {read} rows of the stream for {drawn} drawn"

@@ -2,10 +2,47 @@
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
+from datasets.table import InMemoryTable
 
 from hf_skillit import streams
-from hf_skillit.streams import SKILL_KEY, MixtureStream, StreamState, round_index_stream
+from hf_skillit.streams import SKILL_KEY, MixtureStream, StreamState, next_rows
+
+
+def draw_bound(num_samples: int, p: float) -> int:
+    """A count that Binomial(num_samples, p) exceeds with negligible probability (retried if it does)."""
+    if p <= 0:
+        return 0
+    mean = num_samples * p
+    return min(num_samples, int(np.ceil(mean + 8 * np.sqrt(mean * (1 - p) + 1) + 8)))
+
+
+def interleave_reference(sizes, probabilities, state, seed, round_index, num_samples, bound=draw_bound):
+    """The `num_samples` (skill, row) pairs of one round, mixed by `datasets.interleave_datasets`: the definition
+    that `streams.round_draws` computes directly (it was the package's implementation before).
+
+    Each source holds the next rows of one skill's stream, `bound(num_samples, p)` of them, enough for the round with
+    overwhelming probability. Which skill is drawn at each position depends on the interleave's seeded RNG alone, not
+    on the sources' lengths, so the rare retry with longer sources extends the sequence without changing it.
+    """
+    probabilities = [float(p) for p in probabilities]
+    mixing_seed = int(np.random.default_rng([seed, round_index]).integers(2**31))
+    scale = 1
+    while True:
+        sources = []
+        for skill, (size, position, p) in enumerate(zip(sizes, state.positions, probabilities, strict=True)):
+            rows = next_rows(seed, skill, size, position, min(num_samples, bound(num_samples, p) * scale))
+            table = pa.table({"skill": np.full(len(rows), skill, dtype=np.int64), "row": rows})
+            # An explicit fingerprint skips hashing the table.
+            fingerprint = f"skillit-{seed}-{round_index}-{skill}-{scale}"
+            sources.append(datasets.Dataset(InMemoryTable(table), fingerprint=fingerprint))
+        mixed = datasets.interleave_datasets(
+            sources, probabilities=probabilities, seed=mixing_seed, stopping_strategy="first_exhausted"
+        )
+        if len(mixed) >= num_samples:
+            return mixed.select(range(num_samples))
+        scale *= 2
 
 
 def id_sets(sizes):
@@ -53,20 +90,22 @@ def test_rounds_are_exactly_sized_and_deterministic():
     assert [r["id"] for rows in first for r in rows] != [r["id"] for rows in other for r in rows]
 
 
-def test_source_lengths_do_not_change_the_draws(monkeypatch):
-    """The rare retry with longer sources (when a skill is drawn more than its bound) extends, not changes."""
+def test_source_lengths_do_not_change_the_draws():
+    """The reference's rare retry with longer sources (when a skill is drawn more than its bound) extends, not
+    changes, so the reference is the interleave over sources that never run out."""
     state = StreamState.fresh(3)
     p = [0.2, 0.3, 0.5]
-    expected = round_index_stream([100, 100, 100], p, state, seed=0, round_index=1, num_samples=200)
-    monkeypatch.setattr(streams, "_draw_bound", lambda n, p: 1 if p > 0 else 0)
-    retried = round_index_stream([100, 100, 100], p, state, seed=0, round_index=1, num_samples=200)
+    expected = interleave_reference([100, 100, 100], p, state, seed=0, round_index=1, num_samples=200)
+    retried = interleave_reference(
+        [100, 100, 100], p, state, seed=0, round_index=1, num_samples=200, bound=lambda n, p: 1 if p > 0 else 0
+    )
     assert retried["skill"] == expected["skill"] and retried["row"] == expected["row"]
 
 
 def test_counts_follow_probabilities():
     p = np.array([0.6, 0.3, 0.1])
-    pairs = round_index_stream([10_000] * 3, p, StreamState.fresh(3), seed=0, round_index=0, num_samples=5000)
-    counts = np.bincount(pairs["skill"], minlength=3)
+    skills, _ = streams.round_draws([10_000] * 3, p, StreamState.fresh(3), seed=0, round_index=0, num_samples=5000)
+    counts = np.bincount(skills, minlength=3)
     chi2 = (((counts - 5000 * p) ** 2) / (5000 * p)).sum()
     assert chi2 < 13.82  # chi-square, 2 degrees of freedom, p-value 0.001
 
@@ -111,7 +150,7 @@ def test_round_draws_equal_the_interleave():
             [streams.SkillPosition(int(rng.integers(0, 3)), int(rng.integers(0, s or 99))) for s in sizes]
         )
         n = int(rng.integers(1, 2500))
-        expected = round_index_stream(sizes, p, state, seed=5, round_index=case, num_samples=n)
+        expected = interleave_reference(sizes, p, state, seed=5, round_index=case, num_samples=n)
         skills, rows = streams.round_draws(sizes, p, state, seed=5, round_index=case, num_samples=n)
         assert skills.tolist() == expected["skill"] and rows.tolist() == expected["row"], f"case {case}"
 

@@ -294,6 +294,7 @@ def test_dry_run_measure_prints_the_mixtures_at_the_round_0_losses(tmp_path, cap
     p_1, p_2, p_4 = np.array(list(_table(out, "training skill").values())).T
     # no_graph: the identity graph, p_1 uniform; window 3 (the recipe's), all rounds at the round-0 losses.
     if options:  # relative losses are all 1: the mixture stays at p_1 = uniform (smoothed uniform is uniform)
+        assert "loss_normalization initial, mixture_smoothing 0.3 (p_1 included)" in out  # the plan's settings
         np.testing.assert_allclose([p_1, p_2, p_4], np.full((3, 3), 1 / 3), atol=1e-4)
     else:
         np.testing.assert_allclose(p_2, softmax_of(*(4 * losses)), atol=2e-3)

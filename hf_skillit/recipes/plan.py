@@ -136,6 +136,10 @@ def describe_run(recipe: Recipe) -> str:
     ]
     tasks = list(recipe.lm_eval.tasks) if recipe.lm_eval is not None else []
     settings = f"mixing: {training.mixing}, eta {training.eta}, rounds {training.rounds}, window {training.window}"
+    if training.loss_normalization != "none":
+        settings += f", loss_normalization {training.loss_normalization}"
+    if training.mixture_smoothing:
+        settings += f", mixture_smoothing {training.mixture_smoothing} (p_1 included)"
     mixer = mixer_class(training.mixing)
     graph_missing = recipe.graph.path is not None and not os.path.isfile(recipe.graph.path)
     if callable(getattr(mixer, "prepare", None)):

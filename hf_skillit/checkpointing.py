@@ -1,20 +1,27 @@
-"""Checkpoints and resume of a Skill-It run: what a checkpoint holds beyond the Trainer's, and how a run continues.
+"""Checkpoints and resume of a Skill-It run: the round state, what a checkpoint holds beyond the Trainer's, and how a
+run continues.
 
-A checkpoint folder gets `skillit_state.json` (`hf_skillit.rundir.STATE_NAME`) before the Trainer's own
-`trainer_state.json`, whose presence marks the checkpoint complete: the rounds done, the mixtures so far, the mixer's
-state, every skill's stream position, the samples counted in the unfinished round, and the layout (rounds, steps
-and samples per round, data seed) a resumed run must share for its data to continue exactly. Resuming restores
-all of it, skips half-written checkpoints, cuts the trajectory back to the rounds done, and refuses a layout that
-would change the data; a new run refuses an output directory that holds another run.
+[`RoundState`] is where a run is between two optimizer steps: the rounds done, the mixtures so far (p_1 ... p_t),
+every skill's stream position at the current round's start, the samples counted in the unfinished round and the
+losses measured before the first step. `hf_skillit.trainer.SkillItTrainerMixin` owns one and saves it, with the
+mixer's state, the global step and the layout (rounds, steps and samples per round, data seed) a resumed run must
+share for its data to continue exactly, as `skillit_state.json` (`hf_skillit.rundir.STATE_NAME`), written before the
+Trainer's own `trainer_state.json`, whose presence marks the checkpoint complete. [`read_checkpoint_state`] checks a
+checkpoint against the run that resumes it: the same skills, the same layout, no replayed data.
 
-[`SkillItCheckpointMixin`] holds this for [`SkillItTrainerMixin`] (`hf_skillit.trainer`), which it is a base of:
-every trainer that trains on skills resumes the same way.
+A new run starts from a clean output directory: [`start_fresh_run`] refuses a directory that holds another run
+unless `overwrite_output_dir`, and then removes that run's trajectory *and its checkpoints*, so that
+`resume_from_checkpoint=True` can never continue the overwritten run (issue 22, item 3).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,191 +29,184 @@ import safetensors
 import torch
 from transformers import PreTrainedModel
 from transformers.core_model_loading import revert_weight_conversion
-from transformers.trainer_utils import TrainOutput
 from transformers.utils import SAFE_WEIGHTS_NAME
 
-from .rundir import (
-    CHECKPOINT_PREFIX,
-    STATE_NAME,
-    TRAJECTORY_NAME,
-    atomic_write_json,
-    check_fresh_output_dir,
-    last_complete_checkpoint,
-    read_trajectory,
-    truncate_trajectory,
-)
+from .rundir import STATE_NAME, TRAJECTORY_NAME, check_fresh_output_dir, checkpoint_folders
 from .streams import StreamState
 
-__all__ = ["SkillItCheckpointMixin"]
+__all__ = ["RoundState", "load_renamed_weights", "read_checkpoint_state", "start_fresh_run"]
+
+logger = logging.getLogger(__name__)
 
 
-class SkillItCheckpointMixin:
-    """Checkpoint state, resume and the run directory's trajectory for a trainer that trains on skills in rounds.
+@dataclass
+class RoundState:
+    """Where a Skill-It run is: identical on every process, except `round_counts` (this process's own samples of
+    the unfinished round, per training skill).
 
-    Uses the round state that `SkillItTrainerMixin` keeps (`_rounds_done`, `_p_history`, `mixer`, `_stream_state`,
-    `_round_counts`, `_round_tokens`, `_initial_eval_loss`), and `transformers.Trainer`'s checkpoint hooks, which it extends.
+    Args:
+        train_skills (`tuple[str, ...]`): the training skills, in the mixer's order.
+        p_history (`list[np.ndarray]`): the mixture of every round started so far (p_1 first).
+        stream ([`StreamState`]): every skill's position at the current round's start.
+        round_counts (`torch.Tensor`): samples per skill this process trained on in the unfinished round.
+        round_tokens (`torch.Tensor`): their trained tokens (labels != -100), per skill.
+        rounds_done (`int`, *optional*, defaults to 0): rounds finished.
+        initial_eval_loss (`dict[str, float]`, *optional*): the evaluation before the first step, if any.
     """
 
-    def skillit_state(self) -> dict[str, Any]:
-        """Everything needed to continue the mixture exactly; identical on every process."""
-        return {
-            "rounds_done": self._rounds_done,
-            "global_step": self.state.global_step,
-            "p_history": [p.tolist() for p in self._p_history],
-            "mixer": self.mixer.state_dict(),
-            "stream": self._stream_state.to_dict(),
-            "round_counts": self._sum_across_processes(self._round_counts.clone()).tolist(),
-            "round_tokens": self._sum_across_processes(self._round_tokens.clone()).tolist(),
-            "train_skills": list(self.skills.train_skills),
-            "layout": self._layout(),
-            "initial_eval_loss": self._initial_eval_loss,
-        }
+    train_skills: tuple[str, ...]
+    p_history: list[np.ndarray]
+    stream: StreamState
+    round_counts: torch.Tensor
+    round_tokens: torch.Tensor
+    rounds_done: int = 0
+    initial_eval_loss: dict[str, float] | None = field(default=None)
 
-    def _layout(self) -> dict[str, int]:
-        """What a resumed run must share with the checkpoint for its data to continue exactly."""
-        return {
-            "rounds": self.args.rounds,
-            "steps_per_round": self.args.steps_per_round,
-            "samples_per_round": self.train_dataset.samples_per_round,
-            "data_seed": self.train_dataset.seed,
-        }
-
-    def _save_checkpoint(self, model, trial) -> None:
-        # Collective (counts are summed across processes), so every process computes it; rank 0 writes it
-        # before the Trainer's own state, whose presence marks a complete checkpoint.
-        state = self.skillit_state()
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{CHECKPOINT_PREFIX}-{self.state.global_step}")
-        if self.args.should_save:
-            atomic_write_json(os.path.join(folder, STATE_NAME), state)
-        super()._save_checkpoint(model, trial)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        self._load_renamed_weights(resume_from_checkpoint, model if model is not None else self.model)
-
-    def _load_renamed_weights(self, checkpoint: str, model) -> None:
-        """Load the weights that `save_pretrained` stored under another name.
-
-        transformers' Trainer resumes with a plain `load_state_dict` of `model.safetensors`, skipping the key
-        renames `save_pretrained` applied (GPT-NeoX saves `lm_head` as `embed_out`), so such weights would
-        silently stay at their initial values and a resumed run would diverge.
-        """
-        path = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
-        if self.is_fsdp_enabled or not isinstance(model, PreTrainedModel) or not os.path.isfile(path):
-            return
-        live = model.state_dict()
-        name_of = {id(tensor): name for name, tensor in live.items()}
-        saved_as = revert_weight_conversion(model, dict(live))
-        renamed = {saved: name_of[id(t)] for saved, t in saved_as.items() if name_of.get(id(t), saved) != saved}
-        if not renamed:
-            return
-        with safetensors.safe_open(path, framework="pt", device="cpu") as f:
-            stored = set(f.keys())
-            weights = {name: f.get_tensor(saved) for saved, name in renamed.items() if saved in stored}
-        model.load_state_dict(weights, strict=False)
-
-    def _load_skillit_state(self, checkpoint: str) -> None:
-        path = os.path.join(checkpoint, STATE_NAME)
-        if not os.path.isfile(path):
-            raise ValueError(
-                f"checkpoint {checkpoint} has no {STATE_NAME}: it was not written by SkillItTrainer or is incomplete"
-            )
-        with open(path) as f:
-            state = json.load(f)
-        if state["train_skills"] != list(self.skills.train_skills):
-            raise ValueError(
-                f"checkpoint {checkpoint} was trained on skills {state['train_skills']}, "
-                f"not {list(self.skills.train_skills)}"
-            )
-        self._check_layout(checkpoint, state["layout"])
-        in_round = state["global_step"] % self.args.steps_per_round
-        if in_round and self.args.ignore_data_skip:
-            raise ValueError(
-                f"checkpoint {checkpoint} is {in_round} steps into a round; resuming it with ignore_data_skip=True "
-                "would replay that round's data. Resume without ignore_data_skip."
-            )
-        self._rounds_done = state["rounds_done"]
-        self._initial_eval_loss = state.get("initial_eval_loss")  # absent from older checkpoints
-        self._p_history = [np.asarray(p, dtype=np.float64) for p in state["p_history"]]
-        self.mixer.load_state_dict(state["mixer"])
-        self._stream_state.positions = StreamState.from_dict(state["stream"]).positions
-        # The Trainer skips the resumed round's trained batches without showing them to `training_step`:
-        # carry their counts on the main process so the round's sum across processes stays right.
-        zeros = [0] * len(self._round_counts)
-        counts = state["round_counts"] if self.accelerator.is_main_process else zeros
-        tokens = state.get("round_tokens", zeros) if self.accelerator.is_main_process else zeros  # absent: older
-        self._round_counts = torch.tensor(counts, dtype=torch.long)
-        self._round_tokens = torch.tensor(tokens, dtype=torch.long)
-        self._truncate_trajectory(self._rounds_done)
-
-    def _check_layout(self, checkpoint: str, saved: dict[str, int]) -> None:
-        now = self._layout()
-        if (saved["rounds"], saved["steps_per_round"]) != (now["rounds"], now["steps_per_round"]):
-            raise ValueError(
-                f"checkpoint {checkpoint} was trained with {saved['rounds']} rounds of {saved['steps_per_round']} "
-                f"steps (steps_per_round = max_steps / rounds); this run has {now['rounds']} rounds of "
-                f"{now['steps_per_round']} steps. Resume with the same max_steps and rounds."
-            )
-        if saved["samples_per_round"] != now["samples_per_round"]:
-            raise ValueError(
-                f"checkpoint {checkpoint} drew {saved['samples_per_round']} samples per round, this run would draw "
-                f"{now['samples_per_round']}: resume with the same batch size, gradient accumulation and number of "
-                "processes"
-            )
-        if saved["data_seed"] != now["data_seed"]:
-            raise ValueError(
-                f"checkpoint {checkpoint} shuffled each skill with seed {saved['data_seed']} (data_seed, else seed); "
-                f"this run has {now['data_seed']}, which would reorder every skill mid-epoch"
-            )
-
-    def _truncate_trajectory(self, rounds_done: int) -> None:
-        if self.is_world_process_zero():
-            truncate_trajectory(self.args.output_dir, rounds_done)
-
-    def _check_fresh_output_dir(self) -> None:
-        check_fresh_output_dir(self.args.output_dir, self.args.overwrite_output_dir)
-        path = os.path.join(self.args.output_dir, TRAJECTORY_NAME)
-        if self.is_world_process_zero() and os.path.exists(path):
-            os.remove(path)
-
-    def train(
-        self,
-        resume_from_checkpoint: str | bool | None = None,
-        trial: Any = None,
-        ignore_keys_for_eval: list[str] | None = None,
-        **kwargs: Any,
-    ) -> TrainOutput:
-        """`Trainer.train`, restoring the mixture, stream positions and round counts when resuming.
-
-        `resume_from_checkpoint=True` picks the newest *complete* checkpoint in `output_dir` (one whose
-        state files were all written), so a checkpoint cut short by a crash is skipped.
-        """
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
-        if resume_from_checkpoint:
-            self._load_skillit_state(resume_from_checkpoint)
-        else:
-            os.makedirs(self.args.output_dir, exist_ok=True)
-            self._check_fresh_output_dir()
-            self.accelerator.wait_for_everyone()
-            if getattr(self.mixer, "wants_initial_losses", False):
-                # Skill-It with loss_normalization="initial" divides by these (lm-eval evaluators included); the
-                # mixer's state keeps them, so a resumed run does not measure them again.
-                self._initial_eval_loss = self.evaluate_skills()
-                self.mixer.set_initial_losses({s: self._initial_eval_loss[s] for s in self.mixer.eval_skills})
-            elif self.args.evaluate_skills_before_training and self._eval_names:
-                # The loss before the first step, for the plots and the summary; no mixer reads it.
-                self._initial_eval_loss = self._validation_losses(self._eval_names)
-        return super().train(
-            resume_from_checkpoint=resume_from_checkpoint or None,
-            trial=trial,
-            ignore_keys_for_eval=ignore_keys_for_eval,
-            **kwargs,
+    @classmethod
+    def fresh(cls, train_skills: Sequence[str], p_1: np.ndarray) -> RoundState:
+        """A run before its first step, about to train round 1 on `p_1`."""
+        k = len(train_skills)
+        return cls(
+            tuple(train_skills),
+            [np.asarray(p_1, dtype=np.float64)],
+            StreamState.fresh(k),
+            torch.zeros(k, dtype=torch.long),
+            torch.zeros(k, dtype=torch.long),
         )
 
     @property
-    def trajectory(self) -> list[dict[str, Any]]:
-        """The rounds recorded so far in `output_dir/skillit_trajectory.jsonl`."""
-        return read_trajectory(self.args.output_dir)
+    def p(self) -> np.ndarray:
+        """The mixture of the current round."""
+        return self.p_history[self.rounds_done]
+
+    def to_dict(
+        self, round_counts: Sequence[int] | None = None, round_tokens: Sequence[int] | None = None
+    ) -> dict[str, Any]:
+        """The JSON form (the keys of `skillit_state.json` it owns); `round_counts` and `round_tokens` replace this
+        process's (a checkpoint stores their sums across processes)."""
+        counts = self.round_counts.tolist() if round_counts is None else [int(c) for c in round_counts]
+        tokens = self.round_tokens.tolist() if round_tokens is None else [int(c) for c in round_tokens]
+        return {
+            "rounds_done": self.rounds_done,
+            "p_history": [p.tolist() for p in self.p_history],
+            "stream": self.stream.to_dict(),
+            "round_counts": counts,
+            "round_tokens": tokens,
+            "train_skills": list(self.train_skills),
+            "initial_eval_loss": self.initial_eval_loss,
+        }
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any], with_counts: bool = True) -> RoundState:
+        """The state `to_dict` wrote (also a checkpoint of earlier versions, which had no `initial_eval_loss` or
+        `round_tokens`). `with_counts=False` starts the unfinished round's counts at 0 (every process but the main
+        one, so that the counts restored from a checkpoint are summed across processes once)."""
+        zeros = [0] * len(state["round_counts"])
+        counts = state["round_counts"] if with_counts else zeros
+        tokens = state.get("round_tokens", zeros) if with_counts else zeros
+        return cls(
+            train_skills=tuple(state["train_skills"]),
+            p_history=[np.asarray(p, dtype=np.float64) for p in state["p_history"]],
+            stream=StreamState.from_dict(state["stream"]),
+            round_counts=torch.tensor(counts, dtype=torch.long),
+            round_tokens=torch.tensor(tokens, dtype=torch.long),
+            rounds_done=int(state["rounds_done"]),
+            initial_eval_loss=state.get("initial_eval_loss"),
+        )
+
+    def load(self, other: RoundState) -> None:
+        """Take `other`'s values in place: the mixture stream keeps reading this object's `stream`."""
+        self.train_skills, self.p_history, self.rounds_done = other.train_skills, other.p_history, other.rounds_done
+        self.round_counts, self.round_tokens = other.round_counts, other.round_tokens
+        self.initial_eval_loss = other.initial_eval_loss
+        self.stream.positions = other.stream.positions
+
+
+def read_checkpoint_state(
+    checkpoint: str, train_skills: Sequence[str], layout: Mapping[str, int], ignore_data_skip: bool
+) -> dict[str, Any]:
+    """The `skillit_state.json` of `checkpoint`, checked against the run resuming it (its training skills, its
+    `layout`, and no round replayed by `ignore_data_skip`)."""
+    path = os.path.join(checkpoint, STATE_NAME)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"checkpoint {checkpoint} has no {STATE_NAME}: it was not written by SkillItTrainer or is incomplete"
+        )
+    with open(path) as f:
+        state = json.load(f)
+    if state["train_skills"] != list(train_skills):
+        raise ValueError(
+            f"checkpoint {checkpoint} was trained on skills {state['train_skills']}, not {list(train_skills)}"
+        )
+    _check_layout(checkpoint, state["layout"], layout)
+    in_round = state["global_step"] % layout["steps_per_round"]
+    if in_round and ignore_data_skip:
+        raise ValueError(
+            f"checkpoint {checkpoint} is {in_round} steps into a round; resuming it with ignore_data_skip=True "
+            "would replay that round's data. Resume without ignore_data_skip."
+        )
+    return state
+
+
+def _check_layout(checkpoint: str, saved: Mapping[str, int], now: Mapping[str, int]) -> None:
+    if (saved["rounds"], saved["steps_per_round"]) != (now["rounds"], now["steps_per_round"]):
+        raise ValueError(
+            f"checkpoint {checkpoint} was trained with {saved['rounds']} rounds of {saved['steps_per_round']} "
+            f"steps (steps_per_round = max_steps / rounds); this run has {now['rounds']} rounds of "
+            f"{now['steps_per_round']} steps. Resume with the same max_steps and rounds."
+        )
+    if saved["samples_per_round"] != now["samples_per_round"]:
+        raise ValueError(
+            f"checkpoint {checkpoint} drew {saved['samples_per_round']} samples per round, this run would draw "
+            f"{now['samples_per_round']}: resume with the same batch size, gradient accumulation and number of "
+            "processes"
+        )
+    if saved["data_seed"] != now["data_seed"]:
+        raise ValueError(
+            f"checkpoint {checkpoint} shuffled each skill with seed {saved['data_seed']} (data_seed, else seed); "
+            f"this run has {now['data_seed']}, which would reorder every skill mid-epoch"
+        )
+
+
+def start_fresh_run(output_dir: str, overwrite: bool, is_main_process: bool) -> None:
+    """Make `output_dir` ready for a new run: refuse one holding another run (trajectory, checkpoints) unless `overwrite`;
+    with `overwrite`, the main process removes the old trajectory and every `checkpoint-<step>` folder.
+
+    The old checkpoints go with the old run: left in place, `resume_from_checkpoint=True` after a crash of the new
+    run would continue the overwritten one (its layout can be the same), and `save_total_limit` would rotate the
+    new run's checkpoints out before the old, higher-numbered ones. Other files in `output_dir` are left alone.
+    """
+    check_fresh_output_dir(output_dir, overwrite)
+    os.makedirs(output_dir, exist_ok=True)
+    if not (overwrite and is_main_process):
+        return
+    trajectory = os.path.join(output_dir, TRAJECTORY_NAME)
+    if os.path.exists(trajectory):
+        os.remove(trajectory)
+    old = checkpoint_folders(output_dir)
+    if old:
+        logger.warning("overwrite_output_dir: removing the overwritten run's checkpoints in %s: %s", output_dir, old)
+        for name in old:
+            shutil.rmtree(os.path.join(output_dir, name))
+
+
+def load_renamed_weights(checkpoint: str, model: Any, is_fsdp: bool) -> None:
+    """Load the weights that `save_pretrained` stored under another name.
+
+    transformers' Trainer resumes with a plain `load_state_dict` of `model.safetensors`, skipping the key renames
+    `save_pretrained` applied (GPT-NeoX saves `lm_head` as `embed_out`), so such weights would silently stay at
+    their initial values and a resumed run would diverge.
+    """
+    path = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
+    if is_fsdp or not isinstance(model, PreTrainedModel) or not os.path.isfile(path):
+        return
+    live = model.state_dict()
+    name_of = {id(tensor): name for name, tensor in live.items()}
+    saved_as = revert_weight_conversion(model, dict(live))
+    renamed = {saved: name_of[id(t)] for saved, t in saved_as.items() if name_of.get(id(t), saved) != saved}
+    if not renamed:
+        return
+    with safetensors.safe_open(path, framework="pt", device="cpu") as f:
+        stored = set(f.keys())
+        weights = {name: f.get_tensor(saved) for saved, name in renamed.items() if saved in stored}
+    model.load_state_dict(weights, strict=False)

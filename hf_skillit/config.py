@@ -85,10 +85,11 @@ class SkillItConfig(TrainingArguments):
             Score every skill at round boundaries (for the trajectory and the plots) even when the mixer does not
             use the losses; `False` scores only what the mixer needs.
         evaluate_skills_before_training (`bool`, *optional*, defaults to `True`):
-            Score the validation skills once before the first step of a new run (not a resumed one): the
-            trajectory's first record holds them as `initial_eval_loss`, the loss plot starts from them and the
-            summary measures movement from them. The mixers do not use them, so the mixture and the training are
-            the same either way; lm-eval evaluators are not run for it.
+            Score the validation skills once before the first step of a new run (not a resumed one), at the start
+            of the training loop on the prepared model, as every round is scored: the trajectory's first record
+            holds them as `initial_eval_loss`, the loss plot starts from them and the summary measures movement
+            from them. The mixers do not use them, so the mixture and the training are the same either way;
+            lm-eval evaluators are not run for it.
 
         > Parameters that control the CPU
 
@@ -126,8 +127,10 @@ class SkillItConfig(TrainingArguments):
         > Parameters that control the run directory
 
         overwrite_output_dir (`bool`, *optional*, defaults to `False`):
-            Start a new run in an `output_dir` that holds another run's trajectory (otherwise refused: resume it
-            with `train(resume_from_checkpoint=True)` or choose another directory).
+            Start a new run in an `output_dir` that holds another run (its trajectory or checkpoints; otherwise
+            refused: resume it with `train(resume_from_checkpoint=True)` or choose another directory). The old
+            run's trajectory and `checkpoint-<step>` folders are removed when the new run starts, so a later
+            `resume_from_checkpoint=True` cannot continue the overwritten run.
 
     Example:
 
@@ -237,7 +240,10 @@ class SkillItConfig(TrainingArguments):
     # transformers 5 dropped this argument; a Skill-It run's output_dir holds its trajectory, which a new run
     # must not silently overwrite.
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Start a new run in an output_dir that holds another run's trajectory."}
+        default=False,
+        metadata={
+            "help": "Start a new run in an output_dir holding another run (its trajectory and checkpoints are removed)."
+        },
     )
 
     def __post_init__(self) -> None:

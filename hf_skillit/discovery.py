@@ -57,7 +57,7 @@ from transformers import PreTrainedModel, TrainerCallback, TrainingArguments, se
 
 from .collator import IGNORE_INDEX
 from .graph_learning import fixed_mixture_run_args
-from .rundir import atomic_write, atomic_write_json
+from .rundir import atomic_write, load_run_record, settings_hash, write_settings
 from .scoring import batches, eval_mode, score_rows
 from .skills import SkillSet
 from .trainer import SkillItTrainer
@@ -229,8 +229,9 @@ def loss_trajectories(
     training = {name: str(getattr(template, name)) for name in (*_IDENTITY_TRAINING_FIELDS, "data_seed")}
     identity = {"groups": list(groups.train_skills), "steps": steps, "eval_every": eval_every, "alpha": alpha}
     identity.update(seed=seed, pool=_fingerprint(pool), training=training)
-    identity_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    _write_config(output_dir, identity, identity_hash)
+    identity_hash = settings_hash(identity)
+    settings = {"identity": identity, "identity_hash": identity_hash}
+    write_settings(output_dir / CONFIG_NAME, settings, "loss trajectories of other settings")
 
     data_seed = template.data_seed if template.data_seed is not None else template.seed
     for r in range(runs):
@@ -258,7 +259,8 @@ def loss_trajectories(
         shutil.rmtree(output_dir / WORK_DIR / f"run-{r}", ignore_errors=True)
     with contextlib.suppress(OSError):
         (output_dir / WORK_DIR).rmdir()
-    return np.concatenate([_load_run(output_dir, r, identity_hash)["losses"] for r in range(runs)], axis=1)
+    paths = [output_dir / RUNS_DIR / f"run-{r}.npz" for r in range(runs)]
+    return np.concatenate([load_run_record(path, identity_hash)["losses"] for path in paths], axis=1)
 
 
 # ----- clustering and scoring ---------------------------------------------------------------------------------------
@@ -483,31 +485,12 @@ def _fingerprint(pool: datasets.Dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_config(output_dir: Path, identity: dict[str, Any], identity_hash: str) -> None:
-    """Record the settings; a directory holding runs of other settings is refused (they would be mixed in)."""
-    if (path := output_dir / CONFIG_NAME).is_file():
-        if (stored := json.loads(path.read_text()))["identity_hash"] != identity_hash:
-            differ = ", ".join(k for k in identity if stored["identity"].get(k) != identity[k])
-            raise ValueError(f"{output_dir} holds loss trajectories of other settings (differing: {differ}); use "
-                             "another output_dir or delete it")  # fmt: skip
-        return
-    atomic_write_json(path, {"identity": identity, "identity_hash": identity_hash}, indent=1)
-
-
 def _atomic_savez(path: Path, **arrays: Any) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: given a path, np.savez would append ".npz" to its name
             np.savez(f, **arrays)
 
     atomic_write(path, write)
-
-
-def _load_run(output_dir: Path, r: int, identity_hash: str) -> dict[str, np.ndarray]:
-    path = output_dir / RUNS_DIR / f"run-{r}.npz"
-    with np.load(path) as record:
-        if str(record["identity_hash"]) != identity_hash:
-            raise ValueError(f"{path} was written with other settings; remove it to train it again")
-        return {key: record[key] for key in record.files}
 
 
 def _data_files(data: Any) -> list[str]:

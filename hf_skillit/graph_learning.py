@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import hashlib
 import inspect
 import json
 import logging
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
-from transformers import PreTrainedModel, TrainingArguments, set_seed
+from transformers import PreTrainedModel, TrainerCallback, TrainingArguments, set_seed
 
 from .config import SkillItConfig
 from .evaluation import SkillEvaluator
@@ -60,6 +59,9 @@ from .rundir import (
     MEASUREMENTS_NAME,
     atomic_write,
     atomic_write_json,
+    load_run_record,
+    settings_hash,
+    write_settings,
 )
 from .skills import SkillSet
 from .trainer import SkillItTrainer, prepare_skills
@@ -302,10 +304,15 @@ def learn_graph(
         "eval_skills": list(eval_skills),
         "training": {name: _jsonable(getattr(template, name)) for name in _IDENTITY_TRAINING_FIELDS},
     }
-    config = {"identity": identity, "identity_hash": _hash(identity), **edge, "model_description": model_description}
+    config = {
+        "identity": identity,
+        "identity_hash": settings_hash(identity),
+        **edge,
+        "model_description": model_description,
+    }
     state = PartialState()
     if state.is_main_process:
-        _write_config(output_dir, config)
+        write_settings(output_dir / CONFIG_NAME, config, "runs of another learn_graph configuration")
     state.wait_for_everyone()
 
     # Tokenize once here rather than in each run's trainer.
@@ -386,7 +393,12 @@ def merge_runs(
             f"{len(missing)} of {len(plan)} runs are not finished in {output_dir / RUNS_DIR}: {', '.join(missing)}. "
             "Run learn_graph again (every shard) to train them."
         )
-    runs = {run.id: _load_run(output_dir, run, config["identity_hash"]) for run in plan}
+    runs = {
+        run.id: load_run_record(
+            _run_path(output_dir, run), config["identity_hash"], train_skills=list(run.train_skills)
+        )
+        for run in plan
+    }
 
     measurements = measure_runs(method, plan, runs, train_skills, eval_skills, edge)
     matrix = edge_matrix(method, measurements, train_skills, eval_skills, edge)
@@ -463,6 +475,7 @@ def fixed_mixture_run_args(
             "graph_path": None,
             "target_skills": None,
             "evaluate_skills_every_round": True,
+            "evaluate_skills_before_training": False,  # the run's own step-0 point, lm-eval included (_Untrained)
             "save_strategy": "no",
             "eval_strategy": "no",
             "load_best_model_at_end": False,
@@ -497,15 +510,17 @@ def _train_run(
         data_collator=data_collator,
         evaluators=evaluators,
     )
+    untrained = _Untrained(trainer)
+    trainer.add_callback(untrained)
     start = time.perf_counter()
-    initial = trainer.evaluate_skills()
     trainer.train()
     seconds = time.perf_counter() - start
     main = trainer.is_world_process_zero()
     # The main process wrote the trajectory; another one could read it while the last line is being appended.
     rounds = trainer.trajectory if main else []
     # The trainer and its callbacks hold each other: collect them now, so two models never sit in memory together.
-    del trainer, model
+    initial = untrained.losses
+    del trainer, model, untrained
     gc.collect()
     if not main:
         return None
@@ -526,6 +541,16 @@ def _train_run(
         "samples": curve_samples,
         "seconds": round(seconds, 2),
     }
+
+
+class _Untrained(TrainerCallback):
+    """Scores the untrained model (evaluators included) once, in the loop, on the model the Trainer prepared."""
+
+    def __init__(self, trainer: SkillItTrainer):
+        self.trainer, self.losses = trainer, {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.losses = self.trainer.evaluate_skills()
 
 
 def _describe_model(model: Any) -> str:
@@ -550,18 +575,6 @@ def _missing_runs(output_dir: Path, plan: list[GraphRun]) -> list[str]:
     return [run.id for run in plan if not _run_path(output_dir, run).is_file()]
 
 
-def _load_run(output_dir: Path, run: GraphRun, identity_hash: str) -> dict[str, Any]:
-    path = _run_path(output_dir, run)
-    record = json.loads(path.read_text())
-    if record.get("identity_hash") != identity_hash or record.get("train_skills") != list(run.train_skills):
-        raise ValueError(f"{path} was written by another learn_graph configuration; remove it to train it again")
-    return record
-
-
-def _hash(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _jsonable(value: Any) -> Any:
     value = value.value if isinstance(value, Enum) else value
     return value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
@@ -572,19 +585,3 @@ def _read_config(output_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{output_dir} holds no {CONFIG_NAME}: it is not a learn_graph output directory")
     return json.loads(path.read_text())
-
-
-def _write_config(output_dir: Path, config: dict[str, Any]) -> None:
-    """Record the configuration; an existing one must have the same identity, or its runs would be mixed in."""
-    path = output_dir / CONFIG_NAME
-    if path.is_file():
-        stored = json.loads(path.read_text())["identity"]
-        new = config["identity"]
-        differ = [key for key in new if stored.get(key) != new[key]]
-        if differ:
-            details = "; ".join(f"{key}: {stored.get(key)!r} there, {new[key]!r} now" for key in differ)
-            raise ValueError(
-                f"{output_dir} holds runs of another learn_graph configuration ({details}); use another output_dir "
-                "or delete it"
-            )
-    atomic_write_json(path, config, indent=1)

@@ -22,6 +22,7 @@ This module imports nothing heavy (no torch, no transformers), so plotting and t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -45,11 +46,15 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_fresh_output_dir",
+    "checkpoint_folders",
     "is_complete_checkpoint",
     "last_complete_checkpoint",
+    "load_run_record",
     "load_trajectory",
     "read_trajectory",
+    "settings_hash",
     "truncate_trajectory",
+    "write_settings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -170,12 +175,17 @@ def check_fresh_output_dir(
     advice: str = "resume it with train(resume_from_checkpoint=True), choose another output_dir, or set "
     "overwrite_output_dir=True",
 ) -> None:
-    """Refuse to start a new run in a directory that holds another run's trajectory, unless `overwrite`.
+    """Refuse to start a new run in a directory that holds another run (its trajectory or its checkpoints), unless
+    `overwrite`.
 
     `where` names the setting and `advice` says how to proceed, in the caller's terms (Python or recipe).
     """
-    if not overwrite and (Path(output_dir) / TRAJECTORY_NAME).exists():
-        raise ValueError(f"{where} {os.fspath(output_dir)!r} holds another run ({TRAJECTORY_NAME}); {advice}")
+    if overwrite:
+        return
+    found = [TRAJECTORY_NAME] if (Path(output_dir) / TRAJECTORY_NAME).exists() else []
+    found += checkpoint_folders(output_dir)[:3]
+    if found:
+        raise ValueError(f"{where} {os.fspath(output_dir)!r} holds another run ({', '.join(found)}); {advice}")
 
 
 # ----- checkpoints -------------------------------------------------------------------------------------------------
@@ -195,17 +205,62 @@ def is_complete_checkpoint(path: str | os.PathLike) -> bool:
     return _is_json(os.path.join(path, TRAINER_STATE_NAME)) and _is_json(os.path.join(path, STATE_NAME))
 
 
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The newest checkpoint in `output_dir` that was fully written, skipping half-written ones."""
+def checkpoint_folders(output_dir: str | os.PathLike) -> list[str]:
+    """The names of the `checkpoint-<step>` folders in `output_dir`, newest (highest step) first."""
     if not os.path.isdir(output_dir):
-        return None
+        return []
     steps = []
     for name in os.listdir(output_dir):
         prefix, _, step = name.rpartition("-")
-        if prefix == CHECKPOINT_PREFIX and step.isdigit():
-            steps.append((int(step), os.path.join(output_dir, name)))
-    for _, path in sorted(steps, reverse=True):
+        if prefix == CHECKPOINT_PREFIX and step.isdigit() and os.path.isdir(os.path.join(output_dir, name)):
+            steps.append((int(step), name))
+    return [name for _, name in sorted(steps, reverse=True)]
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest checkpoint in `output_dir` that was fully written, skipping half-written ones."""
+    for name in checkpoint_folders(output_dir):
+        path = os.path.join(output_dir, name)
         if is_complete_checkpoint(path):
             return path
         logger.warning("Skipping incomplete checkpoint %s", path)
     return None
+
+
+# ----- settings of a set of runs (graph learning, skill discovery) -------------------------------------------------
+
+
+def settings_hash(identity: Any) -> str:
+    """A short hash of the settings that decide what a set of runs measures (`identity`, JSON)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_settings(path: str | os.PathLike, record: dict[str, Any], what: str) -> None:
+    """Write `record` (its `identity`, `identity_hash` and anything else) to `path`. A stored record of other
+    settings is refused, naming each differing key: the runs already in the folder would be mixed in. `what` names
+    those runs in the message (e.g. "runs of another learn_graph configuration")."""
+    path = Path(path)
+    if path.is_file():
+        stored, new = json.loads(path.read_text())["identity"], record["identity"]
+        differ = [key for key in new if stored.get(key) != new[key]]
+        if differ:
+            details = "; ".join(f"{key}: {stored.get(key)!r} there, {new[key]!r} now" for key in differ)
+            raise ValueError(f"{path.parent} holds {what} ({details}); use another output_dir or delete it")
+    atomic_write_json(path, record, indent=1)
+
+
+def load_run_record(path: str | os.PathLike, identity_hash: str, **expected: Any) -> dict[str, Any]:
+    """A finished run's record (`.json`, or `.npz` arrays), refused unless written with the settings whose hash is
+    `identity_hash` (and with the `expected` values)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        import numpy as np  # only skill discovery's runs are arrays; plotting and the CLI never load them
+
+        with np.load(path) as arrays:
+            record = {key: arrays[key] for key in arrays.files}
+        record["identity_hash"] = str(record["identity_hash"])
+    else:
+        record = json.loads(path.read_text())
+    if record.get("identity_hash") != identity_hash or any(record.get(k) != v for k, v in expected.items()):
+        raise ValueError(f"{path} was written with other settings; remove it to train it again")
+    return record

@@ -16,8 +16,11 @@ and appended to `output_dir/skillit_trajectory.jsonl` (`hf_skillit.rundir` owns 
 The mixer is chosen by name from the registry (`hf_skillit.mixer_registry`), which also checks that it can run on
 the given graph and targets.
 
-Checkpoints and resume are in `hf_skillit.checkpointing`. All of this is `SkillItTrainerMixin`, shared by every
-trainer that trains on skills: `SkillItTrainer` is the mixin on `transformers.Trainer`,
+Round 0 (the losses before the first step, `evaluate_skills_before_training`) is measured at the start of the
+training loop, on the model the Trainer prepared, like every later round. The round state (`RoundState`: rounds
+done, mixtures, stream positions, the unfinished round's counts) and its checkpoint format are in
+`hf_skillit.checkpointing`. All of this is `SkillItTrainerMixin`, which owns the round state and is shared by every
+trainer that trains on skills through one setup call: `SkillItTrainer` is the mixin on `transformers.Trainer`,
 `hf_skillit.integrations.trl.SkillItSFTTrainer` the same mixin on TRL's `SFTTrainer`.
 """
 
@@ -43,8 +46,9 @@ from transformers import (
     TrainerState,
     TrainingArguments,
 )
+from transformers.trainer_utils import TrainOutput
 
-from .checkpointing import SkillItCheckpointMixin
+from .checkpointing import RoundState, load_renamed_weights, read_checkpoint_state, start_fresh_run
 from .collator import TOKENS_KEY, LMCollator, SkillTaggingCollator
 from .config import SkillItConfig
 from .evaluation import SkillEvaluator, per_skill_loss
@@ -52,15 +56,19 @@ from .graph import SkillsGraph
 from .mixer_registry import Mixer, build_mixer
 from .packing import check_context, model_context
 from .rundir import (
+    CHECKPOINT_PREFIX,
     STATE_NAME,
     TRAJECTORY_NAME,
     append_trajectory,
+    atomic_write_json,
     is_complete_checkpoint,
     last_complete_checkpoint,
+    read_trajectory,
+    truncate_trajectory,
 )
 from .scoring import keep_scored_logits
 from .skills import SkillSet
-from .streams import SKILL_KEY, MixtureStream, StreamState
+from .streams import SKILL_KEY, MixtureStream
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +87,17 @@ _MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
 
 class _RoundBoundaryCallback(TrainerCallback):
     """Ends a Skill-It round after its last optimizer step, before the Trainer logs, saves or evaluates; with
-    `window_unit="evaluations"`, also evaluates every `skill_eval_steps` steps inside a round."""
+    `window_unit="evaluations"`, also evaluates every `skill_eval_steps` steps inside a round. Measures round 0
+    at the start of a new run's training loop: the model the Trainer prepared (moved, wrapped, sharded), under the
+    autocast accelerate gave its forward, as every later round is measured."""
 
     def __init__(self, trainer: SkillItTrainerMixin):
         self.trainer = trainer
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.trainer.measure_round_zero()
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -123,36 +138,35 @@ def _apply_thread_rule(args: SkillItConfig, model: Any) -> None:
         torch.set_num_threads(1)
 
 
-class SkillItTrainerMixin(SkillItCheckpointMixin):
+class SkillItTrainerMixin:
     """Skill-It's rounds for a `transformers.Trainer` subclass: the mixture stream, the round-end update, the
-    trajectory; checkpoints and resume come from its base `hf_skillit.checkpointing.SkillItCheckpointMixin`.
+    trajectory, the round state ([`RoundState`], `self.rounds`) and its checkpoints and resume.
 
     [`SkillItTrainer`] is this mixin on `Trainer`; `hf_skillit.integrations.trl.SkillItSFTTrainer` is it on TRL's
     `SFTTrainer`. The mixin comes first in the bases, so its overrides (`training_step`, `_save_checkpoint`,
-    `train`, ...) run before the trainer's own. A trainer calls `_setup_skills` with its tokenized skills (before
-    or after the base `__init__`, whichever its tokenization needs), then `_setup_stream` after the base `__init__`.
+    `train`, ...) run before the trainer's own. Both trainers build the base trainer, then call `_setup_skillit`
+    once with their prepared skills: the one setup path.
     """
 
-    def _setup_skills(
+    def _setup_skillit(
         self,
-        args: SkillItConfig,
         skills: SkillSet,
         graph: SkillsGraph | None,
         mixer: Mixer | None,
         evaluators: list[SkillEvaluator] | None,
-        model: Any,
-        data_collator: Any,
     ) -> None:
-        """Resolve the graph and the mixer for the (tokenized) skills, and check that they fit together and that the
-        model's context holds every row."""
-        _apply_thread_rule(args, model)
-        check_context(skills.splits(), args.max_length, args.packing, model_context(model))
+        """Resolve the graph and the mixer for the (tokenized) skills, check that they fit together and that the
+        model's context holds every row, and make the mixture stream the training data, ending rounds at their last
+        step. Called once, after the base `__init__`."""
+        args = self.args
+        _apply_thread_rule(args, self.model)
+        check_context(skills.splits(), args.max_length, args.packing, model_context(self.model))
         self.skills = skills
         self.evaluators = list(evaluators or [])
         self.graph = self._resolve_graph(graph, args)
         if mixer is None:
             # A mixer may train on other skills than the data's (the sample-level curriculum's difficulty buckets).
-            self.skills, mixer = build_mixer(args, self.skills, self.graph, model, data_collator)
+            self.skills, mixer = build_mixer(args, self.skills, self.graph, self.model, self.data_collator)
         self.mixer = mixer
         self._check_mixer(self.mixer)
         if args.window_unit == "evaluations" and not callable(getattr(mixer, "observe", None)):
@@ -160,26 +174,18 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
                 f"window_unit='evaluations' needs a mixer whose window holds evaluations (skill_it, no_graph): "
                 f"{type(mixer).__name__} has no observe()"
             )
-
-    def _setup_stream(self) -> None:
-        """Make the mixture stream the training data and end rounds at their last step (after the base `__init__`)."""
-        args = self.args
         names = self.skills.train_skills
         self._train_sets = [self.skills.train(name) for name in names]
         self._sizes = list(self.skills.train_sizes().values())
         self._eval_names = self._skills_to_evaluate()
-        self._round_counts = torch.zeros(len(names), dtype=torch.long)
-        self._round_tokens = torch.zeros(len(names), dtype=torch.long)
-        self._stream_state = StreamState.fresh(len(names))
-        self._p_history: list[np.ndarray] = [self.mixer.initial()]
-        self._rounds_done = 0
-        self._initial_eval_loss: dict[str, float] | None = None
+        self.rounds = RoundState.fresh(names, self.mixer.initial())
+        self._new_run = True
         self.train_dataset = MixtureStream(
             self._model_columns_only(self._train_sets),
             probabilities_for_round=self._probabilities_for_round,
-            state=self._stream_state,
+            state=self.rounds.stream,
             seed=args.data_seed if args.data_seed is not None else args.seed,
-            samples_per_round=args.steps_per_round * args.gradient_accumulation_steps * self._global_batch_size(),
+            samples_per_round=self._layout()["samples_per_round"],
             batch_size=self._global_batch_size(),
             skill_names=names,
         )
@@ -247,7 +253,7 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
     # ----- data -------------------------------------------------------------------------------------
 
     def _probabilities_for_round(self, round_index: int) -> np.ndarray:
-        return self._p_history[round_index]
+        return self.rounds.p_history[round_index]
 
     def _global_batch_size(self) -> int:
         """Rows per micro-batch over all processes: `per_device_train_batch_size` x processes, or the batch itself
@@ -306,9 +312,10 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
         skills = inputs.pop(SKILL_KEY, None)
         tokens = inputs.pop(TOKENS_KEY, None)
         if skills is not None:
-            self._round_counts += torch.bincount(skills.cpu(), minlength=len(self._round_counts))
+            rounds = self.rounds
+            rounds.round_counts += torch.bincount(skills.cpu(), minlength=len(rounds.round_counts))
             if tokens is not None:
-                self._round_tokens.index_add_(0, skills.cpu(), tokens.cpu().long())
+                rounds.round_tokens.index_add_(0, skills.cpu(), tokens.cpu().long())
         return super().training_step(model, inputs, num_items_in_batch)
 
     # ----- rounds -----------------------------------------------------------------------------------
@@ -350,29 +357,29 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
 
     def end_round(self) -> dict[str, Any]:
         """Close the current round: count, evaluate, update the mixture, log. Called on every process."""
-        names = self.skills.train_skills
-        counts = self._sum_across_processes(self._round_counts.clone()).tolist()
-        tokens = self._sum_across_processes(self._round_tokens.clone()).tolist()
-        self._round_counts.zero_()
-        self._round_tokens.zero_()
-        self._stream_state.advance(counts, self._sizes)
+        names, rounds = self.skills.train_skills, self.rounds
+        counts = self._sum_across_processes(rounds.round_counts.clone()).tolist()
+        tokens = self._sum_across_processes(rounds.round_tokens.clone()).tolist()
+        rounds.round_counts.zero_()
+        rounds.round_tokens.zero_()
+        rounds.stream.advance(counts, self._sizes)
         losses = self.evaluate_skills()
-        used = self._p_history[self._rounds_done]
+        used = rounds.p
         record: dict[str, Any] = {
-            "round": self._rounds_done + 1,
+            "round": rounds.rounds_done + 1,
             "global_step": self.state.global_step,
             "p": dict(zip(names, used.tolist(), strict=True)),
             "samples": dict(zip(names, counts, strict=True)),
             "tokens": dict(zip(names, tokens, strict=True)),
             "eval_loss": losses,
         }
-        if self._rounds_done == 0 and self._initial_eval_loss:
-            record["initial_eval_loss"] = self._initial_eval_loss
-        if self._rounds_done + 1 < self.args.rounds:
+        if rounds.rounds_done == 0 and rounds.initial_eval_loss:
+            record["initial_eval_loss"] = rounds.initial_eval_loss
+        if rounds.rounds_done + 1 < self.args.rounds:
             next_p = self.mixer.update({s: losses[s] for s in self.mixer.eval_skills})
-            self._p_history.append(np.asarray(next_p, dtype=np.float64))
-            record["next_p"] = dict(zip(names, self._p_history[-1].tolist(), strict=True))
-        self._rounds_done += 1
+            rounds.p_history.append(np.asarray(next_p, dtype=np.float64))
+            record["next_p"] = dict(zip(names, rounds.p_history[-1].tolist(), strict=True))
+        rounds.rounds_done += 1
 
         logs = {f"skillit/p/{s}": float(w) for s, w in zip(names, used, strict=True)}
         logs.update({f"skillit/loss/{s}": v for s, v in losses.items()})
@@ -389,6 +396,101 @@ class SkillItTrainerMixin(SkillItCheckpointMixin):
                 " ".join(f"{s}={v:.4f}" for s, v in losses.items()),
             )
         return record
+
+    def measure_round_zero(self) -> None:
+        """The evaluation before the first step of a new run (`on_train_begin`, on the prepared model). Skill-It
+        with `loss_normalization="initial"` divides by these losses (lm-eval evaluators included); the mixer's state
+        keeps them, so a resumed run does not measure them again. Otherwise only the validation skills, for the
+        plots and the summary: no mixer reads them."""
+        if not self._new_run:
+            return
+        if getattr(self.mixer, "wants_initial_losses", False):
+            self.rounds.initial_eval_loss = self.evaluate_skills()
+            self.mixer.set_initial_losses({s: self.rounds.initial_eval_loss[s] for s in self.mixer.eval_skills})
+        elif self.args.evaluate_skills_before_training and self._eval_names:
+            self.rounds.initial_eval_loss = self._validation_losses(self._eval_names)
+
+    # ----- checkpoints and resume ------------------------------------------------------------------------
+
+    def skillit_state(self) -> dict[str, Any]:
+        """Everything needed to continue the mixture exactly (`skillit_state.json`); identical on every process."""
+        rounds = self.rounds
+        counts = self._sum_across_processes(rounds.round_counts.clone()).tolist()
+        tokens = self._sum_across_processes(rounds.round_tokens.clone()).tolist()
+        return {
+            **rounds.to_dict(round_counts=counts, round_tokens=tokens),
+            "global_step": self.state.global_step,
+            "mixer": self.mixer.state_dict(),
+            "layout": self._layout(),
+        }
+
+    def _layout(self) -> dict[str, int]:
+        """What a resumed run must share with the checkpoint for its data to continue exactly."""
+        args = self.args
+        return {
+            "rounds": args.rounds,
+            "steps_per_round": args.steps_per_round,
+            "samples_per_round": args.steps_per_round * args.gradient_accumulation_steps * self._global_batch_size(),
+            "data_seed": args.data_seed if args.data_seed is not None else args.seed,
+        }
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # Collective (counts are summed across processes), so every process computes it; rank 0 writes it
+        # before the Trainer's own state, whose presence marks a complete checkpoint.
+        state = self.skillit_state()
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{CHECKPOINT_PREFIX}-{self.state.global_step}")
+        if self.args.should_save:
+            atomic_write_json(os.path.join(folder, STATE_NAME), state)
+        super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model = model if model is not None else self.model
+        load_renamed_weights(resume_from_checkpoint, model, self.is_fsdp_enabled)
+
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+        **kwargs: Any,
+    ) -> TrainOutput:
+        """`Trainer.train`, restoring the mixture, stream positions and round counts when resuming.
+
+        `resume_from_checkpoint=True` picks the newest *complete* checkpoint in `output_dir` (one whose
+        state files were all written), so a checkpoint cut short by a crash is skipped. A new run refuses an
+        output directory holding another run, unless `overwrite_output_dir`, which removes that run's trajectory
+        and checkpoints.
+        """
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no complete checkpoint to resume from in {self.args.output_dir}")
+        self._new_run = not resume_from_checkpoint
+        if resume_from_checkpoint:
+            state = read_checkpoint_state(
+                resume_from_checkpoint, self.skills.train_skills, self._layout(), self.args.ignore_data_skip
+            )
+            # The Trainer skips the resumed round's trained batches without showing them to `training_step`:
+            # their counts are carried on the main process, so the round's sum across processes stays right.
+            self.rounds.load(RoundState.from_dict(state, with_counts=self.accelerator.is_main_process))
+            self.mixer.load_state_dict(state["mixer"])
+            if self.is_world_process_zero():
+                truncate_trajectory(self.args.output_dir, self.rounds.rounds_done)
+        else:
+            start_fresh_run(self.args.output_dir, self.args.overwrite_output_dir, self.is_world_process_zero())
+            self.accelerator.wait_for_everyone()
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint or None,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+            **kwargs,
+        )
+
+    @property
+    def trajectory(self) -> list[dict[str, Any]]:
+        """The rounds recorded so far in `output_dir/skillit_trajectory.jsonl`."""
+        return read_trajectory(self.args.output_dir)
 
 
 class SkillItTrainer(SkillItTrainerMixin, Trainer):
@@ -491,11 +593,10 @@ class SkillItTrainer(SkillItTrainerMixin, Trainer):
                     "`tokenizer.pad_token = tokenizer.eos_token` (or pass data_collator=)"
                 )
             data_collator = LMCollator(pad_token_id=pad_id)
-        # Checked before the Trainer is built, so that data, graph and mixer mistakes show before any model work.
+        # Tokenized before the Trainer is built, so that a skill without its text column fails before any model work.
         skills = prepare_skills(skills, processing_class, args)
-        self._setup_skills(args, skills, graph, mixer, evaluators, model, data_collator)
         super().__init__(
             model=model, args=args, data_collator=data_collator, processing_class=processing_class, **kwargs
         )
         self.args: SkillItConfig
-        self._setup_stream()
+        self._setup_skillit(skills, graph, mixer, evaluators)

@@ -1,6 +1,6 @@
 """FSDP2 (`fully_shard`) with two CPU processes under torchrun (gloo): the model is really sharded, every rank
 gets the same mixture and losses, equal to an unsharded single-process evaluation, lm-eval skills included, and a
-resume from a sharded checkpoint continues the identical trajectory."""
+resume from a sharded checkpoint continues the identical trajectory. Round 0 is scored on the sharded module too."""
 
 import os
 
@@ -21,6 +21,10 @@ def test_two_process_fsdp2_rounds_equal_unsharded_evaluation(tmp_path, task_dir)
         sharding = r["sharding"]
         assert sharding["class"].startswith("FSDP") and sharding["dtensor"]
         assert sharding["local_rows"] * 2 == sharding["full_rows"]
+    # Every evaluation, round 0 (before the first step) included, scores the sharded module.
+    for r in ranks:
+        assert [e["step"] for e in r["evaluations"]] == [0, 4, 8]
+        assert all(e["class"].startswith("FSDP") and e["dtensor"] for e in r["evaluations"]), r["evaluations"]
 
     logs0, logs1 = ranks[0]["logs"], ranks[1]["logs"]
     assert [entry["step"] for entry in logs0] == [4, 8]

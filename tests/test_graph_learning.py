@@ -243,3 +243,24 @@ def test_graph_learning_arguments_stand_for_the_settings(tmp_path):
     with pytest.raises(ValueError, match="eval_every=3 does not divide steps=10"):
         GraphLearningArguments(steps=10, eval_every=3)
     assert GraphLearningArguments(eval_every=3).with_steps(12).resolved()["edge_rule"] == "delta_diff"
+
+
+def test_each_run_scores_its_untrained_model_once(tmp_path, monkeypatch):
+    """The step-0 point of every run's curves is one evaluation inside the training loop (it used to be scored
+    before `train()` and again inside it)."""
+    from hf_skillit.trainer import SkillItTrainer
+
+    steps_scored = []
+    original = SkillItTrainer._validation_losses
+
+    def counting(self, names):
+        steps_scored.append(self.state.global_step)
+        return original(self, names)
+
+    monkeypatch.setattr(SkillItTrainer, "_validation_losses", counting)
+    init = CountingInit()
+    _learn(tmp_path, init)
+    runs = [json.loads((tmp_path / "runs" / name).read_text()) for name in sorted(os.listdir(tmp_path / "runs"))]
+    assert init.calls == len(runs) == 3  # A, B, and A with B
+    assert steps_scored.count(0) == len(runs)  # one step-0 evaluation per run
+    assert all(run["steps"] == [0, 5, 10] and len(run["loss"]["A"]) == 3 for run in runs)

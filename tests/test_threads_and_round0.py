@@ -66,3 +66,34 @@ def test_round_zero_losses_are_recorded_and_change_nothing(tiny_model, skills, t
     for a, b in zip(with_round0, without, strict=True):
         assert a["p"] == b["p"] and a["samples"] == b["samples"]
         assert a["eval_loss"] == pytest.approx(b["eval_loss"], abs=1e-6)
+
+
+class EvaluationRecorder:
+    """Records, at the first forward of each evaluation (model in eval mode), the step, the model's class and whether
+    autocast is on inside the forward (seen from the LM head, which runs inside the forward accelerate wraps)."""
+
+    def __init__(self, model):
+        self.model, self.trainer, self.seen = model, None, []
+        model.get_output_embeddings().register_forward_pre_hook(self.hook)
+
+    def hook(self, module, args):
+        if self.model.training:
+            return
+        step = self.trainer.state.global_step
+        if not self.seen or self.seen[-1]["step"] != step:
+            autocast = torch.is_autocast_enabled("cpu")
+            self.seen.append({"step": step, "class": type(self.model).__name__, "autocast": autocast})
+
+
+def test_round_zero_is_measured_inside_the_loop_under_the_training_autocast(tiny_model, skills, tokenizer, tmp_path):
+    """With bf16 on CPU, accelerate wraps the model's forward in autocast when the Trainer prepares it. Round 0 used to
+    be scored before that (float32), every later round under bf16; now all of them are scored the same way."""
+    model = tiny_model()
+    recorder = EvaluationRecorder(model)
+    args = skillit_config(tmp_path, max_steps=4, rounds=2, bf16=True)
+    trainer = SkillItTrainer(model=model, args=args, skills=skills, graph=GRAPH, processing_class=tokenizer)
+    recorder.trainer = trainer
+    trainer.train()
+    assert [s["step"] for s in recorder.seen] == [0, 2, 4]
+    assert all(s["autocast"] for s in recorder.seen), recorder.seen
+    assert trainer.trajectory[0]["initial_eval_loss"].keys() == {"1", "2", "3"}

@@ -304,3 +304,69 @@ def test_a_mixer_that_reads_no_losses_warns_without_validation_data(tmp_path, to
             processing_class=tokenizer,
         )
     assert not [r for r in caplog.records if "reads no validation losses" in r.getMessage()]
+
+
+def test_overwritten_run_is_not_resumed(tmp_path, tokenizer, tiny_model, skills):
+    """Overwriting a run removes its checkpoints with its trajectory: a crash of the new run, resumed with
+    `resume_from_checkpoint=True`, must not continue the old run (same layout, so no other check would stop it)."""
+    old = config(tmp_path, mixing="stratified", rounds=2, max_steps=4, save_strategy="steps", save_steps=2)
+    SkillItTrainer(model=tiny_model(), args=old, skills=skills, processing_class=tokenizer).train()
+    assert (tmp_path / "checkpoint-4").is_dir()
+    (tmp_path / "notes.txt").write_text("the user's own file")
+    new_args = dict(mixing="stratified", rounds=2, max_steps=4, save_strategy="steps", save_steps=2)
+    new = config(tmp_path, **new_args, overwrite_output_dir=True)
+    crashed = SkillItTrainer(
+        model=tiny_model(), args=new, skills=skills, processing_class=tokenizer, callbacks=[StopAt(1)]
+    )
+    crashed.train()  # stops after step 1, before its first checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"], "old checkpoints and trajectory are gone"
+    resume = config(tmp_path, **new_args)
+    again = SkillItTrainer(model=tiny_model(), args=resume, skills=skills, processing_class=tokenizer)
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        again.train(resume_from_checkpoint=True)
+    # Without overwrite_output_dir, a directory holding only checkpoints (no round finished yet) is another run too.
+    one_round = dict(new_args, rounds=1)
+    SkillItTrainer(
+        model=tiny_model(),
+        args=config(tmp_path / "b", **one_round),
+        skills=skills,
+        processing_class=tokenizer,
+        callbacks=[StopAt(2)],
+    ).train()
+    assert not (tmp_path / "b" / "skillit_trajectory.jsonl").exists() and (tmp_path / "b" / "checkpoint-2").is_dir()
+    fresh = SkillItTrainer(
+        model=tiny_model(), args=config(tmp_path / "b", **one_round), skills=skills, processing_class=tokenizer
+    )
+    with pytest.raises(ValueError, match="holds another run .checkpoint-2"):
+        fresh.train()
+
+
+# skillit_state.json of checkpoint-7 of a 4-round Skill-It run, as written by the code before `RoundState` (61c3cb1).
+OLD_STATE = json.loads(
+    '{"rounds_done": 1, "global_step": 7, "p_history": [[0.41922895160969764, 0.32649583579983665, 0.2542752125904656],'
+    ' [0.5945519310764136, 0.2766492618200713, 0.128798807103515]], "mixer": {"mixer": "skill_it", "train_skills": '
+    '["1", "2", "3"], "eval_skills": ["1", "2", "3"], "round": 1, "eta": 0.5, "window": 3, "reduce": "sum", '
+    '"history": [[3.062840700149536, 3.065451145172119, 3.072906494140625]]}, "stream": {"positions": [[0, 12], '
+    '[0, 16], [0, 12]]}, "round_counts": [9, 5, 2], "train_skills": ["1", "2", "3"], "layout": {"rounds": 4, '
+    '"steps_per_round": 5, "samples_per_round": 40, "data_seed": 0}, "initial_eval_loss": {"1": 3.8747103214263916, '
+    '"2": 3.873845100402832, "3": 3.8759419918060303}}'
+)
+
+
+@pytest.mark.parametrize("with_round0", [True, False], ids=["61c3cb1", "before-initial_eval_loss"])
+def test_round_state_reads_the_previous_checkpoint_format(with_round0):
+    from hf_skillit.checkpointing import RoundState
+
+    state = dict(OLD_STATE) if with_round0 else {k: v for k, v in OLD_STATE.items() if k != "initial_eval_loss"}
+    rounds = RoundState.from_dict(state)
+    assert rounds.rounds_done == 1 and rounds.p.tolist() == state["p_history"][1]
+    assert rounds.round_counts.tolist() == [9, 5, 2] and rounds.stream.positions[1].offset == 16
+    owned = {k: state.get(k) for k in ("rounds_done", "p_history", "stream", "round_counts", "train_skills")}
+    # The same format; `round_tokens` (trained tokens, added later) reads as 0 from a checkpoint that lacks it.
+    assert rounds.to_dict() == {
+        **owned,
+        "round_tokens": [0, 0, 0],
+        "initial_eval_loss": state.get("initial_eval_loss"),
+    }
+    # Every process but the main one starts the unfinished round's counts at 0 (they are summed across processes).
+    assert RoundState.from_dict(state, with_counts=False).round_counts.tolist() == [0, 0, 0]

@@ -121,8 +121,7 @@ class SkillItSFTTrainer(SkillItTrainerMixin, SFTTrainer):
             **kwargs,
         )
         self.args: SkillItSFTConfig
-        self._setup_skills(args, self._prepared(skills), graph, mixer, evaluators, self.model, self.data_collator)
-        self._setup_stream()
+        self._setup_skillit(self._prepared(skills), graph, mixer, evaluators)
 
     def _prepared(self, skills: SkillSet) -> SkillSet:
         """Every skill's data prepared by `SFTTrainer._prepare_dataset` (the tokenization of TRL's own datasets)."""

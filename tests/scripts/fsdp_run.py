@@ -65,6 +65,28 @@ class CPUFSDP2Trainer(SkillItTrainer):
         self.is_fsdp_enabled = True
 
 
+LAYER_WEIGHT = "gpt_neox.layers.0.mlp.dense_h_to_4h.weight"
+
+
+class EvaluationsSeen:
+    """At the start of each evaluation's first forward (model in eval mode): the step, the model's class and whether
+    a layer's weight is a DTensor shard. Round 0 must see the module FSDP sharded, as every later round does."""
+
+    def __init__(self):
+        self.trainer, self.seen = None, []
+
+    def watch(self, trainer) -> None:
+        self.trainer = trainer
+        trainer.model.register_forward_pre_hook(self.hook)
+
+    def hook(self, module, args) -> None:
+        step = self.trainer.state.global_step
+        if module.training or (self.seen and self.seen[-1]["step"] == step):
+            return
+        dtensor = isinstance(module.get_parameter(LAYER_WEIGHT), DTensor)
+        self.seen.append({"step": step, "class": type(module).__name__, "dtensor": dtensor})
+
+
 class RecordSteps(TrainerCallback):
     def __init__(self):
         self.steps = []
@@ -89,7 +111,7 @@ class UnshardedReference:
     def __call__(self, trainer) -> dict[str, float]:
         model = trainer.model_wrapped
         if self.sharding is None:
-            weight = dict(model.named_parameters())["gpt_neox.layers.0.mlp.dense_h_to_4h.weight"]
+            weight = model.get_parameter(LAYER_WEIGHT)
             self.sharding = {
                 "class": type(model).__name__,
                 "dtensor": isinstance(weight, DTensor),
@@ -155,6 +177,8 @@ def main(output_dir: str, task_dir: str, resume_from_step: int | None = None) ->
     config = tiny_config(tokenizer)
     reference = UnshardedReference(config, tokenizer, lm_eval)
     trainer = build_trainer(output_dir, lm_eval, resume_from_step, [reference], [recorder])
+    evaluations = EvaluationsSeen()
+    evaluations.watch(trainer)
     trainer.train()
     rank = trainer.accelerator.process_index
     result = {
@@ -162,6 +186,7 @@ def main(output_dir: str, task_dir: str, resume_from_step: int | None = None) ->
         "world_size": trainer.accelerator.num_processes,
         "fsdp_enabled": trainer.is_fsdp_enabled,
         "sharding": reference.sharding,
+        "evaluations": evaluations.seen,
     }
     if rank == 0:
         result["reference"] = reference.rounds

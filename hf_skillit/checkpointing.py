@@ -34,7 +34,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 from .rundir import STATE_NAME, TRAJECTORY_NAME, check_fresh_output_dir, checkpoint_folders
 from .streams import StreamState
 
-__all__ = ["RoundState", "load_renamed_weights", "read_checkpoint_state", "start_fresh_run"]
+__all__ = ["RoundState", "load_renamed_weights", "read_checkpoint_state", "run_layout", "start_fresh_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,17 @@ class RoundState:
         self.round_counts, self.round_tokens = other.round_counts, other.round_tokens
         self.initial_eval_loss = other.initial_eval_loss
         self.stream.positions = other.stream.positions
+
+
+def run_layout(args: Any, global_batch_size: int) -> dict[str, int]:
+    """What a resumed run must share with the checkpoint for its data to continue exactly: rounds, steps and
+    samples per round (`global_batch_size` rows per micro-batch over all processes), the data seed."""
+    return {
+        "rounds": args.rounds,
+        "steps_per_round": args.steps_per_round,
+        "samples_per_round": args.steps_per_round * args.gradient_accumulation_steps * global_batch_size,
+        "data_seed": args.data_seed if args.data_seed is not None else args.seed,
+    }
 
 
 def read_checkpoint_state(

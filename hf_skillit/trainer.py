@@ -48,7 +48,7 @@ from transformers import (
 )
 from transformers.trainer_utils import TrainOutput
 
-from .checkpointing import RoundState, load_renamed_weights, read_checkpoint_state, start_fresh_run
+from .checkpointing import RoundState, load_renamed_weights, read_checkpoint_state, run_layout, start_fresh_run
 from .collator import TOKENS_KEY, LMCollator, SkillTaggingCollator
 from .config import SkillItConfig
 from .evaluation import SkillEvaluator, per_skill_loss
@@ -425,14 +425,7 @@ class SkillItTrainerMixin:
         }
 
     def _layout(self) -> dict[str, int]:
-        """What a resumed run must share with the checkpoint for its data to continue exactly."""
-        args = self.args
-        return {
-            "rounds": args.rounds,
-            "steps_per_round": args.steps_per_round,
-            "samples_per_round": args.steps_per_round * args.gradient_accumulation_steps * self._global_batch_size(),
-            "data_seed": args.data_seed if args.data_seed is not None else args.seed,
-        }
+        return run_layout(self.args, self._global_batch_size())
 
     def _save_checkpoint(self, model, trial) -> None:
         # Collective (counts are summed across processes), so every process computes it; rank 0 writes it

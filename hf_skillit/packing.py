@@ -42,6 +42,10 @@ __all__ = ["LONG_DOCUMENTS", "SplitCounts", "check_context", "longest_row", "mod
 LONG_DOCUMENTS = ("truncate", "chunk")
 """Choices of `SkillItConfig.long_documents` (without packing)."""
 
+STREAM_BATCH_DOCS = 64
+"""Documents a stream tokenizes at a time: `datasets`' default of 1000 whole documents would read and tokenize far
+ahead of what a round uses (and of what a resume re-reads)."""
+
 _TOKEN_COLUMNS = ("input_ids", "labels")  # what packing and chunking carry; an attention mask of a block is all ones
 
 
@@ -217,8 +221,7 @@ def prepare_split(
             if eos is None:
                 raise ValueError(f"{where}: the tokenizer has no eos_token, which ends each document when packing")
         kwargs: dict[str, Any] = {"batched": True, "remove_columns": [text_field] if columns else None}
-        if not streaming:
-            kwargs["num_proc"] = num_proc
+        kwargs.update({"num_proc": num_proc} if not streaming else {"batch_size": STREAM_BATCH_DOCS})
         dataset = dataset.map(_tokenizer_encode(tokenizer, text_field, eos), **kwargs)
     before = None if streaming else _lengths(dataset)
 
@@ -234,8 +237,7 @@ def prepare_split(
     elif tokenized_here and max_length is not None:
         cut = _pieces if long_documents == "chunk" else _truncated
         kwargs = {"batched": True, "fn_kwargs": {"max_length": max_length}}
-        if not streaming:
-            kwargs["num_proc"] = num_proc
+        kwargs.update({"num_proc": num_proc} if not streaming else {"batch_size": STREAM_BATCH_DOCS})
         dataset = dataset.with_format("arrow").map(cut, **kwargs).with_format(None)
     if streaming:
         return dataset, None

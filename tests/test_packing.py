@@ -278,3 +278,12 @@ def test_run_summary_prints_token_shares_and_what_truncation_dropped(tmp_path, w
         cells = next(line for line in lines if line.startswith(f"{skill} ")).split()
         assert cells[4:6] == [f"{tokens[skill]:,}", f"{tokens[skill] / sum(tokens.values()):.4f}"]
         assert " ".join(cells[6:]) == f"{dropped:,} of {sum(LENGTHS):,} ({dropped / sum(LENGTHS):.1%})"
+
+
+def test_tokenizing_in_several_processes_gives_the_same_rows(words_tokenizer):
+    # dataset_num_proc: the map-style tokenization runs in 2 processes; rows and counts are the one-process ones.
+    data = datasets.concatenate_datasets([corpus("a"), corpus("b")])
+    for packing in (False, True):
+        one = prepare_split(data, "a", "train", tokenizer=words_tokenizer, max_length=16, packing=packing)
+        two = prepare_split(data, "a", "train", tokenizer=words_tokenizer, max_length=16, packing=packing, num_proc=2)
+        assert one[0]["input_ids"] == two[0]["input_ids"] and one[1] == two[1]

@@ -1,0 +1,223 @@
+"""The paper's fine-tuning comparison (§4.2) on a pretrained SmolLM2-135M: LEGO k = 3, target skill 3 (issue 20).
+
+Every run is `hf-skillit train recipes/lego_finetune_smollm2_lora.yaml` with the settings chosen by
+`benchmarks/smollm2/speed.py` (LoRA r16, lr 5e-4, batch 8, bf16 autocast, one thread) and the learned graph
+`recipes/graphs/lego_k3_smollm2.json`, in a fresh process, one run at a time. The validation loss of every skill
+(1, 2 and 3: a target learned by a shortcut that breaks the other skills shows there) is read from the run's
+trajectory: before training and at every round end (`--rounds` rounds of `--steps / --rounds` steps).
+
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/smollm2/tables.py --seeds 0 1 2 3 4 --output-dir runs/smollm2_tables
+    python benchmarks/smollm2/tables.py --seeds 0 1 2 3 4 --output-dir runs/smollm2_tables --report-only
+
+Resumable: a finished run is `OUTPUT/runs/<method>_seed<s>.json` and is skipped; an unfinished one is trained again
+from its start. Runs go seed by seed (every method of seed 0 first), so an interrupted table is complete over its
+first seeds. `--eta` / `--window` change Skill-It's settings (tuning grids belong on seeds not reported: 100, 101).
+The report (printed and written to `OUTPUT/summary.md`) gives, per skill, the steps to loss 0.3 and 0.1 (mean ± std
+over the runs that reached it), the loss at fixed budgets, and per-seed paired differences against Skill-It. Only
+the seeds every listed method has finished enter the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from reproduce import LABELS, first_step, mean_std, point_at, steps_table  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent.parent
+RECIPE = REPO / "recipes" / "lego_finetune_smollm2_lora.yaml"
+GRAPH = REPO / "recipes" / "graphs" / "lego_k3_smollm2.json"
+SKILLS = ["1", "2", "3"]
+TARGET = "3"
+# How each method is asked of the recipe (mixing and its settings).
+METHODS = {
+    "skill_it": ["training.mixing=skill_it"],
+    "target_only": ["training.mixing=fixed", 'training.fixed_weights={"3": 1}'],
+    "stratified": ["training.mixing=stratified"],
+    "no_graph": ["training.mixing=no_graph"],
+    "random": ["training.mixing=random"],
+}
+
+
+def overrides(method: str, seed: int, args: argparse.Namespace, output_dir: Path) -> list[str]:
+    """The `--set` list of one run: the chosen CPU settings, the learned graph, the method and the seed."""
+    return [
+        f"model.pretrained={args.model}",
+        "data.generator.k=3",
+        f"data.num_train_samples={args.train_samples}",
+        "data.validation_per_skill=50",
+        f"data.seed={seed}",
+        f"training.max_steps={args.steps}",
+        f"training.rounds={args.rounds}",
+        f"training.eta={args.eta}",
+        f"training.window={args.window}",
+        "training.per_device_train_batch_size=8",
+        "training.eval_samples_per_skill=50",
+        f"training.bf16={str(args.bf16).lower()}",
+        "training.use_cpu=true",
+        f"training.seed={seed}",
+        "training.save_steps=100000",
+        "training.logging_steps=1000",
+        "training.disable_tqdm=true",
+        f"training.output_dir={output_dir}",
+        "training.overwrite_output_dir=true",
+        *METHODS[method],
+        # "chain": the recipe's own graph, the LEGO reasoning chain built in code; otherwise a graph file.
+        *([] if args.graph == "chain" else [f"graph.path={args.graph}", "graph.reasoning=null"]),
+    ]
+
+
+def curve_of(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """The per-skill losses before training and at every round end, and the mixture of every round."""
+    from hf_skillit.rundir import load_trajectory
+
+    rounds = load_trajectory(run_dir)
+    curve = [{"step": 0, "loss": rounds[0]["initial_eval_loss"]}] if "initial_eval_loss" in rounds[0] else []
+    curve += [{"step": r["global_step"], "loss": r["eval_loss"]} for r in rounds]
+    return curve, [{"step": r["global_step"], "p": r["p"]} for r in rounds]
+
+
+def run_one(method: str, seed: int, args: argparse.Namespace, out: Path) -> None:
+    result = out / "runs" / f"{method}_seed{seed}.json"
+    if result.exists():
+        return
+    work = out / "work" / f"{method}_seed{seed}"
+    command = [
+        sys.executable,
+        "-m",
+        "hf_skillit.cli",
+        "train",
+        str(RECIPE),
+        "--set",
+        *overrides(method, seed, args, work),
+    ]
+    start = time.perf_counter()
+    log = out / "logs" / f"{method}_seed{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, check=True, cwd=REPO)
+    curve, weights = curve_of(work)
+    record = {
+        "method": method,
+        "seed": seed,
+        "curve": curve,
+        "p": weights,
+        "seconds": round(time.perf_counter() - start, 1),
+        "load": os.getloadavg()[0],
+        "command": "hf-skillit train " + " ".join([str(RECIPE.relative_to(REPO)), "--set", *command[6:]]),
+    }
+    result.parent.mkdir(parents=True, exist_ok=True)
+    tmp = result.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(result)  # atomic: a run is either finished or absent
+    shutil.rmtree(work, ignore_errors=True)  # the adapter is not needed, the curve is in the result
+    print(f"{method} seed {seed}: {record['seconds']} s, final loss {curve[-1]['loss']}", flush=True)
+
+
+def load_results(out: Path, methods: list[str], seeds: list[int]) -> dict[str, list[dict]]:
+    """Finished runs of the seeds that every method has finished."""
+    runs = {m: {} for m in methods}
+    for path in sorted((out / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["method"] in runs and record["seed"] in seeds:
+            runs[record["method"]][record["seed"]] = record
+    complete = [s for s in seeds if all(s in runs[m] for m in methods)]
+    return {m: [runs[m][s] for s in complete] for m in methods}
+
+
+def loss_table(results: dict[str, list[dict]], budgets: list[int]) -> str:
+    header = ["Method", *(f"skill {s} @ {b}" for b in budgets for s in SKILLS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, runs in results.items():
+        cells = [mean_std([point_at(r["curve"], b)["loss"][s] for r in runs]) for b in budgets for s in SKILLS]
+        lines.append("| " + " | ".join([LABELS[method], *cells]) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(results: dict[str, list[dict]], thresholds: list[float], budget: int) -> str:
+    """Per other method: Skill-It's steps to each threshold minus the method's, and its final loss minus the
+    method's, mean ± std over seeds (paired: same data, same initial model). A run that never reached a threshold
+    counts as `budget` steps (the difference is then a bound)."""
+    if "skill_it" not in results:
+        return ""
+    ours = {r["seed"]: r for r in results["skill_it"]}
+    header = ["Skill-It minus", *(f"steps to {t}, skill {s}" for t in thresholds for s in SKILLS)]
+    header += [f"loss @ {budget}, skill {s}" for s in SKILLS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, runs in results.items():
+        if method == "skill_it":
+            continue
+        cells = []
+        for threshold in thresholds:
+            for skill in SKILLS:
+                diffs = []
+                for r in runs:
+                    a = first_step(ours[r["seed"]]["curve"], skill, threshold, SKILLS)
+                    b = first_step(r["curve"], skill, threshold, SKILLS)
+                    diffs.append(float((budget if a is None else a) - (budget if b is None else b)))
+                cells.append(f"{mean_std(diffs, digits=0)} ({sum(d < 0 for d in diffs)}/{len(diffs)} sooner)")
+        for skill in SKILLS:
+            diffs = [
+                point_at(ours[r["seed"]]["curve"], budget)["loss"][skill] - point_at(r["curve"], budget)["loss"][skill]
+                for r in runs
+            ]
+            cells.append(f"{mean_std(diffs)} ({sum(d < 0 for d in diffs)}/{len(diffs)} lower)")
+        lines.append("| " + " | ".join([LABELS[method], *cells]) + " |")
+    return "\n".join(lines)
+
+
+def report(out: Path, methods: list[str], seeds: list[int], args: argparse.Namespace) -> str:
+    results = load_results(out, methods, seeds)
+    n = len(next(iter(results.values())))
+    if n == 0:
+        return f"no seed of {seeds} has finished every method of {methods} yet"
+    done = [r["seed"] for r in results[methods[0]]]
+    parts = [f"Seeds {done} ({n} of {len(seeds)}{', PARTIAL' if n < len(seeds) else ''}); methods {methods}."]
+    for threshold in (0.3, 0.1):
+        parts += [f"\nSteps to loss ≤ {threshold}:\n", steps_table(results, SKILLS, threshold, args.steps)]
+    budgets = sorted({args.steps // 3, 2 * args.steps // 3, args.steps})
+    parts += ["\nLoss at fixed budgets:\n", loss_table(results, budgets)]
+    parts += ["\nPaired by seed:\n", paired_table(results, [0.3, 0.1], args.steps)]
+    seconds = [r["seconds"] for runs in results.values() for r in runs]
+    parts.append(f"\nWall time per run: {mean_std(seconds, digits=0)} s.")
+    text = "\n".join(parts)
+    (out / "summary.md").write_text(text + "\n")
+    return text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=["skill_it", "target_only", "stratified"])
+    p.add_argument("--steps", type=int, default=240)
+    p.add_argument("--rounds", type=int, default=12, help="Skill-It rounds T; also the evaluation grid")
+    p.add_argument("--eta", type=float, default=0.5)
+    p.add_argument("--window", type=int, default=3)
+    p.add_argument("--train-samples", type=int, default=15000, help="LEGO rows, a third per skill")
+    p.add_argument("--graph", default=str(GRAPH), help="a graph JSON, or 'chain' for the recipe's built-in chain")
+    p.add_argument("--model", default="smollm2-135m", help="model.pretrained: a known name, a .gguf or a folder")
+    p.add_argument("--bf16", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
+    p.add_argument("--output-dir", default="runs/smollm2_tables")
+    p.add_argument("--report-only", action="store_true")
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    out = Path(args.output_dir).resolve()
+    if not args.report_only:
+        for seed in args.seeds:
+            for method in args.methods:
+                run_one(method, seed, args, out)
+    print(report(out, args.methods, args.seeds, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The pretrained-model demo (`make demo-pretrained`, `benchmarks/smollm2/demo.py`) and the runner of the issue-20
+tables it shares its code with (`benchmarks/smollm2/tables.py`), on the tiny llama GGUF of test_pretrained.py instead
+of SmolLM2: real `hf-skillit train` processes, LoRA, bf16 autocast, the recipe of the real runs; nothing downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from hf_skillit.pretrained import write_llama_gguf
+from hf_skillit.synthetic import build_bpe_tokenizer, make_tiny_model, tiny_llama_config
+
+pytest.importorskip("gguf", reason="the `pretrained` extra (pip install 'hf-skillit[pretrained]') is not installed")
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "smollm2"
+sys.path.insert(0, str(BENCH))
+import demo  # noqa: E402
+import tables  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def gguf_file(tmp_path_factory) -> Path:
+    bpe = build_bpe_tokenizer()
+    model = make_tiny_model(tiny_llama_config(bpe), seed=0)
+    return write_llama_gguf(model, bpe, tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf")
+
+
+@pytest.mark.slow
+def test_demo_trains_both_methods_prints_and_plots(gguf_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_SKILLIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    argv = [
+        "--output-dir",
+        str(out),
+        "--model",
+        str(gguf_file),
+        "--steps",
+        "4",
+        "--rounds",
+        "2",
+        "--train-samples",
+        "300",
+    ]
+    table = demo.main(argv)
+
+    runs = {m: json.loads((out / "runs" / f"{m}_seed0.json").read_text()) for m in demo.METHODS}
+    for method, run in runs.items():
+        assert run["seed"] == 0 and [p["step"] for p in run["curve"]] == [0, 2, 4], method
+        assert all(set(p["loss"]) == {"1", "2", "3"} for p in run["curve"])
+        assert all(abs(sum(r["p"].values()) - 1) < 1e-9 for r in run["p"])
+        assert "model.pretrained=" + str(gguf_file) in run["command"] and "graph.path" not in run["command"]
+    assert [r["p"] for r in runs["target_only"]["p"]] == [{"1": 0.0, "2": 0.0, "3": 1.0}] * 2
+    assert all(r["p"]["1"] > 0 for r in runs["skill_it"]["p"])  # the mixture samples every skill
+    # Before training both runs start from the same model and validation data: the same losses.
+    assert runs["skill_it"]["curve"][0]["loss"] == pytest.approx(runs["target_only"]["curve"][0]["loss"])
+
+    lines = table.splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| 0", "| 2", "| 4"]
+    last = runs["target_only"]["curve"][-1]["loss"]
+    assert f"{last['3']:.3f}" in lines[-1] and f"{last['1']:.3f} / {last['2']:.3f}" in lines[-1]
+    assert (out / "demo.png").stat().st_size > 0 and "Plot:" in capsys.readouterr().out
+    assert not (out / "work").exists() or not any((out / "work").iterdir())  # training folders removed
+
+    # Rerun: finished runs are reused, not trained again.
+    stamp = (out / "runs" / "skill_it_seed0.json").stat().st_mtime_ns
+    assert demo.main(argv) == table
+    assert (out / "runs" / "skill_it_seed0.json").stat().st_mtime_ns == stamp
+
+    # The table runner reports the same runs (one seed, two methods: a partial table, said so).
+    report = tables.report(out, demo.METHODS, [0, 1], tables.parse_args(argv[2:] + ["--output-dir", str(out)]))
+    assert "PARTIAL" in report and "Steps to loss ≤ 0.3" in report and "Target skill only" in report
+
+
+def test_table_runs_use_the_graph_file_and_the_chosen_settings(tmp_path):
+    args = tables.parse_args(["--graph", "recipes/graphs/lego_k3.json", "--steps", "240"])
+    sets = tables.overrides("stratified", 3, args, tmp_path / "run")
+    assert "graph.path=recipes/graphs/lego_k3.json" in sets and "graph.reasoning=null" in sets
+    for chosen in ("training.bf16=true", "training.per_device_train_batch_size=8", "training.max_steps=240"):
+        assert chosen in sets
+    assert "training.seed=3" in sets and "data.seed=3" in sets and "training.mixing=stratified" in sets
+    assert "graph.path" not in " ".join(
+        tables.overrides("stratified", 3, tables.parse_args(["--graph", "chain"]), tmp_path)
+    )

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "reproduction"))
 from reproduce import LABELS, plot_per_skill  # noqa: E402
 from tables import SKILLS, TARGET, load_results, parse_args, run_one  # noqa: E402
 

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "reproduction"))
 from reproduce import LABELS, first_step, mean_std, point_at, steps_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent.parent

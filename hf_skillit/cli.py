@@ -180,9 +180,19 @@ def _reference(args: argparse.Namespace) -> int:
 
 def _recipe_command(commands, name: str, handler: Callable[[argparse.Namespace], int], **texts: str):
     """The subcommand `name` (its `help` and `description` in `texts`) that reads a recipe: its RECIPE argument,
-    and the handler it runs."""
+    `--set` overrides, `--verbose`, and the handler it runs."""
     command = commands.add_parser(name, **texts)
     command.add_argument("recipe", help="recipe YAML file (see docs/recipes.md)")
+    command.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a recipe value, e.g. --set training.max_steps=600 data.generator.k=5 (values are YAML)",
+    )
+    command.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     command.set_defaults(handler=handler)
     return command
 
@@ -195,15 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = _recipe_command(
         commands, "train", _train, help="train a recipe", description="Train the run a recipe describes."
-    )
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a recipe value, e.g. --set training.max_steps=600 data.generator.k=5 (values are YAML)",
     )
     train.add_argument(
         "--resume", action="store_true", help="continue the run in training.output_dir from its last checkpoint"
@@ -223,17 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--measure-rows", type=int, default=16, help="validation rows per skill scored by --measure (default 16)"
     )
-    train.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
-    learn = _recipe_command(
+    _recipe_command(
         commands,
         "learn-graph",
         _learn_graph,
         help="learn a recipe's skills graph",
         description="Learn the skills graph of a recipe's data with short training runs (its learn_graph: section).",
     )
-    learn.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE")
-    learn.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
     discover = _recipe_command(
         commands,
@@ -256,10 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     discover.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
     discover.add_argument("--overwrite", action="store_true", help="replace an earlier discovery's output files")
-    discover.add_argument(
-        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE"
-    )
-    discover.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
 
     plot = commands.add_parser(
         "plot", help="plot a run", description="Write the mixture, loss and graph PNGs of a run into its directory."

@@ -12,8 +12,8 @@ update reads losses relative to round 0, whatever their unit.
 Suites (paths as written by the issue-23 runs; a missing one is left out):
 - fold: `benchmarks/reproduction/reproduce.py` run JSON (its curve holds the losses at steps 0, 200, 400, 600:
   round 0 and the ends of rounds 1-3 of 200 steps), graph `recipes/graphs/fold_k3.json`;
-- text: an online Skill-It run of `benchmarks/out_of_domain/text_ood_demo.py --variant ...` (results.json:
-  round-0 and round-end losses of the two lm-eval tasks), its learned graph;
+- text: an online Skill-It run of `benchmarks/out_of_domain/text_ood_demo.py --variant ...` (results.json: the
+  lm-eval tasks' NLL before training and at the ends of its 3 rounds of 100 steps), its learned graph;
 - lego_smollm2: round-0 losses printed by `hf-skillit train recipes/lego_pretrain_smollm2.yaml --dry-run
   --measure` (SmolLM2-135M, pretrained; one measurement, so every round repeats them: the cheap proxy).
 
@@ -42,7 +42,11 @@ def fold_losses(path: str) -> tuple[dict[str, float], list[dict[str, float]]]:
 
 def text_losses(path: str, run: str) -> tuple[dict[str, float], list[dict[str, float]]]:
     record = json.loads(open(path).read())["runs"][run]
-    return record["initial_eval_loss"], record["eval_loss_rounds"]
+    # Round 0 of the lm-eval tasks: the callback's scores before the first step (a run without normalisation does
+    # not score the evaluators into initial_eval_loss).
+    before = record["lm_eval_before"]
+    initial = {key.removesuffix("/nll"): value for key, value in before.items() if key.endswith("/nll")}
+    return initial, record["eval_loss_rounds"]
 
 
 def measured_losses(path: str) -> tuple[dict[str, float], list[dict[str, float]]]:

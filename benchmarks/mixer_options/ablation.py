@@ -27,7 +27,7 @@ def _ms(values: list[float], fmt: str = ".3f") -> str:
         return "-"
     if len(values) == 1:
         return f"{values[0]:{fmt}}"
-    return f"{np.mean(values):{fmt}} ± {np.std(values, ddof=1):{fmt}}"
+    return f"{np.mean(values):{fmt}} ± {np.std(values, ddof=1):{fmt.lstrip('+')}}"
 
 
 def fold_metrics(run: dict, threshold: float) -> dict[str, float]:

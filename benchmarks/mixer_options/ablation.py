@@ -9,7 +9,8 @@ Fold: per arm, over the seeds it has: steps until the average validation loss ov
 `--threshold` (mean ± sample std over the seeds that reached it, and how many did), the average loss at the last
 step, skill 1's loss at the last step and its largest rise above its running minimum after step 400 (forgetting),
 and the smallest weight any skill had in any round (starvation); then, paired by seed, each arm minus the
-reference arm. Text: per arm, each lm-eval task's NLL after training and their mean, and the paired differences.
+reference arm. Text: per arm, each lm-eval task's NLL after training and their mean, the largest weight of any
+source in any round (collapse), and the paired differences.
 Only seeds every compared arm has enter a paired row.
 """
 
@@ -47,13 +48,14 @@ def fold_metrics(run: dict, threshold: float) -> dict[str, float]:
     }
 
 
-def fold_tables(arms: dict[str, Path], reference: str, threshold: float) -> str:
+def fold_tables(arms: dict[str, Path], reference: str, threshold: float, seeds: set[int] | None = None) -> str:
     metrics = {}
     for arm, folder in arms.items():
         metrics[arm] = {}
         for path in sorted((folder / "runs").glob("*_seed*.json")):
             run = json.loads(path.read_text())
-            metrics[arm][run["seed"]] = fold_metrics(run, threshold)
+            if seeds is None or run["seed"] in seeds:
+                metrics[arm][run["seed"]] = fold_metrics(run, threshold)
     lines = [
         f"| arm | seeds | steps to average loss ≤ {threshold} (reached) | average loss at the end | skill 1 loss at the "
         "end | skill 1 largest rise after step 400 | smallest weight of any skill, any round |",
@@ -96,12 +98,13 @@ def fold_tables(arms: dict[str, Path], reference: str, threshold: float) -> str:
     return "\n".join(lines)
 
 
-def text_tables(path: Path, reference: str) -> str:
+def text_tables(path: Path, reference: str, seeds: set[int] | None = None) -> str:
     runs = json.loads(path.read_text())["runs"]
     arms: dict[str, dict[int, dict]] = {}
     for name, record in runs.items():
         arm, _, seed = name.rpartition("_seed")
-        arms.setdefault(arm, {})[int(seed)] = record
+        if seeds is None or int(seed) in seeds:
+            arms.setdefault(arm, {})[int(seed)] = record
     tasks = sorted({k.rsplit("/", 1)[0] for r in runs.values() for k in r["lm_eval_after"] if k.endswith("/nll")})
 
     def nlls(record: dict) -> list[float]:
@@ -110,14 +113,14 @@ def text_tables(path: Path, reference: str) -> str:
 
     header = [*(f"{t} NLL" for t in tasks), "mean task NLL"]
     lines = [
-        "| arm | seeds | " + " | ".join(header) + " | smallest weight, any round |",
+        "| arm | seeds | " + " | ".join(header) + " | largest weight, any round |",
         "|---" * (len(header) + 3) + "|",
     ]
     for arm, seeds in arms.items():
         values = np.array([nlls(r) for r in seeds.values()])
-        weights = [min(min(p.values()) for p in r.get("p_rounds", [r["p"]])) for r in seeds.values()]
+        weights = [max(max(p.values()) for p in r.get("p_rounds", [r["p"]])) for r in seeds.values()]
         cells = [_ms(list(values[:, i]), ".4f") for i in range(values.shape[1])]
-        lines.append(f"| {arm} | {','.join(map(str, seeds))} | " + " | ".join(cells) + f" | {_ms(weights, '.3g')} |")
+        lines.append(f"| {arm} | {','.join(map(str, seeds))} | " + " | ".join(cells) + f" | {_ms(weights, '.3f')} |")
     if reference in arms:
         lines += ["", f"Paired by seed, arm minus {reference}:", ""]
         lines += [
@@ -144,12 +147,14 @@ def main() -> None:
     parser.add_argument("--text", help="results.json of text_ood_demo.py")
     parser.add_argument("--reference", default=None, help="the arm the paired rows subtract")
     parser.add_argument("--threshold", type=float, default=0.13)
+    parser.add_argument("--seeds", help="comma-separated seeds to keep (default: every seed saved)")
     args = parser.parse_args()
+    seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
     if args.fold:
         arms = {spec.partition("=")[0]: Path(spec.partition("=")[2]) for spec in args.fold}
-        print(fold_tables(arms, args.reference or next(iter(arms)), args.threshold))
+        print(fold_tables(arms, args.reference or next(iter(arms)), args.threshold, seeds))
     if args.text:
-        print(text_tables(Path(args.text), args.reference or "online_paper_eta2"))
+        print(text_tables(Path(args.text), args.reference or "online_paper_eta2", seeds))
 
 
 if __name__ == "__main__":

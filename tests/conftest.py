@@ -207,13 +207,10 @@ def kill_in_forward(model: torch.nn.Module, n: int) -> None:
 # ----- the two-rank scripts (ddp_run, fsdp_run) -------------------------------------------------------------------
 
 
-def two_rank_run(tokenizer, rounds: int, max_steps: int) -> tuple[SkillSet, SkillsGraph, dict[str, Any]]:
-    """What the torchrun scripts train, and the settings they share: 3 LEGO skills of 120 training rows and 13
-    validation rows (which two ranks cannot split evenly), a graph where skill 1 helps 2 and 3 and 2 helps 3, and
-    Skill-It over gloo with batches of 4 per process and validation batches of 3."""
-    skills = lego_skills(tokenizer, {s: 120 for s in ("1", "2", "3")}, validation=13)
-    graph = SkillsGraph(np.array([[1.0, 0.5, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]]), ["1", "2", "3"])
-    settings = dict(
+def two_rank_settings(rounds: int, max_steps: int) -> dict[str, Any]:
+    """The SkillItConfig settings every two-rank script shares: Skill-It over gloo, batches of 4 per process and
+    validation batches of 3 (which two ranks cannot split evenly)."""
+    return dict(
         mixing="skill_it",
         rounds=rounds,
         max_steps=max_steps,
@@ -221,7 +218,15 @@ def two_rank_run(tokenizer, rounds: int, max_steps: int) -> tuple[SkillSet, Skil
         per_device_eval_batch_size=3,
         ddp_backend="gloo",
     )
-    return skills, graph, settings
+
+
+def two_rank_run(tokenizer, rounds: int, max_steps: int) -> tuple[SkillSet, SkillsGraph, dict[str, Any]]:
+    """What the torchrun scripts train, and the settings they share: 3 LEGO skills of 120 training rows and 13
+    validation rows (which two ranks cannot split evenly), a graph where skill 1 helps 2 and 3 and 2 helps 3, and
+    Skill-It over gloo with batches of 4 per process and validation batches of 3."""
+    skills = lego_skills(tokenizer, {s: 120 for s in ("1", "2", "3")}, validation=13)
+    graph = SkillsGraph(np.array([[1.0, 0.5, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]]), ["1", "2", "3"])
+    return skills, graph, two_rank_settings(rounds, max_steps)
 
 
 def varied_length_run(
@@ -243,15 +248,7 @@ def varied_length_run(
         train = {name: data.to_iterable_dataset(num_shards=2) for name, data in train.items()}
     skills = SkillSet.from_dict(train, validation=13)
     graph = SkillsGraph(np.array([[1.0, 0.5], [0.0, 1.0]]), ["count", "noise"])
-    settings = dict(
-        mixing="skill_it",
-        rounds=rounds,
-        max_steps=max_steps,
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=3,
-        ddp_backend="gloo",
-    )
-    return skills, graph, settings
+    return skills, graph, two_rank_settings(rounds, max_steps)
 
 
 # ----- launching the scripts --------------------------------------------------------------------------------------

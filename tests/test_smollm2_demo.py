@@ -85,3 +85,18 @@ def test_table_runs_use_the_graph_file_and_the_chosen_settings(tmp_path):
     assert "graph.path" not in " ".join(
         tables.overrides("stratified", 3, tables.parse_args(["--graph", "chain"]), tmp_path)
     )
+
+
+def test_table_runner_refuses_a_missing_graph_before_training(tmp_path):
+    with pytest.raises(SystemExit, match="graph file .*nowhere.json.* not found"):
+        tables.main(["--graph", str(tmp_path / "nowhere.json"), "--output-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_run_says_which_and_shows_its_log_and_leaves_no_result(tmp_path):
+    missing = tmp_path / "missing.gguf"
+    argv = ["--graph", "chain", "--model", str(missing), "--seeds", "7", "--methods", "target_only"]
+    with pytest.raises(SystemExit, match=r"(?s)target_only seed 7 failed \(exit 2\).*missing\.gguf"):
+        tables.main([*argv, "--output-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out" / "runs").exists()

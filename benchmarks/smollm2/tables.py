@@ -102,7 +102,10 @@ def run_one(method: str, seed: int, args: argparse.Namespace, out: Path) -> None
     log = out / "logs" / f"{method}_seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
-        subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, check=True, cwd=REPO)
+        done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
+    if done.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
+        raise SystemExit(f"{method} seed {seed} failed (exit {done.returncode}); the end of {log}:\n{tail}")
     curve, weights = curve_of(work)
     record = {
         "method": method,
@@ -209,9 +212,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     out = Path(args.output_dir).resolve()
+    if args.graph != "chain" and not Path(args.graph).is_file():  # before any run starts
+        raise SystemExit(
+            f"graph file {args.graph!r} not found: learn it first (benchmarks/RESULTS.md, Issue 20) or pass --graph chain"
+        )
     if not args.report_only:
         for seed in args.seeds:
             for method in args.methods:

@@ -52,7 +52,8 @@ def test_demo_trains_both_methods_prints_and_plots(gguf_file, tmp_path, monkeypa
         assert run["seed"] == 0 and [p["step"] for p in run["curve"]] == [0, 2, 4], method
         assert all(set(p["loss"]) == {"1", "2", "3"} for p in run["curve"])
         assert all(abs(sum(r["p"].values()) - 1) < 1e-9 for r in run["p"])
-        assert "model.pretrained=" + str(gguf_file) in run["command"] and "graph.path" not in run["command"]
+        assert "model.pretrained=" + str(gguf_file) in run["command"]
+        assert "graph.path=" + str(tables.GRAPH) in run["command"]  # the learned graph, shipped
     assert [r["p"] for r in runs["target_only"]["p"]] == [{"1": 0.0, "2": 0.0, "3": 1.0}] * 2
     assert all(r["p"]["1"] > 0 for r in runs["skill_it"]["p"])  # the mixture samples every skill
     # Before training both runs start from the same model and validation data: the same losses.

@@ -3,9 +3,9 @@
 SmolLM2-135M (fetched from the package registry and converted on first use, docs/pretrained.md) learns LEGO k = 3
 skill 3 with LoRA r16, once with Skill-It's online mixture over skills 1-3, once on skill 3 alone, 160 steps of
 batch 8 each. The runs use the settings and code of the 5-seed table of `benchmarks/smollm2/tables.py` (which runs
-240 steps) on its first seed, 0: a rule fixed before any 5-seed run, not a pick. The graph is the recipe's LEGO
-reasoning chain (edge 2 -> 3 of 0.5) until the graph learned on SmolLM2 (`recipes/graphs/lego_k3_smollm2.json`,
-being learned) ships; `--graph PATH` uses a graph file. The script prints the validation loss of skill 3 (and of
+240 steps) on its first seed, 0: a rule fixed before any 5-seed run, not a pick. The graph is the one learned on
+SmolLM2 (`recipes/graphs/lego_k3_smollm2.json`: edges 1 -> 3 and 2 -> 3); `--graph chain` uses the recipe's LEGO
+reasoning chain instead. The script prints the validation loss of skill 3 (and of
 skills 1 and 2, which target-only training can break) of both runs side by side, and saves a plot of both runs, one
 panel per skill.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "reproduction"))
 from reproduce import LABELS, plot_per_skill  # noqa: E402
-from tables import SKILLS, TARGET, load_results, parse_args, run_one  # noqa: E402
+from tables import GRAPH, SKILLS, TARGET, load_results, parse_args, run_one  # noqa: E402
 
 METHODS = ["skill_it", "target_only"]
 SEED = 0  # fixed in advance: the first seed of the table, whatever it shows
@@ -46,7 +46,7 @@ def side_by_side(results: dict[str, list[dict]]) -> str:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="runs/demo_pretrained")
-    parser.add_argument("--graph", default="chain", help="'chain' (the recipe's, default) or a graph JSON")
+    parser.add_argument("--graph", default=str(GRAPH), help="a graph JSON (default: the learned one) or 'chain'")
     known, rest = parser.parse_known_args(argv)
     # Every other option is the table's (--steps, --rounds, --model, ...), with the table's defaults.
     # 160 steps (8 rounds of 20): two runs fit in 10 minutes of an idle 2-core machine; the table runs 240.

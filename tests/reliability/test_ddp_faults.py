@@ -66,9 +66,11 @@ def test_rank_fault_fails_the_job_within_ddp_timeout(tmp_path, fault):
     text = log.read_text()
     assert process.returncode != 0
     if fault == "dies":
-        # torchrun names the rank at fault; rank 0 stops on its own error (gloo: the peer is gone).
+        # torchrun names the rank at fault. Rank 0 stops either on its own error (gloo: the peer is gone) or, when
+        # torchrun's monitor sees rank 1's exit before rank 0 reaches the next collective (a race a loaded machine
+        # wins: seen in a CI-like run), by torchrun's SIGTERM; both end the job at once.
         assert "rank      : 1 (local_rank: 1)\n  exitcode  : -9" in text and "SIGKILL" in text, text[-3000:]
-        assert "[rank0]: RuntimeError" in text, text[-3000:]
+        assert "[rank0]: RuntimeError" in text or "closing signal SIGTERM" in text, text[-3000:]
     else:
         # gloo words it "Timed out waiting 5000ms for recv" or "Application timeout caused pair closure".
         assert re.search(r"\[rank0\]: RuntimeError: .*(?i:timed out|timeout)", text), text[-3000:]

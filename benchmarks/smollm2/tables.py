@@ -43,7 +43,15 @@ METHODS = {
     "stratified": ["training.mixing=stratified"],
     "no_graph": ["training.mixing=no_graph"],
     "random": ["training.mixing=random"],
+    "static": ["training.mixing=static"],
+    "curriculum": ["training.mixing=curriculum"],
+    "anticurriculum": ["training.mixing=anticurriculum"],
+    "skill_curriculum": ["training.mixing=skill_curriculum"],
+    "skill_anticurriculum": ["training.mixing=skill_anticurriculum"],
 }
+# fine-tuning (paper §4.2): learn skill 3; pre-training (§4.1): every skill is a target. Both on LoRA (the CPU
+# setting chosen by speed.py); the paper pre-trains every weight, which costs 1.3-3x a LoRA step here.
+TARGETS = {"finetune": '["3"]', "pretrain": '["1", "2", "3"]'}
 
 
 def overrides(method: str, seed: int, args: argparse.Namespace, output_dir: Path) -> list[str]:
@@ -68,7 +76,9 @@ def overrides(method: str, seed: int, args: argparse.Namespace, output_dir: Path
         "training.disable_tqdm=true",
         f"training.output_dir={output_dir}",
         "training.overwrite_output_dir=true",
+        f"training.target_skills={TARGETS[args.setting]}",
         *METHODS[method],
+        *args.extra,
         # "chain": the recipe's own graph, the LEGO reasoning chain built in code; otherwise a graph file.
         *([] if args.graph == "chain" else [f"graph.path={args.graph}", "graph.reasoning=null"]),
     ]
@@ -208,6 +218,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="smollm2-135m", help="model.pretrained: a known name, a .gguf or a folder")
     p.add_argument("--bf16", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
     p.add_argument("--output-dir", default="runs/smollm2_tables")
+    p.add_argument("--setting", choices=list(TARGETS), default="finetune", help="target skill 3, or all skills")
+    p.add_argument("--extra", nargs="*", default=[], help="more --set overrides for every run (a grid's cell)")
     p.add_argument("--report-only", action="store_true")
     return p.parse_args(argv)
 

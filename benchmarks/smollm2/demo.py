@@ -17,7 +17,9 @@ A finished run is kept in `--output-dir` and reused; delete the folder to train 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,9 +56,19 @@ def main(argv: list[str] | None = None) -> str:
         ["--steps", "160", "--rounds", "8", *rest, "--output-dir", known.output_dir, "--graph", known.graph]
     )
     out = Path(args.output_dir).resolve()
-    for method in METHODS:
-        print(f"training {LABELS[method]} (seed {SEED}, {args.steps} steps) ...", flush=True)
-        run_one(method, SEED, args, out)
+    # The two runs are independent processes: on 2+ cores they train side by side, one thread each (one thread per
+    # run was the fastest per sample on this CPU, benchmarks/RESULTS.md "Issue 20"; two threads each would
+    # oversubscribe the cores). A user's own OMP_NUM_THREADS wins.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    parallel = min(len(METHODS), cores)
+    print(
+        f"training {' and '.join(LABELS[m] for m in METHODS)} (seed {SEED}, {args.steps} steps each, "
+        f"{parallel} at a time) ...",
+        flush=True,
+    )
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(lambda method: run_one(method, SEED, args, out), METHODS))  # list(): re-raise a failure
     results = load_results(out, METHODS, [SEED])
     table = side_by_side(results)
     plot = plot_per_skill(results, SKILLS, "loss", out / "demo.png", f"LEGO k=3, target skill {TARGET}, seed {SEED}")

@@ -2,8 +2,9 @@
 
 The smoke mode takes every path the GPU run takes (GGUF written and converted by `hf_skillit.pretrained`, the
 timing child, the FSDP check through `accelerate launch`, a wave of parallel training processes that calibrate and
-agree on their number of steps, the report) with a tiny model and a few steps, so the script works on its first
-try where device time is scarce.
+agree on their number of steps per table: pre-training with every weight trained, and the LoRA fine-tuning table on
+LEGO target skill 3; the report) with a tiny model and a few steps, so the script works on its first try where
+device time is scarce.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def test_gpu_script_smoke_mode_on_cpu(tmp_path):
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == [
         "addition_curves.png",
+        "finetune_curves.png",
         "lego_curves.png",
         "log.txt",
         "results.json",
@@ -69,20 +71,54 @@ def test_gpu_script_smoke_mode_on_cpu(tmp_path):
     expected = {"lego_skill_it_seed0", "lego_stratified_seed0", "lego_random_seed0", "addition_skill_it_seed0"}
     expected.add("lego_skill_it_code_seed0")  # the reference code's setting (window of evaluations)
     assert expected <= set(runs) and all(r["ok"] for r in runs.values())
+    finetune = {"finetune_skill_it_seed0", "finetune_target_only_seed0", "finetune_stratified_seed0"}
+    assert finetune <= set(runs)
+    settings = report["settings"]
     for run in runs.values():
-        rounds = report["settings"]["tasks"][run["task"]]["rounds"]
-        assert run["steps_done"] == run["steps"] and len(run["trajectory"]) == rounds
+        finetuned = run["table"] == "finetune"
+        rounds = settings["finetune"]["rounds"] if finetuned else settings["tasks"][run["task"]]["rounds"]
+        assert run["rounds"] == rounds and run["steps_done"] == run["steps"] and len(run["trajectory"]) == rounds
         # Every round trains steps/rounds batches, drawn from that round's mixture, and the curve starts at step 0.
+        batch = settings["finetune"]["batch"] if finetuned else settings["batch"]
         for record in run["trajectory"]:
-            assert sum(record["samples"].values()) == run["steps"] // rounds * report["settings"]["batch"]
+            assert sum(record["samples"].values()) == run["steps"] // rounds * batch
             assert math.isclose(sum(record["p"].values()), 1.0, abs_tol=1e-9)
         assert run["curve"][0]["step"] == 0 and run["curve"][-1]["step"] == run["steps"]
         assert all(0.0 <= a <= 1.0 for point in run["curve"] for a in point["accuracy"].values())
-    # The methods of a wave agreed on one number of steps; stratified keeps p uniform, random follows the pool.
-    assert len({r["steps"] for r in runs.values() if r["task"] == "lego"}) == 1
+        # Every skill validated, the target and the others, in every table.
+        assert all(set(point["loss"]) == set(settings["tasks"][run["task"]]["skills"]) for point in run["curve"])
+    # The methods of a table agreed on one number of steps; stratified keeps p uniform, random follows the pool.
+    for table in ("lego", "finetune"):
+        assert len({r["steps"] for r in runs.values() if r["table"] == table}) == 1
     assert all(p == pytest.approx(0.2) for p in runs["lego_stratified_seed0"]["trajectory"][0]["p"].values())
     random_p = runs["lego_random_seed0"]["trajectory"][0]["p"]
     assert random_p["5"] > random_p["4"] > random_p["1"]  # the imbalanced pool 1:1:1:3:5
+
+    # Fine-tuning: LoRA (the adapter alone trained: 2 tensors, A and B, on q/k/v/o of the tiny llama's 2 layers;
+    # peft starts B at zero, so a nonzero B moved; the base weights did not), target skill 3 in every run.
+    assert settings["finetune"]["batch"] == 8 and settings["finetune"]["lr"] == 5e-4
+    for name in finetune:
+        adapter = runs[name]["adapter"]
+        assert adapter["trainable_all_lora"] and adapter["trainable_tensors"] == 2 * 4 * 2, adapter
+        assert adapter["lora_B_norm"] > 0 and adapter["base_weights_unchanged"], adapter
+        assert runs[name]["target_skills"] == ["3"]
+    assert all(r["adapter"] is None for r in runs.values() if r["table"] != "finetune")
+    # Every method of the seed starts from the same adapter (and the same base weights: the same converted file).
+    assert len({runs[name]["adapter"]["initial_lora_A_norm"] for name in finetune}) == 1
+    # Target-only: exactly {"3": 1} in every round, and every sample drawn from skill 3.
+    for record in runs["finetune_target_only_seed0"]["trajectory"]:
+        assert record["p"] == {"1": 0.0, "2": 0.0, "3": 1.0, "4": 0.0, "5": 0.0}
+        assert {s for s, n in record["samples"].items() if n} == {"3"}
+    # Stratified: uniform over the target and its prerequisite in the chain's column of skill 3 (2 -> 3).
+    for record in runs["finetune_stratified_seed0"]["trajectory"]:
+        assert record["p"] == pytest.approx({"1": 0.0, "2": 0.5, "3": 0.5, "4": 0.0, "5": 0.0})
+    # Skill-It's first round: p ∝ exp(eta * A[:, 3]) with the chain's column (0, 0.5, 1, 0, 0), by hand.
+    eta = settings["finetune"]["eta"]
+    scores = {"1": 1.0, "2": math.exp(eta * 0.5), "3": math.exp(eta), "4": 1.0, "5": 1.0}
+    first = runs["finetune_skill_it_seed0"]["trajectory"][0]["p"]
+    assert first == pytest.approx({s: v / sum(scores.values()) for s, v in scores.items()})
+    # Later rounds follow the target's loss: the weights move after round 1.
+    assert runs["finetune_skill_it_seed0"]["trajectory"][-1]["p"] != pytest.approx(first)
 
     fsdp = report["fsdp"]
     assert fsdp["ok"] and fsdp["rounds"] == 2 and fsdp["losses_finite"]
@@ -94,7 +130,28 @@ def test_gpu_script_smoke_mode_on_cpu(tmp_path):
     assert "| SkillItTrainer (LM head at the scored positions" in markdown and "| transformers.Trainer |" in markdown
     assert "## lego: validation at step" in markdown and "| skill_it_code | code |" in markdown
     assert "FSDP smoke check" in markdown and "passed" in markdown
+    assert "## Fine-tuning on LEGO k = 5, target skill 3 (LoRA)" in markdown
+    for threshold in (0.3, 0.1):
+        assert (
+            f"Steps to loss ≤ {threshold}:\n\n| Method | skill 1 | skill 2 | skill 3 | skill 4 | skill 5 |" in markdown
+        )
+    for label in ("Skill-It", "Target skill only", "Skill-stratified"):
+        assert f"\n| {label} | " in markdown.split("## Fine-tuning")[1]
     print(f"smoke mode: {wall:.0f} s wall")
+
+
+def test_finetune_settings_are_the_cpu_recipes():
+    """The GPU fine-tuning table runs the CPU tables' recipe settings: its LoRA and learning rate."""
+    import yaml
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from benchmarks.gpu import settings
+
+    recipe = yaml.safe_load((ROOT / "recipes" / "lego_finetune_smollm2_lora.yaml").read_text())
+    assert settings.FINETUNE_LORA == recipe["model"]["lora"]
+    assert settings.FINETUNE_LR == recipe["training"]["learning_rate"]
+    assert recipe["training"]["target_skills"] == [settings.FINETUNE_TARGET]
 
 
 def _model_files():

@@ -1,6 +1,6 @@
-"""The GPU comparison's child processes (`run.py --child SPEC`): a method on a seed (`run_job`), the timing of
-`SkillItTrainer` against a plain `Trainer` (`run_timing`), and the FSDP check (`run_fsdp`); `child_main` runs the one
-its spec names."""
+"""The GPU comparison's child processes (`run.py --child SPEC`): a method on a seed (`run_job`, pre-training or
+LoRA fine-tuning: the spec carries its settings), the timing of `SkillItTrainer` against a plain `Trainer`
+(`run_timing`), and the FSDP check (`run_fsdp`); `child_main` runs the one its spec names."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def _fidelity_fields() -> dict[str, str]:
 
 
 def _training_kwargs(spec: dict[str, Any], output_dir: str) -> dict[str, Any]:
-    """`TrainingArguments` shared by every run: the paper's optimizer (AdamW, lr 5e-5, weight decay 0.01), bf16
-    mixed precision where the GPU has it, no checkpoints, no logging."""
+    """`TrainingArguments` shared by every run: the paper's optimizer (AdamW, weight decay 0.01; lr 5e-5 unless the
+    spec gives its own, as fine-tuning does), bf16 mixed precision where the GPU has it, no checkpoints, no
+    logging."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -44,7 +45,7 @@ def _training_kwargs(spec: dict[str, Any], output_dir: str) -> dict[str, Any]:
         # Evaluation computes logits over the whole vocabulary at every position: 64 rows x 36 x 49,152 floats is
         # 0.45 GB per forward, times the processes sharing the device.
         per_device_eval_batch_size=EVAL_BATCH,
-        learning_rate=LR,
+        learning_rate=spec.get("lr", LR),
         weight_decay=0.01,
         adam_beta1=0.9,
         adam_beta2=0.999,
@@ -84,14 +85,19 @@ def _skillit_trainer(model, config, skills, tokenizer, callbacks=(), graph=None)
 
 
 def _load_model(spec: dict[str, Any]):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The tokenizer and the float32 model, through the recipes' `load_model` (as `hf-skillit train` loads it), so a
+    spec's `lora` wraps it with peft exactly as a recipe's `model.lora:` does."""
+    from transformers import AutoTokenizer, set_seed
 
+    from hf_skillit.recipes.build import load_model
+    from hf_skillit.recipes.sections import ModelArguments
+
+    set_seed(spec["seed"])  # peft draws the LoRA A matrices: the same adapter for every method of a seed
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
-    return model, tokenizer
+    arguments = ModelArguments(name_or_path=spec["model"], dtype="float32", lora=spec.get("lora"))
+    return load_model(arguments, tokenizer, None), tokenizer
 
 
 class Deadline(TrainerCallback):
@@ -169,23 +175,57 @@ def _calibrate(model, skills, validation, tokenizer, spec: dict[str, Any]) -> tu
 
 
 def _agree_on_steps(spec: dict[str, Any], rate: float, eval_s: float) -> tuple[int, float]:
-    """Every process of the wave shares its measured rate and evaluation time; all then plan the same number of
-    steps: what the slowest fits before the deadline, its evaluations (the code setting's too) included, a
-    multiple of rounds x evaluations per round."""
+    """Every process of the wave shares its measured rate and evaluation time; the processes of one table (the
+    methods and seeds compared with each other) then plan the same number of steps: what the table's slowest fits
+    before the deadline, its evaluations (the code setting's too) included, a multiple of rounds x evaluations per
+    round. Each table plans for itself (a LoRA step of batch 8 is not a full step of batch 32), from rates all
+    measured under the contention of the whole wave."""
     extra = 120 if spec["setting"] == "code" else 0  # the reference code's evaluations inside the rounds
-    entries = _barrier(spec, "rates", {"rate": rate, "eval_s": eval_s, "extra_evaluations": extra})
-    slowest = min(e["rate"] for e in entries)
+    payload = {"rate": rate, "eval_s": eval_s, "extra_evaluations": extra, "table": spec["table"]}
+    entries = _barrier(spec, "rates", payload)
+    mine = [e for e in entries if e["table"] == spec["table"]]
+    slowest = min(e["rate"] for e in mine)
     if spec["fixed_steps"]:
         return spec["max_steps"], slowest
     start = max(e["time"] for e in entries) if len(entries) >= spec["wave_size"] else time.time()
-    evaluations = spec["evaluations"] + 1 + max(e["extra_evaluations"] for e in entries)
-    seconds = (spec["deadline"] - start) * 0.85 - evaluations * max(e["eval_s"] for e in entries)
+    evaluations = spec["evaluations"] + 1 + max(e["extra_evaluations"] for e in mine)
+    seconds = (spec["deadline"] - start) * 0.85 - evaluations * max(e["eval_s"] for e in mine)
     steps = int(seconds * slowest // spec["multiple"]) * spec["multiple"]
     return max(spec["multiple"], min(steps, spec["max_steps"])), slowest
 
 
+def _adapter_check(model, before: dict[str, Any]) -> dict[str, Any]:
+    """What trained in a peft model: the trainable tensors (all LoRA ones?), the norm of the LoRA B matrices (peft
+    starts them at zero, so > 0 means the adapter moved), whether the base weights noted in `before` (by
+    `_initial_weights`) are unchanged, and the norm the LoRA A matrices started from (the same for every method of
+    a seed: the same initial adapter)."""
+    import torch
+
+    named = dict(model.named_parameters())
+    trainable = [name for name, p in named.items() if p.requires_grad]
+    base = {name: value for name, value in before.items() if name != "initial_lora_A_norm"}
+    return {
+        "trainable_tensors": len(trainable),
+        "trainable_parameters": sum(named[name].numel() for name in trainable),
+        "trainable_all_lora": bool(trainable) and all("lora_" in name for name in trainable),
+        "lora_B_norm": sum(float(p.detach().float().norm()) for name, p in named.items() if "lora_B" in name),
+        "base_weights_unchanged": all(torch.equal(named[name].detach().cpu(), value) for name, value in base.items()),
+        "initial_lora_A_norm": before["initial_lora_A_norm"],
+    }
+
+
+def _initial_weights(model) -> dict[str, Any]:
+    """Before training a peft model: copies of the frozen base weights of the first adapted module (peft's
+    `base_layer`) and of the embedding, and the norm of the LoRA A matrices."""
+    named = dict(model.named_parameters())
+    wanted = [n for n in named if "base_layer.weight" in n][:1] + [n for n in named if "embed_tokens" in n][:1]
+    before: dict[str, Any] = {name: named[name].detach().cpu().clone() for name in wanted}
+    before["initial_lora_A_norm"] = sum(float(p.detach().float().norm()) for n, p in named.items() if "lora_A" in n)
+    return before
+
+
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
-    """One method on one seed: agree on the number of steps with the wave, train, record the curve."""
+    """One method on one seed: agree on the number of steps with the table, train, record the curve."""
     import numpy as np
     import torch
 
@@ -202,7 +242,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     eval_every = steps // spec["evaluations"]
     extra = dict(spec.get("extra", {}))
     if spec["setting"] == "code":  # the reference code evaluates every max_steps / 120 steps (within a round here)
-        per_round, every = steps // task["rounds"], max(1, steps // 120)
+        per_round, every = steps // spec["rounds"], max(1, steps // 120)
         while per_round % every:
             every -= 1
         extra[spec["eval_every_field"]] = every
@@ -211,15 +251,16 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         spec,
         spec["output_dir"],
         mixing=spec["mixing"],
-        rounds=task["rounds"],
-        eta=task["eta"],
-        window=task["window"],
+        rounds=spec["rounds"],
+        eta=spec["eta"],
+        window=spec["window"],
         **extra,
     )
     recorder = CurveRecorder(eval_every, validation, tokenizer, batch_size=EVAL_BATCH)
     deadline = Deadline(spec["deadline"])
     trainer = _skillit_trainer(model, config, skills, tokenizer, [recorder, deadline], graph=graph)
     recorder.trainer = trainer
+    before = _initial_weights(model) if spec.get("lora") else {}
     start = time.time()
     trainer.train()
     wall = time.time() - start
@@ -233,6 +274,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "wave_slowest_steps_per_s": round(slowest, 2),
         "train_wall_s": round(wall, 2),
         "samples_per_s": round(done * spec["batch"] / wall, 2),
+        "target_skills": list(config.target_skills or []),
+        "adapter": _adapter_check(model, before) if spec.get("lora") else None,
         "curve": recorder.points,
         "trajectory": [{k: r[k] for k in ("round", "global_step", "p", "samples")} for r in trainer.trajectory],
         "max_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,

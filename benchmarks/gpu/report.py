@@ -1,5 +1,7 @@
 """The GPU comparison's outputs: `results.json`, the tables of `results.md` (mean ± std over seeds at the last step
-every run reached) and the curves."""
+every run reached) and the curves. Tables: `lego` and `addition` (continual pre-training, every skill a target) and
+`finetune` (LoRA fine-tuning on the LEGO target skill, in the format of the CPU tables of
+`benchmarks/smollm2/tables.py`: steps to each threshold and the loss, per skill, the target and the others)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,22 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from benchmarks.gpu import settings
 from benchmarks.gpu.settings import LR, TASKS
 
+# table -> its skills (fine-tuning trains and validates on LEGO's five; its target is one of them)
+TABLES = {
+    "lego": TASKS["lego"]["skills"],
+    "addition": TASKS["addition"]["skills"],
+    "finetune": TASKS["lego"]["skills"],
+}
 
-def _summary(runs: list[dict[str, Any]], task: str) -> tuple[int | None, dict[str, dict[str, Any]]]:
-    """Per method (and setting): loss and accuracy per skill at the last step every paper-setting run of the task
+
+def _summary(runs: list[dict[str, Any]], table_name: str) -> tuple[int | None, dict[str, dict[str, Any]]]:
+    """Per method (and setting): loss and accuracy per skill at the last step every paper-setting run of the table
     reached (a run that stopped earlier is shown at its own last step, which its row names), mean and sample std
     over seeds."""
-    done = [r for r in runs if r.get("ok") and r["task"] == task and r["curve"]]
+    done = [r for r in runs if r.get("ok") and r["table"] == table_name and r["curve"]]
     if not done:
         return None, {}
     paper = [r for r in done if r["setting"] == "paper"] or done
@@ -32,7 +42,7 @@ def _summary(runs: list[dict[str, Any]], task: str) -> tuple[int | None, dict[st
             "rounds_done": min(len(r["trajectory"]) for r in mine),
         }
         for metric in ("loss", "accuracy"):
-            row[metric] = {skill: _mean_std([p[metric][skill] for p in points]) for skill in TASKS[task]["skills"]}
+            row[metric] = {skill: _mean_std([p[metric][skill] for p in points]) for skill in TABLES[table_name]}
             row[f"mean_{metric}"] = _mean_std([statistics.fmean(p[metric].values()) for p in points])
         table[method] = row
     return common, table
@@ -50,12 +60,12 @@ def _cell(value: dict[str, float], digits: int = 3) -> str:
 
 def write_outputs(report: dict[str, Any], out: Path) -> None:
     runs = report.get("runs", [])
-    for task in TASKS:
-        step, table = _summary(runs, task)
+    for name in TABLES:
+        step, table = _summary(runs, name)
         if table:
-            planned = sorted({r["steps"] for r in runs if r.get("ok") and r["task"] == task})
-            report.setdefault("summary", {})[task] = {"common_step": step, "steps": planned, "methods": table}
-            _plot(runs, task, out / f"{task}_curves.png")
+            planned = sorted({r["steps"] for r in runs if r.get("ok") and r["table"] == name})
+            report.setdefault("summary", {})[name] = {"common_step": step, "steps": planned, "methods": table}
+            _plot(runs, name, out / f"{name}_curves.png")
     (out / "results.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "results.md").write_text(markdown(report))
 
@@ -94,6 +104,9 @@ def markdown(report: dict[str, Any]) -> str:
     elif timing:
         lines += ["## Timing run FAILED", "", "```", timing.get("log_tail", "")[-2000:], "```", ""]
     for task, summary in report.get("summary", {}).items():
+        if task == "finetune":
+            lines += _finetune_markdown(report, summary)
+            continue
         skills = TASKS[task]["skills"]
         spec = TASKS[task]
         lines += [
@@ -145,13 +158,56 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _finetune_markdown(report: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """The fine-tuning table as the CPU tables print it (`benchmarks/smollm2/tables.py`): per skill, the steps to
+    each threshold and the loss at the last step every run reached, mean ± sample std over seeds; and the mixtures."""
+    from benchmarks.reproduction.reproduce import LABELS, mean_std, point_at, steps_table
+
+    skills, common, ft = TABLES["finetune"], summary["common_step"], report["settings"]["finetune"]
+    done = [r for r in report["runs"] if r.get("ok") and r["table"] == "finetune" and r["curve"]]
+    # Every curve read up to the common step, so no method is credited with steps another did not get.
+    results: dict[str, list[dict[str, Any]]] = {}
+    for r in done:
+        results.setdefault(r["method"], []).append({**r, "curve": [p for p in r["curve"] if p["step"] <= common]})
+    seeds = sorted({r["seed"] for r in done})
+    lora = ft["lora"]
+    methods = "; ".join(
+        f"{LABELS[m]}: " + ", ".join(f"{k} {v}" for k, v in fields.items()) for m, fields in ft["methods"].items()
+    )
+    lines = [
+        f"## Fine-tuning on LEGO k = {len(skills)}, target skill {ft['target']} (LoRA)",
+        "",
+        f"LoRA r {lora['r']}, alpha {lora['lora_alpha']}, dropout {lora['lora_dropout']} on "
+        f"{', '.join(lora['target_modules'])}; lr {ft['lr']}, batch {ft['batch']}, bf16 autocast where the GPU has "
+        f"it; Skill-It eta {ft['eta']}, T {ft['rounds']}, w {ft['window']}; graph: {ft['graph']}; every method with "
+        f"target_skills [{ft['target']}] ({methods}). {summary['steps']} steps planned (at most "
+        f"{ft['max_steps']}); seeds {seeds}, mean ± sample std. Every skill is validated (the target and the others: "
+        f"a target learned by a shortcut that breaks the others shows there). Read at step {common}, the last step "
+        "every run reached.",
+        "",
+    ]
+    for threshold in settings.THRESHOLDS:
+        lines += [f"Steps to loss ≤ {threshold}:", "", steps_table(results, skills, threshold, common), ""]
+    header = ["Method", *(f"skill {s} @ {common}" for s in skills)]
+    lines += [f"Loss at step {common}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, mine in results.items():
+        cells = [mean_std([point_at(r["curve"], common)["loss"][s] for r in mine]) for s in skills]
+        lines.append("| " + " | ".join([LABELS[method], *cells]) + " |")
+    lines += ["", "Mixture p (skills " + ", ".join(skills) + "), mean over seeds, first and last round:", ""]
+    lines += ["| Method | first round | last round |", "|---|---|---|"]
+    for method, mine in results.items():
+        ends = [[statistics.fmean(r["trajectory"][i]["p"][s] for r in mine) for s in skills] for i in (0, -1)]
+        lines.append(f"| {LABELS[method]} | " + " | ".join(" / ".join(f"{v:.2f}" for v in p) for p in ends) + " |")
+    return [*lines, "", "Curves: finetune_curves.png.", ""]
+
+
 def _plot(runs: list[dict[str, Any]], task: str, path: Path) -> None:
     from matplotlib.figure import Figure
 
-    skills = TASKS[task]["skills"]
+    skills = TABLES[task]
     figure = Figure(figsize=(3.2 * len(skills), 5.6))
     axes = figure.subplots(2, len(skills), squeeze=False)
-    done = [r for r in runs if r.get("ok") and r["task"] == task]
+    done = [r for r in runs if r.get("ok") and r["table"] == task]
     for method in dict.fromkeys(r["method"] for r in done):
         mine = [r for r in done if r["method"] == method]
         for column, skill in enumerate(skills):

@@ -1,4 +1,4 @@
-"""The paper's LEGO / addition comparison on a pretrained SmolLM2-135M, on one GPU, in one command (issue 12).
+"""The paper's LEGO / addition comparisons on a pretrained SmolLM2-135M, on one GPU, in one command (issues 12, 20).
 
     python benchmarks/gpu/run.py --gguf-parts outputs/gpu            # on the GPU machine: writes to $OUT
     python benchmarks/gpu/run.py --smoke --out /tmp/smoke            # CPU, tiny llama GGUF, under 3 minutes (CI)
@@ -16,21 +16,41 @@ What one run does, within `--budget-s` (default 480 s of wall time, so the comma
    the one GPU, llama layers wrapped: 2 rounds of `SkillItTrainer` on training rows cut to different lengths;
    reports whether FSDP was really enabled and whether round 0 (the evaluation before the first step) saw the
    model as the later rounds did (module class, DTensor weights, device, autocast).
-4. **LEGO k = 5 continual pre-training** (paper §4.1, Appendix C.3: batch 32, lr 5e-5, AdamW, weight decay 0.01,
-   eta 0.5, T 6, w 3, answer-only loss, 100 validation rows per skill): Skill-It against skill-stratified and random
-   sampling, as parallel processes on the one GPU (small batches leave it mostly idle). Random draws from an
-   imbalanced pool (1:1:1:3:5, the paper's); the others from a balanced pool. Every method of a seed starts from
-   the same weights. As many steps as fit: a single-process rate from step 2 plans the steps, a deadline in every
-   process stops training if the plan was too optimistic, and tables compare methods at the last step all reached.
-   Where `SkillItConfig` offers the reference code's variants (window counted in evaluations, window averaged),
-   the code-faithful setting runs beside the paper-text one; every table says which setting it used.
-5. Then **addition** (3 digits, eta 0.1, T 5) and **more LEGO seeds**, while the budget lasts.
+4. **LEGO k = 5 continual pre-training** (paper §4.1, Appendix C.3: every weight trained, batch 32, lr 5e-5, AdamW,
+   weight decay 0.01, eta 0.5, T 6, w 3, answer-only loss, 100 validation rows per skill): Skill-It against
+   skill-stratified and random sampling. Random draws from an imbalanced pool (1:1:1:3:5, the paper's); the others
+   from a balanced pool. Every method of a seed starts from the same weights. Where `SkillItConfig` offers the
+   reference code's variants (window counted in evaluations, window averaged), the code-faithful setting runs
+   beside the paper-text one; every table says which setting it used. `--addition-seeds N` adds **addition**
+   (3 digits, eta 0.1, T 5).
+5. **LEGO k = 5 fine-tuning on target skill 3** (paper §4.2, issue 20) at the settings the CPU work of issue 20
+   chose (`settings.py`, "fine-tuning": LoRA r16 on q/k/v/o through the recipes' own peft path, lr 5e-4, batch 8,
+   bf16 autocast; Skill-It's eta and window from its grid; the reasoning chain as graph, k = 5 having no learned
+   one): Skill-It against target-only (fixed weights {"3": 1}) and skill-stratified (the target and its
+   prerequisite), up to the paper's 6000 steps, every skill validated (the target and the others: a target learned
+   by a shortcut that breaks the others shows). Tables in the CPU tables' format: per skill, steps to loss 0.3 and
+   0.1 and the loss at the last step every run reached.
+
+**How the tables share the budget and the device: one wave.** Every training process of every table (2 seeds x 4
+pre-training methods, 2 seeds x 3 fine-tuning methods: 14 by default) starts at once after the timing and runs
+until the same deadline, beside the FSDP check. A step of batch 32 or 8 of a 135M model is a few milliseconds of
+GPU arithmetic behind tens of milliseconds of Python launching kernels, so one process leaves the GPU mostly idle
+and parallel processes fill it; run in turn, each table would get half the wall time with the same idle device.
+The processes load, then calibrate together (a few steps on a copy of the model and one evaluation, all under the
+contention of the whole wave); **each table** then plans its own number of steps from its slowest process (a LoRA
+step of batch 8 is not a full step of batch 32): the largest multiple of T x 5 evaluations that fits 85% of the
+time left minus the evaluations, at most 6000. A wall-clock deadline in every process stops any whose plan was too
+optimistic, and each table is read at the last step all its runs reached. The wave is sized to the machine's 16
+cores (one thread a process, and each process's Python is what keeps its share of the GPU busy): 14 training
+processes, the FSDP check and this parent. That is why addition, outside issue 20's tables, is off by default
+(`--addition-seeds 1` adds 3 processes), and why the fine-tuning table has 2 seeds (`--finetune-seeds`).
 
 The modules beside this one, by job: `settings.py` (every setting above, in one place), `model_files.py`,
 `data.py`, `jobs.py` (the child processes) and `report.py`.
 
 Outputs (in `$OUT`, else `--out`): `results.json` (everything), `results.md` (tables, settings, commands),
-`lego_curves.png` / `addition_curves.png` (per-skill validation loss and accuracy against steps), `log.txt`.
+`lego_curves.png` / `finetune_curves.png` / `addition_curves.png` (per-skill validation loss and accuracy against
+steps), `log.txt`.
 
 Moving the model to a GPU machine that reaches no registry: the GGUF is 98 MB and one call carries at most 64 MiB,
 so `--pack DIR` splits it into two parts (and stores the wheels the GPU image lacks) for two calls on the same warm
@@ -55,6 +75,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # runs from a checkout without installing hf_skillit; benchmarks.gpu.* from there too
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.gpu import settings  # noqa: E402
 from benchmarks.gpu.data import _prepare_data_worker  # noqa: E402
 from benchmarks.gpu.jobs import _fidelity_fields, child_main  # noqa: E402
 from benchmarks.gpu.model_files import pack, prepare_model  # noqa: E402
@@ -121,10 +142,17 @@ def _wait(handle, timeout: float) -> dict[str, Any]:
     return {"ok": False, "rc": rc, "log_tail": tail}
 
 
+def _chain(k: int) -> list[list[float]]:
+    """The LEGO reasoning chain of `k` skills: diagonal 1, i -> i+1 of 0.5."""
+    return [[1.0 if i == j else (0.5 if j == i + 1 else 0.0) for j in range(k)] for i in range(k)]
+
+
 def _runs(task: str, fidelity: dict[str, str]) -> list[dict[str, Any]]:
-    """The methods of a task: (method, setting, mixing, pool, graph, extra)."""
-    k = len(TASKS[task]["skills"])
-    chain = [[1.0 if i == j else (0.5 if j == i + 1 else 0.0) for j in range(k)] for i in range(k)]
+    """The pre-training methods of a task: (method, setting, mixing, pool, graph, extra) and the task's table
+    settings."""
+    spec = TASKS[task]
+    chain = _chain(len(spec["skills"]))
+    table = {"table": task, "rounds": spec["rounds"], "eta": spec["eta"], "window": spec["window"]}
     runs = [
         {"method": "skill_it", "setting": "paper", "mixing": "skill_it", "pool": "balanced", "graph": chain},
         {"method": "stratified", "setting": "paper", "mixing": "stratified", "pool": "balanced", "graph": None},
@@ -144,6 +172,28 @@ def _runs(task: str, fidelity: dict[str, str]) -> list[dict[str, Any]]:
                 "eval_every_field": fidelity["eval_every"],
             }
         )
+    return [{**run, **table} for run in runs]
+
+
+def _finetune_runs() -> list[dict[str, Any]]:
+    """The fine-tuning methods (LEGO k = 5, target skill 3, LoRA; settings.py): every method with the chain graph
+    and the target, as the CPU tables' recipe runs them, from the balanced pool of the pre-training's data."""
+    table = {
+        "table": "finetune",
+        "setting": "paper",
+        "pool": "balanced",
+        "graph": _chain(len(TASKS["lego"]["skills"])),
+        "rounds": settings.FINETUNE_ROUNDS,
+        "eta": settings.FINETUNE_ETA,
+        "window": settings.FINETUNE_WINDOW,
+        "lora": settings.FINETUNE_LORA,
+        "lr": settings.FINETUNE_LR,
+        "batch": settings.FINETUNE_BATCH,
+    }
+    runs = []
+    for method, fields in settings.FINETUNE_METHODS.items():
+        extra = {**{k: v for k, v in fields.items() if k != "mixing"}, "target_skills": [settings.FINETUNE_TARGET]}
+        runs.append({**table, "method": method, "mixing": fields["mixing"], "extra": extra})
     return runs
 
 
@@ -154,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed)")
     parser.add_argument("--budget-s", type=float, default=None, help="wall-clock budget (default 480; smoke 150)")
     parser.add_argument("--lego-seeds", type=int, default=None, help="LEGO seeds (default 2; smoke 1)")
-    parser.add_argument("--addition-seeds", type=int, default=None, help="addition seeds (default 1; smoke 1)")
+    parser.add_argument("--finetune-seeds", type=int, default=None, help="fine-tuning seeds (default 2; smoke 1)")
+    parser.add_argument("--addition-seeds", type=int, default=None, help="addition seeds (default 0; smoke 1)")
     parser.add_argument("--gguf", default=None, help="the SmolLM2 GGUF (default: the fetch-model cache)")
     parser.add_argument("--gguf-parts", default=None, help="folder with part*/ pieces of the GGUF (see --pack)")
     parser.add_argument("--pack", default=None, metavar="DIR", help="split the GGUF and fetch wheels for the GPU")
@@ -195,6 +246,18 @@ def parent_main(args: argparse.Namespace) -> int:
             "lr": LR,
             "validation_per_skill": 16 if args.smoke else VALIDATION_PER_SKILL,
             "tasks": TASKS,
+            "finetune": {
+                "target": settings.FINETUNE_TARGET,
+                "lora": settings.FINETUNE_LORA,
+                "lr": settings.FINETUNE_LR,
+                "batch": settings.FINETUNE_BATCH,
+                "eta": settings.FINETUNE_ETA,
+                "window": settings.FINETUNE_WINDOW,
+                "rounds": settings.FINETUNE_ROUNDS,
+                "max_steps": settings.FINETUNE_MAX_STEPS,
+                "methods": settings.FINETUNE_METHODS,
+                "graph": "LEGO reasoning chain (diagonal 1, i -> i+1 of 0.5)",
+            },
         },
     }
     log(f"device {device}; budget {budget:.0f} s; work {work}; out {out}")
@@ -237,10 +300,13 @@ def _run_everything(args, work: Path, report: dict[str, Any], end: float, cuda: 
     fidelity = _fidelity_fields()
     report["fidelity_options"] = fidelity or "not offered by this checkout's SkillItConfig: paper-text setting only"
     lego_seeds = args.lego_seeds or (1 if smoke else 2)
-    addition_seeds = args.addition_seeds or 1
+    finetune_seeds = args.finetune_seeds or (1 if smoke else 2)
+    addition_seeds = args.addition_seeds if args.addition_seeds is not None else (1 if smoke else 0)
     validation = base["validation_per_skill"]
     pool = args.pool or (400 if smoke else 64_000)  # 64000: 2000 steps of batch 32 before a row repeats
-    wanted = [("lego", s) for s in range(lego_seeds)] + [("addition", s) for s in range(addition_seeds)]
+    # Fine-tuning trains on the LEGO pools of its seed (its own draws: target-only takes skill 3's rows alone).
+    lego_data = max(lego_seeds, finetune_seeds)
+    wanted = [("lego", s) for s in range(lego_data)] + [("addition", s) for s in range(addition_seeds)]
     # Every task and seed's data in its own process (encoding is Python-bound), LEGO seed 0 first for the timing run.
     spawn = multiprocessing.get_context("spawn")
     # Smoke: a few hundred rows, made in this process (worker start-up would cost more than the work).
@@ -302,37 +368,40 @@ def _run_everything(args, work: Path, report: dict[str, Any], end: float, cuda: 
         "accelerate launch " + " ".join(accelerate_cmd[3:]) + " benchmarks/gpu/run.py --child SPEC"
     )
 
-    # 3. One wave: every method of every seed of both tasks at once, sharing the device until the deadline.
+    # 3. One wave: every method of every seed of every table at once, sharing the device until the deadline.
     deadline = end - 30.0 if not smoke else end + 600.0  # leave time for the report; smoke: no deadline
     jobs = []
-    for (task, seed), folder in data.items():
-        spec = TASKS[task]
-        evaluations = spec["rounds"] * (1 if smoke else 5)
-        for run in _runs(task, fidelity):
-            if smoke and task == "addition" and run["method"] != "skill_it":
-                continue  # the smoke run only needs to exercise the addition path once
-            name = f"{task}_{run['method']}_seed{seed}"
-            jobs.append(
-                {
-                    **base,
-                    **run,
-                    "name": name,
-                    "kind": "job",
-                    "task": task,
-                    "seed": seed,
-                    "data": str(folder),
-                    "evaluations": evaluations,
-                    "multiple": evaluations,
-                    "max_steps": 2 * evaluations if smoke else 6000,  # the paper's 6000 at most
-                    "calibration_steps": 6 if smoke else 40,
-                    "deadline": deadline,
-                    # The smoke run checks the machinery, not the clock: fixed steps on a possibly loaded CPU.
-                    "fixed_steps": smoke,
-                    "barrier": str(work / "barrier"),
-                    "barrier_timeout_s": 120.0 if smoke else 180.0,
-                    "output_dir": str(work / "runs" / name),
-                }
-            )
+    pretraining = [key for key in data if key[0] != "lego" or key[1] < lego_seeds]
+    wave = [(task, seed, run) for (task, seed) in pretraining for run in _runs(task, fidelity)]
+    wave += [("lego", seed, run) for seed in range(finetune_seeds) for run in _finetune_runs()]
+    for task, seed, run in wave:
+        if smoke and task == "addition" and run["method"] != "skill_it":
+            continue  # the smoke run only needs to exercise the addition path once
+        evaluations = run["rounds"] * (1 if smoke else 5)
+        finetune = run["table"] == "finetune"
+        name = f"{'finetune' if finetune else task}_{run['method']}_seed{seed}"
+        jobs.append(
+            {
+                **base,
+                **run,
+                "name": name,
+                "kind": "job",
+                "task": task,
+                "seed": seed,
+                "data": str(data[(task, seed)]),
+                "evaluations": evaluations,
+                "multiple": evaluations,
+                # the paper's 6000 at most
+                "max_steps": 2 * evaluations if smoke else (settings.FINETUNE_MAX_STEPS if finetune else 6000),
+                "calibration_steps": 6 if smoke else 40,
+                "deadline": deadline,
+                # The smoke run checks the machinery, not the clock: fixed steps on a possibly loaded CPU.
+                "fixed_steps": smoke,
+                "barrier": str(work / "barrier"),
+                "barrier_timeout_s": 120.0 if smoke else 180.0,
+                "output_dir": str(work / "runs" / name),
+            }
+        )
     for job in jobs:
         job["wave_size"] = len(jobs)
     handles = [(job, _launch(job, work)) for job in jobs]
@@ -347,7 +416,8 @@ def _run_everything(args, work: Path, report: dict[str, Any], end: float, cuda: 
             )
         else:
             log(f"  {job['name']} FAILED (rc {outcome['rc']}):\n{outcome['log_tail'][-1500:]}")
-        report["runs"].append({**{k: job[k] for k in ("name", "task", "method", "seed", "setting")}, **outcome})
+        keys = ("name", "task", "table", "method", "seed", "setting", "rounds", "batch")
+        report["runs"].append({**{k: job[k] for k in keys}, **outcome})
     # By the wave's deadline, as the jobs (smoke: no deadline, so a loaded CI machine does not cut the check short).
     report["fsdp"] = _wait(fsdp_handle, deadline + 25.0 - time.time())
     log(f"FSDP check: {'ok' if report['fsdp']['ok'] else 'FAILED'} {report['fsdp'].get('distributed_type', '')}")

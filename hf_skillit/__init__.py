@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 # public name -> submodule defining it
 _EXPORTS = {
+    "AioliMixer": "aioli",
     "LMCollator": "collator",
     "SkillItConfig": "config",
     "SkillsGraph": "graph",
@@ -35,6 +36,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AioliMixer",
     "FixedMixer",
     "LMCollator",
     "Mixer",
@@ -59,6 +61,7 @@ __getattr__, __dir__ = lazy_exports(globals(), {name: f"{__name__}.{module}" for
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real imports
+    from .aioli import AioliMixer
     from .collator import LMCollator
     from .config import SkillItConfig
     from .graph import SkillsGraph

@@ -2,8 +2,9 @@
 run continues.
 
 [`RoundState`] is where a run is between two optimizer steps: the rounds done, the mixtures so far (p_1 ... p_t),
-every skill's stream position at the current round's start, the samples counted in the unfinished round and the
-losses measured before the first step. `hf_skillit.trainer.SkillItTrainerMixin` owns one and saves it, with the
+every skill's stream position at the current data unit's start (a unit is a round, or a part of one for a mixer
+with probe phases: `hf_skillit.probing`), the samples counted in the unfinished round, the current round's probes
+and the losses measured before the first step. `hf_skillit.trainer.SkillItTrainerMixin` owns one and saves it, with the
 mixer's state, the global step and the layout (rounds, steps and samples per round, data seed) a resumed run must
 share for its data to continue exactly, as `skillit_state.json` (`hf_skillit.rundir.STATE_NAME`), written before the
 Trainer's own `trainer_state.json`, whose presence marks the checkpoint complete. [`read_checkpoint_state`] checks a
@@ -52,6 +53,13 @@ class RoundState:
         round_tokens (`torch.Tensor`): their trained tokens (labels != -100), per skill.
         rounds_done (`int`, *optional*, defaults to 0): rounds finished.
         initial_eval_loss (`dict[str, float]`, *optional*): the evaluation before the first step, if any.
+        probes (`list[dict]`, *optional*): the current round's probe phases (`mixture`, `steps`, `label`), for a
+            mixer with probes (`hf_skillit.probing`); empty otherwise.
+        probe_records (`list[dict]`, *optional*): the finished probes of the current round, as the trajectory
+            records them.
+        counted (`list[int]`, *optional*): the samples per skill of the current round up to the last unit end,
+            summed across processes: the stream has advanced by them (all zeros when a unit is a round).
+        counted_tokens (`list[int]`, *optional*): their tokens.
     """
 
     train_skills: tuple[str, ...]
@@ -61,6 +69,15 @@ class RoundState:
     round_tokens: torch.Tensor
     rounds_done: int = 0
     initial_eval_loss: dict[str, float] | None = field(default=None)
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    probe_records: list[dict[str, Any]] = field(default_factory=list)
+    counted: list[int] = field(default_factory=list)
+    counted_tokens: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        k = len(self.train_skills)
+        self.counted = [int(c) for c in self.counted] or [0] * k
+        self.counted_tokens = [int(c) for c in self.counted_tokens] or [0] * k
 
     @classmethod
     def fresh(cls, train_skills: Sequence[str], p_1: np.ndarray) -> RoundState:
@@ -94,12 +111,16 @@ class RoundState:
             "round_tokens": tokens,
             "train_skills": list(self.train_skills),
             "initial_eval_loss": self.initial_eval_loss,
+            "probes": self.probes,
+            "probe_records": self.probe_records,
+            "counted": self.counted,
+            "counted_tokens": self.counted_tokens,
         }
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any], with_counts: bool = True) -> RoundState:
-        """The state `to_dict` wrote (also a checkpoint of earlier versions, which had no `initial_eval_loss` or
-        `round_tokens`). `with_counts=False` starts the unfinished round's counts at 0 (every process but the main
+        """The state `to_dict` wrote (also a checkpoint of earlier versions, which had no `initial_eval_loss`,
+        `round_tokens` or probes). `with_counts=False` starts the unfinished round's counts at 0 (every process but the main
         one, so that the counts restored from a checkpoint are summed across processes once)."""
         zeros = [0] * len(state["round_counts"])
         counts = state["round_counts"] if with_counts else zeros
@@ -112,6 +133,10 @@ class RoundState:
             round_tokens=torch.tensor(tokens, dtype=torch.long),
             rounds_done=int(state["rounds_done"]),
             initial_eval_loss=state.get("initial_eval_loss"),
+            probes=list(state.get("probes", [])),
+            probe_records=list(state.get("probe_records", [])),
+            counted=state.get("counted", []),
+            counted_tokens=state.get("counted_tokens", []),
         )
 
     def load(self, other: RoundState) -> None:
@@ -119,16 +144,26 @@ class RoundState:
         self.train_skills, self.p_history, self.rounds_done = other.train_skills, other.p_history, other.rounds_done
         self.round_counts, self.round_tokens = other.round_counts, other.round_tokens
         self.initial_eval_loss = other.initial_eval_loss
+        self.probes, self.probe_records = other.probes, other.probe_records
+        self.counted, self.counted_tokens = other.counted, other.counted_tokens
         self.stream.positions = other.stream.positions
 
+    def advance_unit(self, counts: Sequence[int], tokens: Sequence[int], sizes: Sequence[int | None]) -> None:
+        """A data unit ended: `counts`/`tokens` are the round's samples/tokens so far, summed across processes. The
+        stream moves on by the unit's share (what was not counted before), which is then counted."""
+        self.stream.advance([int(c) - d for c, d in zip(counts, self.counted, strict=True)], sizes)
+        self.counted, self.counted_tokens = [int(c) for c in counts], [int(t) for t in tokens]
 
-def run_layout(args: Any, global_batch_size: int) -> dict[str, int]:
+
+def run_layout(args: Any, global_batch_size: int, steps_per_unit: int | None = None) -> dict[str, int]:
     """What a resumed run must share with the checkpoint for its data to continue exactly: rounds, steps and
-    samples per round (`global_batch_size` rows per micro-batch over all processes), the data seed."""
+    samples per round (`global_batch_size` rows per micro-batch over all processes), the steps of a data unit (a
+    round, unless the mixer has probe phases: `hf_skillit.probing`), the data seed."""
     return {
         "rounds": args.rounds,
         "steps_per_round": args.steps_per_round,
         "samples_per_round": args.steps_per_round * args.gradient_accumulation_steps * global_batch_size,
+        "steps_per_unit": steps_per_unit or args.steps_per_round,
         "data_seed": args.data_seed if args.data_seed is not None else args.seed,
     }
 
@@ -165,6 +200,13 @@ def _check_layout(checkpoint: str, saved: Mapping[str, int], now: Mapping[str, i
             f"checkpoint {checkpoint} was trained with {saved['rounds']} rounds of {saved['steps_per_round']} "
             f"steps (steps_per_round = max_steps / rounds); this run has {now['rounds']} rounds of "
             f"{now['steps_per_round']} steps. Resume with the same max_steps and rounds."
+        )
+    # A checkpoint written before probe phases existed has no `steps_per_unit`: its units were its rounds.
+    if saved.get("steps_per_unit", saved["steps_per_round"]) != now["steps_per_unit"]:
+        raise ValueError(
+            f"checkpoint {checkpoint} drew its data in units of {saved.get('steps_per_unit')} steps, this run would "
+            f"draw units of {now['steps_per_unit']} (gcd of the probe steps and the steps per round): resume with "
+            "the same mixer settings"
         )
     if saved["samples_per_round"] != now["samples_per_round"]:
         raise ValueError(

@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 # The built-in mixers register when their modules are imported (`hf_skillit.mixer_registry`): importing both here
 # makes every built-in name a valid `mixing` wherever a SkillItConfig exists.
 from . import curriculum  # noqa: F401
+from .aioli import check_aioli_options
 from .mixer_registry import MIXER_NAMES, check_mixer_settings, mixer_names
 from .mixing import check_eta, check_reduce, check_skill_it_options, check_window
 from .packing import LONG_DOCUMENTS
@@ -38,7 +39,8 @@ class SkillItConfig(TrainingArguments):
         mixing (`str`, *optional*, defaults to `"skill_it"`):
             The mixer, by its name in the registry (`hf_skillit.mixer_registry`): `"skill_it"` (Algorithm 1),
             `"static"` (Skill-It with T = 1), `"stratified"`, `"random"` (proportional to each skill's rows),
-            `"no_graph"` (Skill-It on the identity graph), `"fixed"` (given weights or a per-round schedule), the
+            `"no_graph"` (Skill-It on the identity graph), `"fixed"` (given weights or a per-round schedule),
+            `"aioli"` (Aioli, arXiv 2411.05735: the mixing law estimated online from probe phases; no graph), the
             curricula `"curriculum"`, `"anticurriculum"`, `"skill_curriculum"`, `"skill_anticurriculum"`, or a
             name added with [`register_mixer`].
         rounds (`int`, *optional*, defaults to `6`):
@@ -76,6 +78,31 @@ class SkillItConfig(TrainingArguments):
             For `mixing="fixed"`: `{skill: weight}` (skills left out get 0), a list of weights in training-skill
             order, or a per-round schedule `[{skill: weight}, ...]` (also as `{"schedule": [...]}`; the last entry
             holds once the schedule ends); a JSON string of any of these is accepted. Weights are normalised.
+
+        > Parameters of `mixing="aioli"` (docs/aioli.md; the authors' flags of HazyResearch/aioli in brackets)
+
+        Aioli also reads `eta` (its step size [`--eta`]; no default in the authors' code, their runs use 0.1-1, and
+        p moves by at most a factor exp(eta) per round because the normalised A sums to 1) and `rounds` (T =
+        max_steps / `update_steps`). Its probe steps are training steps of the run, counted in `max_steps`.
+
+        aioli_probe_steps (`int`, *optional*, defaults to `5`):
+            Optimizer steps of each probe phase [`--lp_steps`; paper runs 4-10].
+        aioli_sweeps (`int`, *optional*, defaults to `1`):
+            Passes through the k training skills per round, one probe per skill each, in a random order
+            [`--lp_rounds`; paper runs 2-4]. A round spends `aioli_sweeps x k x aioli_probe_steps` steps on probes
+            and must keep at least one step for its own mixture.
+        aioli_one_hot_factor (`float`, *optional*, defaults to `1.0`):
+            ε, the weight of the probed skill in its probe's mixture, the others sharing 1 - ε equally
+            [`--one_hot_factor`; paper runs 0.5-0.75]; in (1/k, 1].
+        aioli_ema (`float`, *optional*):
+            γ in [0, 1), the weight of the past in a moving average of A [`--ema`; paper runs 0.1-0.5]; with it, p is
+            recomputed from uniform every round, without it p is updated multiplicatively (exponentiated gradient).
+        aioli_normalize (`bool`, *optional*, defaults to `True`):
+            Shift A to be non-negative and divide by its sum before the update [`--aioli_normalize_A`: off in the
+            code, on in every paper run].
+        aioli_diagonal (`bool`, *optional*, defaults to `False`):
+            Keep only the diagonal of A [`--aioli_diagonal`]; needs aioli_one_hot_factor < 1 and the validation
+            skills to be the training skills.
 
         > Parameters that control the round-boundary evaluation
 
@@ -194,6 +221,20 @@ class SkillItConfig(TrainingArguments):
             "(as a list or {'schedule': [...]}); a JSON string of either is accepted."
         },
     )
+    aioli_probe_steps: int = field(default=5, metadata={"help": "mixing=aioli: optimizer steps of each probe phase."})
+    aioli_sweeps: int = field(
+        default=1, metadata={"help": "mixing=aioli: passes through the training skills (one probe each) per round."}
+    )
+    aioli_one_hot_factor: float = field(
+        default=1.0, metadata={"help": "mixing=aioli: weight of the probed skill in its probe's mixture, in (1/k, 1]."}
+    )
+    aioli_ema: float | None = field(
+        default=None, metadata={"help": "mixing=aioli: weight of the past in a moving average of A, in [0, 1)."}
+    )
+    aioli_normalize: bool = field(
+        default=True, metadata={"help": "mixing=aioli: shift A to >= 0 and divide by its sum (every paper run)."}
+    )
+    aioli_diagonal: bool = field(default=False, metadata={"help": "mixing=aioli: keep only the diagonal of A."})
     eval_samples_per_skill: int | None = field(
         default=None,
         metadata={"help": "Validation rows per skill scored at each round boundary (None: all; paper: 100)."},
@@ -286,6 +327,7 @@ class SkillItConfig(TrainingArguments):
                 raise ValueError(f"fixed_weights is not valid JSON: {err}") from None
         mixer = check_mixer_settings(self.mixing, self)  # e.g. mixing='fixed' needs fixed_weights
         check_skill_it_options(mixer, self.loss_normalization, self.mixture_smoothing)
+        check_aioli_options(mixer, self)
         if self.auto_find_batch_size:
             raise ValueError(
                 "auto_find_batch_size=True is not supported: rounds are sized from the batch size when training starts"

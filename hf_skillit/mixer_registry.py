@@ -12,6 +12,11 @@ A mixer class declares:
 - `settings_required` (default none): `SkillItConfig` settings it cannot do without, each with a hint;
 - `from_setup(setup: MixerSetup)`: a classmethod building the mixer from the graph, settings and sizes.
 
+A mixer may also run *probe phases* inside each round ([`ProbingMixer`], Aioli's: `hf_skillit.aioli`): short
+sub-phases on mixtures it chooses, each followed by an evaluation of the skills, before the round's own mixture is
+decided. The trainer runs them with the guarantees of rounds (`hf_skillit.probing`); a mixer without `probes` runs
+exactly as before.
+
 This module imports no mixer: the mixers import it to register, so the dependencies run one way
 (`tests/test_import_cycles.py`). The built-in mixers (`hf_skillit.mixing`) and the curricula
 (`hf_skillit.curriculum`) register when their module is imported; `hf_skillit.config` imports both, so wherever a
@@ -42,9 +47,12 @@ __all__ = [
     "MIXER_NAMES",
     "Mixer",
     "MixerSetup",
+    "Probe",
+    "ProbingMixer",
     "build_mixer",
     "check_mixer_inputs",
     "check_mixer_settings",
+    "is_probing",
     "mixer_class",
     "mixer_names",
     "register_mixer",
@@ -71,6 +79,44 @@ class Mixer(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
+@dataclass(frozen=True)
+class Probe:
+    """One probe phase of a round: `steps` optimizer steps drawn from `mixture` (over the training skills, summing
+    to 1), then an evaluation of the skills. `label` names it in the trajectory (Aioli: the probed skill)."""
+
+    mixture: np.ndarray
+    steps: int
+    label: str | None = None
+
+
+@runtime_checkable
+class ProbingMixer(Mixer, Protocol):
+    """A [`Mixer`] that runs probe phases at the start of every round (`hf_skillit.probing` runs them).
+
+    - `probe_steps`: every probe's steps are a multiple of it; the trainer's data unit is
+      gcd(`probe_steps`, steps per round) steps, so every probe boundary falls on a unit boundary.
+    - `probes(round_index)`: the probes of round `round_index` (0-based), asked once, at the round's start.
+    - `observe_probe(index, eval_losses)`: the evaluation after probe `index` of the current round.
+    - `after_probes()`: the mixture of the rest of the round (the round's `p`), asked after the last probe.
+    - `update(eval_losses)` at the round's end returns the mixture the next round starts from (replaced by
+      `after_probes()` once its probes are done, if it has any).
+    - optional `round_record()`: extra keys for the round's trajectory record (Aioli: the estimated `A`).
+    """
+
+    probe_steps: int
+
+    def probes(self, round_index: int) -> Sequence[Probe]: ...
+
+    def observe_probe(self, index: int, eval_losses: Losses) -> None: ...
+
+    def after_probes(self) -> np.ndarray: ...
+
+
+def is_probing(mixer: Any) -> bool:
+    """Whether `mixer` schedules probe phases (has a callable `probes`)."""
+    return callable(getattr(mixer, "probes", None))
+
+
 # ----- the setup --------------------------------------------------------------------------------------------------
 
 
@@ -83,7 +129,8 @@ class MixerSetup:
         graph: the skills graph over `train_skills` (rows in that order), or None when none was given.
         train_sizes: rows per training skill (None for an `IterableDataset`).
         eta, window, window_reduce, fixed_weights, target_skills, rounds, loss_normalization,
-            mixture_smoothing: the `SkillItConfig` settings of the same names (`CONFIG_SETTINGS`).
+            mixture_smoothing, seed, steps_per_round, aioli_*: the `SkillItConfig` settings of the same names
+            (`CONFIG_SETTINGS`).
         skills, model, collator, batch_size: the (tokenized) `SkillSet`, the model, the batch collator and the
             evaluation batch size, for mixers that score the data with the model (the curricula); None in
             `make_mixer`.
@@ -104,6 +151,14 @@ class MixerSetup:
     window_reduce: str = "sum"  # these last: positional construction (make_mixer) stays as it was
     loss_normalization: str = "none"
     mixture_smoothing: float = 0.0
+    seed: int = 0
+    steps_per_round: int | None = None
+    aioli_probe_steps: int = 5
+    aioli_sweeps: int = 1
+    aioli_one_hot_factor: float = 1.0
+    aioli_ema: float | None = None
+    aioli_normalize: bool = True
+    aioli_diagonal: bool = False
 
     def targeted_graph(self) -> SkillsGraph:
         """The graph (all ones when there is none) restricted to the target columns, if any (fine-tuning)."""
@@ -123,6 +178,14 @@ CONFIG_SETTINGS = (
     "rounds",
     "loss_normalization",
     "mixture_smoothing",
+    "seed",
+    "steps_per_round",
+    "aioli_probe_steps",
+    "aioli_sweeps",
+    "aioli_one_hot_factor",
+    "aioli_ema",
+    "aioli_normalize",
+    "aioli_diagonal",
 )
 """The `SkillItConfig` settings that [`build_mixer`] copies into a [`MixerSetup`] by name."""
 

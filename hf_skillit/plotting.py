@@ -5,6 +5,9 @@
   round (paper Figure 4), with the chance level when it is known.
 - `plot_graph`: the skills graph heatmap, with the columns the mixture uses boxed (`hf_skillit.graph_learning` draws its
   graph with it).
+- `plot_mixing_law`: the mixing law a run estimated online (Aioli's `A`, recorded in each round; docs/aioli.md), one
+  heatmap per round on one colour scale, oriented like a skills graph (rows: training skills), so it reads as the
+  graph Aioli learned.
 
 Every skill stays visible where weights or losses coincide (Skill-It often gives equal weights to skills with equal
 graph rows and losses, and the stratified mixture always does): each skill has its own colour, line style and
@@ -32,14 +35,25 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .graph import SkillsGraph
-from .rundir import GRAPH_JSON, GRAPH_PNG, LOSSES_PNG, MIXTURE_PNG, RECIPE_NAME, SUMMARY_NAME, load_trajectory
+from .rundir import (
+    GRAPH_JSON,
+    GRAPH_PNG,
+    LOSSES_PNG,
+    MIXING_LAW_PNG,
+    MIXTURE_PNG,
+    RECIPE_NAME,
+    SUMMARY_NAME,
+    load_trajectory,
+)
 
 __all__ = [
     "graph_figure",
     "load_trajectory",
     "losses_figure",
+    "mixing_law_figure",
     "mixture_figure",
     "plot_graph",
+    "plot_mixing_law",
     "plot_losses",
     "plot_mixture",
     "plot_run",
@@ -255,6 +269,52 @@ def graph_figure(
     return figure
 
 
+def mixing_law_figure(rounds: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
+    """One heatmap per round that recorded a mixing law `A` (`{training skill: {evaluation skill: value}}`), on one
+    colour scale: the loss decrease each training skill's weight buys on each evaluation skill, as estimated from
+    that round's probes (Aioli)."""
+    laws = [(record["round"], record["A"]) for record in rounds if record.get("A")]
+    if not laws:
+        raise ValueError("the trajectory holds no mixing law (A): it was not trained with a probing mixer (aioli)")
+    train = list(laws[0][1])
+    evaluation = list(laws[0][1][train[0]])
+    matrices = [np.array([[law[t][e] for e in evaluation] for t in train]) for _, law in laws]
+    bound = max(float(np.abs(m).max()) for m in matrices) or 1.0
+    negative = any((m < 0).any() for m in matrices)
+    columns = min(len(laws), 4)
+    rows = -(-len(laws) // columns)
+    size = 1.2 + 0.35 * max(len(train), len(evaluation))
+    figure = Figure(figsize=(size * columns + 1.0, size * rows + 0.6), dpi=_DPI, layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat[len(laws) :]:
+        ax.set_axis_off()
+    for ax, (round_index, _), matrix in zip(axes.flat, laws, matrices, strict=False):
+        image = ax.imshow(
+            matrix,
+            aspect="auto",
+            cmap="RdBu_r" if negative else "Blues",
+            vmin=-bound if negative else 0.0,
+            vmax=bound,
+        )
+        if matrix.size <= 36:  # small laws: every value written in its cell
+            for (i, j), value in np.ndenumerate(matrix):
+                dark = abs(value) > 0.6 * bound
+                ax.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize=7, color="w" if dark else "k")
+        ax.set_title(f"round {round_index}", fontsize=9)
+        ax.set_xticks(range(len(evaluation)), labels=evaluation, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(train)), labels=train, fontsize=7)
+    axes[0, 0].set_ylabel("training skill")
+    axes[-1, 0].set_xlabel("evaluation skill")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    figure.suptitle(title or "Mixing law A estimated each round (loss decrease per unit of weight)")
+    return figure
+
+
+def plot_mixing_law(rounds: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Write `mixing_law_figure` as a PNG at `path`."""
+    return _save(mixing_law_figure(rounds, title), path)
+
+
 def plot_mixture(
     rounds: Sequence[Mapping[str, Any]],
     path: str | os.PathLike,
@@ -312,7 +372,8 @@ def plot_run(
     target_skills: Sequence[str] | None = None,
     chance: Mapping[str, float] | None = None,
 ) -> list[Path]:
-    """Write the mixture, loss and (if the run saved its graph) graph PNGs into `run_dir`; return their paths.
+    """Write the mixture, loss, (if the run saved its graph) graph and (if it estimated one, Aioli) mixing-law PNGs
+    into `run_dir`; return their paths.
 
     Args:
         run_dir: the run's `output_dir`.
@@ -329,6 +390,8 @@ def plot_run(
     if any(record.get("eval_loss") for record in rounds):
         title = f"Validation loss per skill ({name})"
         written.append(plot_losses(rounds, run_dir / LOSSES_PNG, title, targets, chance))
+    if any(record.get("A") for record in rounds):
+        written.append(plot_mixing_law(rounds, run_dir / MIXING_LAW_PNG, f"Mixing law A per round ({name})"))
     if (run_dir / GRAPH_JSON).is_file():
         graph = SkillsGraph.load(run_dir / GRAPH_JSON)
         written.append(plot_graph(graph, run_dir / GRAPH_PNG, f"Skills graph ({name})", targets or None))

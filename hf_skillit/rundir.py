@@ -36,6 +36,7 @@ __all__ = [
     "GRAPH_JSON",
     "GRAPH_PNG",
     "LOSSES_PNG",
+    "MIXING_LAW_PNG",
     "MIXTURE_PNG",
     "RECIPE_NAME",
     "STATE_NAME",
@@ -70,6 +71,7 @@ GRAPH_JSON = "skills_graph.json"
 MIXTURE_PNG = "skillit_mixture.png"
 LOSSES_PNG = "skillit_losses.png"
 GRAPH_PNG = "skillit_graph.png"
+MIXING_LAW_PNG = "skillit_mixing_law.png"  # Aioli's estimated A of every round (`hf_skillit.plotting`)
 
 # ----- names: graph-learning runs ----------------------------------------------------------------------------------
 LEARN_GRAPH_CONFIG_NAME = "learn_graph.json"

@@ -14,7 +14,7 @@ every rank has the same numbers); the mixer computes the next p. Everything is l
 and appended to `output_dir/skillit_trajectory.jsonl` (`hf_skillit.rundir` owns the run directory's files).
 
 The mixer is chosen by name from the registry (`hf_skillit.mixer_registry`), which also checks that it can run on
-the given graph and targets.
+the given graph and targets. Probe phases (Aioli) split rounds into shorter epochs (`hf_skillit.probing`).
 
 Round 0 (the losses before the first step, `evaluate_skills_before_training`) is measured at the start of the
 training loop, on the model the Trainer prepared, like every later round. The round state (`RoundState`: rounds
@@ -53,8 +53,9 @@ from .collator import TOKENS_KEY, LMCollator, SkillTaggingCollator
 from .config import SkillItConfig
 from .evaluation import SkillEvaluator, per_skill_loss
 from .graph import SkillsGraph
-from .mixer_registry import Mixer, build_mixer
+from .mixer_registry import Mixer, build_mixer, is_probing
 from .packing import check_context, model_context
+from .probing import ProbePhasesMixin, unit_steps
 from .rundir import (
     CHECKPOINT_PREFIX,
     STATE_NAME,
@@ -86,10 +87,9 @@ _MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
 
 
 class _RoundBoundaryCallback(TrainerCallback):
-    """Ends a Skill-It round after its last optimizer step, before the Trainer logs, saves or evaluates; with
-    `window_unit="evaluations"`, also evaluates every `skill_eval_steps` steps inside a round. Measures round 0
-    at the start of a new run's training loop: the model the Trainer prepared (moved, wrapped, sharded), under the
-    autocast accelerate gave its forward, as every later round is measured."""
+    """Ends a round (or a probe's data unit) after its last optimizer step, before the Trainer logs, saves or
+    evaluates; with `window_unit="evaluations"`, also evaluates every `skill_eval_steps` steps inside a round. Measures
+    round 0 at the start of a new run's training loop, on the model the Trainer prepared, as every later round."""
 
     def __init__(self, trainer: SkillItTrainerMixin):
         self.trainer = trainer
@@ -102,9 +102,10 @@ class _RoundBoundaryCallback(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        args = self.trainer.args
-        if state.global_step % args.steps_per_round == 0:
+        if state.global_step % args.steps_per_round == 0:  # `args` is the trainer's SkillItConfig
             self.trainer.end_round()
+        elif state.global_step % self.trainer._unit == 0:  # a probe's unit (a round's unit is its end)
+            self.trainer.end_unit()
         elif args.window_unit == "evaluations" and state.global_step % args.skill_eval_steps == 0:
             self.trainer.observe_skills()
 
@@ -138,7 +139,7 @@ def _apply_thread_rule(args: SkillItConfig, model: Any) -> None:
         torch.set_num_threads(1)
 
 
-class SkillItTrainerMixin:
+class SkillItTrainerMixin(ProbePhasesMixin):
     """Skill-It's rounds for a `transformers.Trainer` subclass: the mixture stream, the round-end update, the
     trajectory, the round state ([`RoundState`], `self.rounds`) and its checkpoints and resume.
 
@@ -178,14 +179,16 @@ class SkillItTrainerMixin:
         self._train_sets = [self.skills.train(name) for name in names]
         self._sizes = list(self.skills.train_sizes().values())
         self._eval_names = self._skills_to_evaluate()
+        self._unit = unit_steps(self.mixer, args.steps_per_round)
         self.rounds = RoundState.fresh(names, self.mixer.initial())
+        self._begin_round_probes()
         self._new_run = True
-        self.train_dataset = MixtureStream(
+        self.train_dataset = MixtureStream(  # a "round" of the stream is a data unit (a round, without probes)
             self._model_columns_only(self._train_sets),
-            probabilities_for_round=self._probabilities_for_round,
+            probabilities_for_round=self._probabilities_for_unit,
             state=self.rounds.stream,
             seed=args.data_seed if args.data_seed is not None else args.seed,
-            samples_per_round=self._layout()["samples_per_round"],
+            samples_per_round=self._layout()["samples_per_round"] * self._unit // args.steps_per_round,
             batch_size=self._global_batch_size(),
             skill_names=names,
         )
@@ -251,9 +254,6 @@ class SkillItTrainerMixin:
         ]
 
     # ----- data -------------------------------------------------------------------------------------
-
-    def _probabilities_for_round(self, round_index: int) -> np.ndarray:
-        return self.rounds.p_history[round_index]
 
     def _global_batch_size(self) -> int:
         """Rows per micro-batch over all processes: `per_device_train_batch_size` x processes, or the batch itself
@@ -362,7 +362,8 @@ class SkillItTrainerMixin:
         tokens = self._sum_across_processes(rounds.round_tokens.clone()).tolist()
         rounds.round_counts.zero_()
         rounds.round_tokens.zero_()
-        rounds.stream.advance(counts, self._sizes)
+        rounds.advance_unit(counts, tokens, self._sizes)
+        rounds.counted = rounds.counted_tokens = [0] * len(names)
         losses = self.evaluate_skills()
         used = rounds.p
         record: dict[str, Any] = {
@@ -372,14 +373,17 @@ class SkillItTrainerMixin:
             "samples": dict(zip(names, counts, strict=True)),
             "tokens": dict(zip(names, tokens, strict=True)),
             "eval_loss": losses,
+            **self._probe_part_of_record(),
         }
         if rounds.rounds_done == 0 and rounds.initial_eval_loss:
             record["initial_eval_loss"] = rounds.initial_eval_loss
         if rounds.rounds_done + 1 < self.args.rounds:
             next_p = self.mixer.update({s: losses[s] for s in self.mixer.eval_skills})
             rounds.p_history.append(np.asarray(next_p, dtype=np.float64))
-            record["next_p"] = dict(zip(names, rounds.p_history[-1].tolist(), strict=True))
+            if not is_probing(self.mixer):  # a probing mixer's next p is decided after the next round's probes
+                record["next_p"] = dict(zip(names, rounds.p_history[-1].tolist(), strict=True))
         rounds.rounds_done += 1
+        self._begin_round_probes()
 
         logs = {f"skillit/p/{s}": float(w) for s, w in zip(names, used, strict=True)}
         logs.update({f"skillit/loss/{s}": v for s, v in losses.items()})
@@ -425,7 +429,7 @@ class SkillItTrainerMixin:
         }
 
     def _layout(self) -> dict[str, int]:
-        return run_layout(self.args, self._global_batch_size())
+        return run_layout(self.args, self._global_batch_size(), self._unit)
 
     def _save_checkpoint(self, model, trial) -> None:
         # Collective (counts are summed across processes), so every process computes it; rank 0 writes it

@@ -362,11 +362,13 @@ def test_round_state_reads_the_previous_checkpoint_format(with_round0):
     assert rounds.rounds_done == 1 and rounds.p.tolist() == state["p_history"][1]
     assert rounds.round_counts.tolist() == [9, 5, 2] and rounds.stream.positions[1].offset == 16
     owned = {k: state.get(k) for k in ("rounds_done", "p_history", "stream", "round_counts", "train_skills")}
-    # The same format; `round_tokens` (trained tokens, added later) reads as 0 from a checkpoint that lacks it.
+    # The same format; `round_tokens` (trained tokens, added later) reads as 0 from a checkpoint that lacks it, and
+    # the probe phases' entries (issue 25) as none: one data unit per round, nothing counted before its end.
     assert rounds.to_dict() == {
         **owned,
         "round_tokens": [0, 0, 0],
         "initial_eval_loss": state.get("initial_eval_loss"),
+        **{"probes": [], "probe_records": [], "counted": [0, 0, 0], "counted_tokens": [0, 0, 0]},
     }
     # Every process but the main one starts the unfinished round's counts at 0 (they are summed across processes).
     assert RoundState.from_dict(state, with_counts=False).round_counts.tolist() == [0, 0, 0]

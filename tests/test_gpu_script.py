@@ -96,7 +96,6 @@ def test_gpu_script_smoke_mode_on_cpu(tmp_path):
 
     # Fine-tuning: LoRA (the adapter alone trained: 2 tensors, A and B, on q/k/v/o of the tiny llama's 2 layers;
     # peft starts B at zero, so a nonzero B moved; the base weights did not), target skill 3 in every run.
-    assert settings["finetune"]["batch"] == 8 and settings["finetune"]["lr"] == 5e-4
     for name in finetune:
         adapter = runs[name]["adapter"]
         assert adapter["trainable_all_lora"] and adapter["trainable_tensors"] == 2 * 4 * 2, adapter
@@ -140,18 +139,23 @@ def test_gpu_script_smoke_mode_on_cpu(tmp_path):
     print(f"smoke mode: {wall:.0f} s wall")
 
 
-def test_finetune_settings_are_the_cpu_recipes():
-    """The GPU fine-tuning table runs the CPU tables' recipe settings: its LoRA and learning rate."""
+def test_finetune_settings_are_the_cpu_tables():
+    """The GPU fine-tuning table runs the CPU tables' settings: the recipe's LoRA, learning rate and target, and the
+    batch and precision `benchmarks/smollm2/tables.py` gives every run."""
     import yaml
 
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from benchmarks.gpu import settings
+    from benchmarks.smollm2 import tables
 
     recipe = yaml.safe_load((ROOT / "recipes" / "lego_finetune_smollm2_lora.yaml").read_text())
     assert settings.FINETUNE_LORA == recipe["model"]["lora"]
     assert settings.FINETUNE_LR == recipe["training"]["learning_rate"]
-    assert recipe["training"]["target_skills"] == [settings.FINETUNE_TARGET]
+    assert recipe["training"]["target_skills"] == [settings.FINETUNE_TARGET] == [tables.TARGET]
+    cpu = tables.overrides("skill_it", 0, tables.parse_args([]), Path("run"))
+    assert f"training.per_device_train_batch_size={settings.FINETUNE_BATCH}" in cpu and "training.bf16=true" in cpu
+    assert f"training.rounds={settings.FINETUNE_ROUNDS}" in cpu
 
 
 def _model_files():
@@ -179,3 +183,33 @@ def test_gguf_parts_reassemble_and_a_missing_part_is_named(tmp_path, monkeypatch
         piece.unlink()
     with pytest.raises(SystemExit, match="a part is missing"):
         script._assemble(tmp_path / "parts", work)
+
+
+def test_each_table_plans_its_steps_from_its_own_processes(tmp_path):
+    """The wave's processes share their rates; each table plans from its slowest process and its evaluation times,
+    not another table's: steps = the largest multiple that fits 85% of the time left minus its evaluations."""
+    import time
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from benchmarks.gpu import jobs
+
+    now = time.time()
+    folder = tmp_path / "rates"
+    folder.mkdir()
+    # Reported by the others 10 s from now: planning starts when the last process has reported, 90 s before the end.
+    others = {"finetune_a": (20.0, 0.1, "finetune"), "lego_a": (8.0, 1.0, "lego"), "lego_b": (30.0, 0.2, "lego")}
+    for name, (rate, eval_s, table) in others.items():
+        entry = {"rate": rate, "eval_s": eval_s, "extra_evaluations": 0, "table": table, "time": now + 10}
+        (folder / f"{name}.json").write_text(json.dumps(entry))
+    wave = {"barrier": str(tmp_path), "wave_size": 4, "barrier_timeout_s": 5.0, "setting": "paper"}
+    wave.update(fixed_steps=False, deadline=now + 100, max_steps=6000)
+    finetune = {**wave, "name": "finetune_b", "table": "finetune", "evaluations": 60, "multiple": 60}
+    # Slowest fine-tuning process 20 steps/s; 90 x 0.85 - 61 evaluations x 0.1 s = 70.4 s -> 1408 -> 23 x 60.
+    assert jobs._agree_on_steps(finetune, 25.0, 0.1) == (1380, 20.0)
+    lego = {**wave, "name": "lego_b", "table": "lego", "evaluations": 30, "multiple": 30}
+    (folder / "lego_b.json").unlink()  # it reports again, as itself: 30 steps/s, 0.2 s an evaluation
+    # Slowest pre-training process 8 steps/s; 76.5 - 31 evaluations x 1.0 s = 45.5 s -> 364 -> 12 x 30.
+    assert jobs._agree_on_steps(lego, 30.0, 0.2) == (360, 8.0)
+    # No time left for one round of evaluations: one multiple, the deadline stops what does not fit.
+    assert jobs._agree_on_steps({**lego, "deadline": now + 20}, 30.0, 0.2) == (30, 8.0)

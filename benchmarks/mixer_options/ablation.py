@@ -2,7 +2,7 @@
 baselines, on the table fold (runs of `benchmarks/reproduction/reproduce.py`, one output directory per arm) and on
 the text out-of-domain demo (`benchmarks/out_of_domain/text_ood_demo.py --variant ...`, one results.json).
 
-    python benchmarks/mixer_options/ablation.py --fold ARM=DIR [ARM=DIR ...] --reference paper_eta2
+    python benchmarks/mixer_options/ablation.py --fold ARM=DIR[:METHOD] [ARM=DIR[:METHOD] ...] --reference paper_eta2
     python benchmarks/mixer_options/ablation.py --text results.json --reference online_paper_eta2
 
 Fold: per arm, over the seeds it has: steps until the average validation loss over skills first reaches
@@ -11,7 +11,8 @@ step, skill 1's loss at the last step and its largest rise above its running min
 and the smallest weight any skill had in any round (starvation); then, paired by seed, each arm minus the
 reference arm. Text: per arm, each lm-eval task's NLL after training and their mean, the largest weight of any
 source in any round (collapse), and the paired differences.
-Only seeds every compared arm has enter a paired row.
+Only seeds every compared arm has enter a paired row. `DIR:METHOD` takes one method's runs from a directory holding
+several (issue 25: `reproduce.py --methods aioli,skill_it,stratified,random` into one directory).
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ def fold_metrics(run: dict, threshold: float) -> dict[str, float]:
     }
 
 
-def fold_tables(arms: dict[str, Path], reference: str, threshold: float, seeds: set[int] | None = None) -> str:
+def fold_tables(arms: dict[str, str], reference: str, threshold: float, seeds: set[int] | None = None) -> str:
     metrics = {}
-    for arm, folder in arms.items():
+    for arm, spec in arms.items():
+        folder, _, method = spec.partition(":")
         metrics[arm] = {}
-        for path in sorted((folder / "runs").glob("*_seed*.json")):
+        for path in sorted((Path(folder) / "runs").glob(f"{method or '*'}_seed*.json")):
             run = json.loads(path.read_text())
             if seeds is None or run["seed"] in seeds:
                 metrics[arm][run["seed"]] = fold_metrics(run, threshold)
@@ -151,7 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
     if args.fold:
-        arms = {spec.partition("=")[0]: Path(spec.partition("=")[2]) for spec in args.fold}
+        arms = {spec.partition("=")[0]: spec.partition("=")[2] for spec in args.fold}
         print(fold_tables(arms, args.reference or next(iter(arms)), args.threshold, seeds))
     if args.text:
         print(text_tables(Path(args.text), args.reference or "online_paper_eta2", seeds))

@@ -70,8 +70,10 @@ PRETRAIN_METHODS = (
     "skill_it",
     "no_graph",
     "static",
+    "aioli",
 )
 FINETUNE_METHODS = ("target_only", "stratified", "skill_it", "no_graph", "static")
+AIOLI_FLAGS = ("aioli_eta", "aioli_probe_steps", "aioli_sweeps", "aioli_one_hot_factor", "aioli_ema")
 LABELS = {
     "random": "Random",
     "curriculum": "Curriculum",
@@ -83,6 +85,7 @@ LABELS = {
     "no_graph": "No graph (ablation)",
     "static": "Static, T=1 (ablation)",
     "target_only": "Target skill only",
+    "aioli": "Aioli",
 }
 # The paper's averages over skills (GPT-Neo 125M, LEGO k = 5, 6000 steps, 5 seeds): Tables 4, 5 and 6.
 PAPER = {
@@ -275,7 +278,9 @@ def run_method(
     elif method == "target_only":
         mixing, extra = "fixed", {"fixed_weights": {setup.target: 1.0}}
     else:
-        mixing = method  # stratified, skill_it, no_graph, static
+        mixing = method  # stratified, skill_it, no_graph, static, aioli
+    if method == "aioli":  # its own eta: A is normalised to sum 1, so eta moves p by at most exp(eta) a round
+        extra.update({key: getattr(args, key) for key in AIOLI_FLAGS if key != "aioli_eta"})
     if setup.setting == "finetune":
         extra["target_skills"] = [setup.target]
     if method in ("skill_it", "no_graph"):
@@ -286,7 +291,7 @@ def run_method(
         overwrite_output_dir=True,
         mixing=mixing,
         rounds=rounds,
-        eta=setup.eta,
+        eta=args.aioli_eta if method == "aioli" else setup.eta,
         window=args.window,
         max_steps=args.steps,
         per_device_train_batch_size=args.batch,
@@ -320,21 +325,27 @@ def run_method(
     trainer.remove_callback(PrinterCallback)
     recorder.trainer = trainer
     trainer.train()
-    trajectory = [{k: r[k] for k in ("round", "global_step", "p", "samples")} for r in trainer.trajectory]
+    keep = ("round", "global_step", "p", "samples", "probes", "A")
+    trajectory = [{k: r[k] for k in keep if k in r} for r in trainer.trajectory]
     shutil.rmtree(run_dir, ignore_errors=True)
-    # Integrity: each round's sample counts must follow its mixture. A count more than 6 binomial standard errors
-    # from n p (or any count on a weight of 0 or 1) means the stream did not do what the trajectory says.
+    # Integrity: each phase's sample counts must follow its mixture (a round's main phase: the round's samples less
+    # its probes'). A count more than 6 binomial standard errors from n p (or any count on a weight of 0 or 1) means
+    # the stream did not do what the trajectory says.
     share_error = 0.0
     for record in trajectory:
-        n = sum(record["samples"].values())
-        for skill, p in record["p"].items():
-            deviation = abs(record["samples"][skill] - n * p)
-            share_error = max(share_error, deviation / n)
-            if deviation > 6 * math.sqrt(n * p * (1 - p)) + 1e-6 * n:
-                raise RuntimeError(
-                    f"{method} seed {seed}, round {record['round']}: {record['samples'][skill]} of {n} samples from "
-                    f"skill {skill}, whose weight was {p:.3f}"
-                )
+        probes = record.get("probes", [])
+        main = {s: c - sum(p["samples"][s] for p in probes) for s, c in record["samples"].items()}
+        phases = [(main, record["p"], "")] + [(p["samples"], p["mixture"], f" probe {p['probe']}") for p in probes]
+        for samples, weights, phase in phases:
+            n = sum(samples.values())
+            for skill, p in weights.items():
+                deviation = abs(samples[skill] - n * p)
+                share_error = max(share_error, deviation / n)
+                if deviation > 6 * math.sqrt(n * p * (1 - p)) + 1e-6 * n:
+                    raise RuntimeError(
+                        f"{method} seed {seed}, round {record['round']}{phase}: {samples[skill]} of {n} samples "
+                        f"from skill {skill}, whose weight was {p:.3f}"
+                    )
     return {
         "method": method,
         "seed": seed,
@@ -588,6 +599,12 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--smoothing", type=float, default=0.0, help="Skill-It mixture_smoothing c (issue 23)")
     p.add_argument("--rounds", type=int, default=None, help="Skill-It rounds T; default: the setting's")
+    # Aioli (issue 25, docs/aioli.md): the authors' code defaults; their eta has none (runs: 0.1-1).
+    p.add_argument("--aioli-eta", type=float, default=0.5, help="Aioli's eta (its own scale: A sums to 1)")
+    p.add_argument("--aioli-probe-steps", type=int, default=5)
+    p.add_argument("--aioli-sweeps", type=int, default=1)
+    p.add_argument("--aioli-one-hot-factor", type=float, default=1.0)
+    p.add_argument("--aioli-ema", type=float, default=None)
     p.add_argument("--seed-list", default=None, help="comma-separated seeds instead of 0..seeds-1")
     p.add_argument("--setting", choices=["pretrain", "finetune"], default="pretrain")
     p.add_argument("--seeds", type=int, default=None, help="default 5 (--quick: 2)")
@@ -697,7 +714,8 @@ def main() -> None:
         f"graph: {graph_source}; model {args.family} hidden {args.hidden}, {args.layers} layers; lr {args.lr}; "
         f"Skill-It eta {setup.eta}, window {args.window}, {setup.rounds} rounds, loss normalization "
         f"{args.loss_normalization}, smoothing {args.smoothing}; "
-        f"wall time {wall / 60:.1f} min this invocation, {sum(run_walls) / 60:.1f} min of training runs in all "
+        + (f"Aioli {', '.join(f'{k[6:]} {getattr(args, k)}' for k in AIOLI_FLAGS)}; " if "aioli" in results else "")
+        + f"wall time {wall / 60:.1f} min this invocation, {sum(run_walls) / 60:.1f} min of training runs in all "
         f"({np.mean(run_walls):.0f} s per run)",
     ]
     if args.setting == "pretrain":

@@ -254,7 +254,8 @@ def test_two_process_aioli_has_equal_p_on_both_ranks_and_equals_one_process(tmp_
 
 def test_aioli_from_the_cli_and_a_recipe_plots_the_learned_law(tmp_path, capsys):
     """`hf-skillit train RECIPE --set training.mixing=aioli`: no graph is needed (the recipe's is ignored), the
-    trajectory holds each round's probes and A, and the run directory gets the plot of A per round."""
+    trajectory holds each round's probes and A, and the run directory gets the plot of A per round; `--dry-run
+    --measure` says that Aioli's mixtures come from training, instead of replaying an update that has no probes."""
     import torch
 
     from hf_skillit.cli import main
@@ -268,8 +269,12 @@ def test_aioli_from_the_cli_and_a_recipe_plots_the_learned_law(tmp_path, capsys)
     threads = torch.get_num_threads()
     try:
         assert main(["train", recipe, "--set", *settings]) == 0
+        dry = [*settings[:-1], f"training.output_dir={tmp_path / 'dry'}"]
+        assert main(["train", recipe, "--dry-run", "--measure", "--measure-rows", "4", "--set", *dry]) == 0
     finally:
         torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "mixing 'aioli' sets each round's p from its probe phases: nothing to replay here." in out
     with open(run_dir / "skillit_trajectory.jsonl") as f:
         rounds = [json.loads(line) for line in f]
     assert [r["global_step"] for r in rounds] == [4, 8]

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..mixer_registry import is_probing
 from .loading import load_recipe
 
 __all__ = ["measure_mixtures"]
@@ -65,6 +66,9 @@ def measure_mixtures(path: str, overrides: Sequence[str] = (), rows: int = 16) -
     lines.append("")
     if not mixer.eval_skills:
         lines.append(f"mixing {training.mixing!r} does not read the losses: the mixture is the plan's p_1 throughout.")
+        return "\n".join(lines)
+    if is_probing(mixer):  # Aioli: every p comes from probe phases trained during the run
+        lines.append(f"mixing {training.mixing!r} sets each round's p from its probe phases: nothing to replay here.")
         return "\n".join(lines)
     round_0 = {s: losses[s] for s in mixer.eval_skills}
     if callable(set_initial := getattr(mixer, "set_initial_losses", None)):

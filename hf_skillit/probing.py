@@ -28,6 +28,7 @@ The trajectory keeps one record per round (`hf_skillit.rundir`): `p` is the mixt
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -38,16 +39,30 @@ from .mixer_registry import Mixer, is_probing
 
 __all__ = ["ProbePhasesMixin", "check_probes", "probe_ending_at", "unit_steps"]
 
+logger = logging.getLogger(__name__)
 
-def unit_steps(mixer: Mixer, steps_per_round: int) -> int:
+
+def unit_steps(mixer: Mixer, args: Any) -> int:
     """The steps of one data unit (the Trainer's epoch): gcd(`probe_steps`, steps per round) for a probing mixer,
-    a whole round otherwise."""
+    a whole round otherwise. `args` is the run's `SkillItConfig`; its `"epoch"` strategies then act every unit."""
     if not is_probing(mixer):
-        return steps_per_round
+        return args.steps_per_round
     steps = mixer.probe_steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"{type(mixer).__name__}.probe_steps must be an integer >= 1, got {steps!r}")
-    return math.gcd(steps, steps_per_round)
+    unit = math.gcd(steps, args.steps_per_round)
+    per_epoch = [
+        k for k in ("save_strategy", "logging_strategy", "eval_strategy") if getattr(args, k, None) == "epoch"
+    ]
+    if per_epoch and unit < args.steps_per_round:
+        logger.warning(
+            "%s='epoch' acts at every data unit of %d steps (the Trainer's epoch with probe phases), not every "
+            "round of %d: use 'steps' with a multiple of the round",
+            "/".join(per_epoch),
+            unit,
+            args.steps_per_round,
+        )
+    return unit
 
 
 def check_probes(probes: Sequence[Any], train_skills: Sequence[str], unit: int, steps_per_round: int) -> list[dict]:

@@ -179,7 +179,7 @@ class SkillItTrainerMixin(ProbePhasesMixin):
         self._train_sets = [self.skills.train(name) for name in names]
         self._sizes = list(self.skills.train_sizes().values())
         self._eval_names = self._skills_to_evaluate()
-        self._unit = unit_steps(self.mixer, args.steps_per_round)
+        self._unit = unit_steps(self.mixer, args)
         self.rounds = RoundState.fresh(names, self.mixer.initial())
         self._begin_round_probes()
         self._new_run = True

@@ -173,3 +173,52 @@ def test_bad_settings_are_refused(eta, ema):
 def test_a_matrix_of_the_wrong_width_is_refused():
     with pytest.raises(ValueError, match="2 columns"):
         AioliUpdate(2, eta=0.5).step(np.ones((2, 3)))
+
+
+# ----- AioliMixer without a trainer: the worked example through the mixer's protocol ---------------------------------
+
+
+def test_mixer_runs_the_worked_example_and_checkpoints_mid_round():
+    from hf_skillit.aioli import AioliMixer
+
+    mixer = AioliMixer(["a", "b"], ["a", "b"], eta=0.5, probe_steps=3, sweeps=2, one_hot_factor=0.75, seed=3)
+    assert mixer.initial().tolist() == [0.5, 0.5]
+    mixer.set_initial_losses({"a": 3.0, "b": 2.0})
+    probes = mixer.probes(0)
+    assert [p.steps for p in probes] == [3] * 4 and sorted(p.label for p in probes) == ["a", "a", "b", "b"]
+    assert mixer.probes(0)[0].label == probes[0].label, "the order is a function of (seed, round)"
+    # The worked example's losses, in the order the mixer chose: each probe's decrease goes to its skill's column.
+    after = {"b": [[2.9, 1.8], [2.35, 1.5]], "a": [[2.6, 1.7], [2.4, 1.65]]}
+    assert [p.label for p in probes] == ["b", "a", "a", "b"], "seed 3 gives the worked example's order 1, 0, 0, 1"
+    losses = [after["b"][0], after["a"][0], after["a"][1], after["b"][1]]
+    mixer.observe_probe(0, dict(zip("ab", losses[0], strict=True)))
+    saved = json.loads(json.dumps(mixer.state_dict()))
+    resumed = AioliMixer(["a", "b"], ["a", "b"], eta=0.5, probe_steps=3, sweeps=2, one_hot_factor=0.75, seed=3)
+    resumed.load_state_dict(saved)
+    for m in (mixer, resumed):
+        for i, row in enumerate(losses[1:], start=1):
+            m.observe_probe(i, dict(zip("ab", row, strict=True)))
+    p, q = mixer.after_probes(), resumed.after_probes()
+    assert p[0] == pytest.approx(1 / (1 + np.exp(-0.12)), abs=1e-12) and q.tolist() == p.tolist()
+    law = mixer.round_record()["A"]  # training skill -> evaluation skill: the transpose of the example's A
+    np.testing.assert_allclose([[law[t][e] for e in "ab"] for t in "ab"], [[0.3375, 0.025], [-0.0125, 0.225]])
+    assert mixer.update({"a": 2.3, "b": 1.4}).tolist() == p.tolist(), "p stays until the next round's probes"
+    with pytest.raises(ValueError, match="AioliMixer state has sweeps=2, this mixer has 1"):
+        AioliMixer(["a", "b"], ["a", "b"], eta=0.5, probe_steps=3, sweeps=1, one_hot_factor=0.75).load_state_dict(
+            saved
+        )
+
+
+def test_mixer_keeps_p_when_a_loss_around_the_probes_is_not_finite():
+    from hf_skillit.aioli import AioliMixer
+
+    mixer = AioliMixer(["a", "b"], ["a", "b"], eta=0.5, probe_steps=1)
+    mixer.set_initial_losses([3.0, 2.0])
+    mixer.probes(0)
+    mixer.observe_probe(0, [float("nan"), 1.0])
+    with pytest.raises(ValueError, match="probe 0 observed after 1 probes"):
+        mixer.observe_probe(0, [1.0, 1.0])
+    mixer.observe_probe(1, [2.0, 1.0])
+    with pytest.warns(RuntimeWarning, match="non-finite validation losses"):
+        assert mixer.after_probes().tolist() == [0.5, 0.5]
+    assert mixer.round_record() == {}

@@ -280,3 +280,17 @@ def test_aioli_from_the_cli_and_a_recipe_plots_the_learned_law(tmp_path, capsys)
     assert [r["global_step"] for r in rounds] == [4, 8]
     assert [len(r["probes"]) for r in rounds] == [3, 3] and all(set(r["A"]) == set(r["p"]) for r in rounds)
     assert (run_dir / MIXING_LAW_PNG).is_file()
+
+
+def test_epoch_strategies_are_said_to_act_every_data_unit(tokenizer, tiny_model, skills, make_config, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="hf_skillit.probing"):
+        trainer = SkillItTrainer(
+            model=tiny_model(),
+            args=make_config(**AIOLI, save_strategy="epoch"),
+            skills=skills,
+            processing_class=tokenizer,
+        )
+    assert trainer._unit == 2
+    assert "save_strategy='epoch' acts at every data unit of 2 steps" in caplog.text

@@ -38,55 +38,82 @@ def _fail(err: BaseException) -> int:
     return USER_ERROR
 
 
+def _datasets_switches() -> tuple[Callable[[], bool], Callable[[], None], Callable[[], None]]:
+    import datasets
+
+    return datasets.is_progress_bar_enabled, datasets.enable_progress_bars, datasets.disable_progress_bars
+
+
+def _transformers_switches() -> tuple[Callable[[], bool], Callable[[], None], Callable[[], None]]:
+    from transformers.utils import logging as transformers_logging
+
+    return (
+        transformers_logging.is_progress_bar_enabled,
+        transformers_logging.enable_progress_bar,
+        transformers_logging.disable_progress_bar,
+    )
+
+
+# The libraries whose progress bars `--verbose` shows: (is on, turn on, turn off), each imported when asked for.
+_PROGRESS_BARS = {"datasets": _datasets_switches, "transformers": _transformers_switches}
+
+
 @contextlib.contextmanager
-def _progress_bars(verbose: bool):
-    """Silence the data-preparation and checkpoint-writing progress bars for the command, unless `verbose`.
-    The training bar is the Trainer's own tqdm (not behind these switches), so it stays."""
+def _progress_bars(verbose: bool, libraries: Sequence[str] = tuple(_PROGRESS_BARS)):
+    """Silence the data-preparation and checkpoint-writing progress bars of `libraries` for the command, unless
+    `verbose`. The training bar is the Trainer's own tqdm (not behind these switches), so it stays. A command
+    that does not use a library leaves it out: importing it only to silence it costs a second."""
     if verbose:
         yield
         return
-    import datasets
-    from transformers.utils import logging as transformers_logging
-
-    was_on = datasets.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    transformers_logging.disable_progress_bar()
+    switches = [_PROGRESS_BARS[name]() for name in libraries]
+    was_on = [is_on() for is_on, _, _ in switches]
+    for _, _, turn_off in switches:
+        turn_off()
     try:
         yield
     finally:  # `main` may be called in-process (tests, notebooks): leave the switches as they were
-        if was_on[0]:
-            datasets.enable_progress_bars()
-        if was_on[1]:
-            transformers_logging.enable_progress_bar()
+        for (_, turn_on, _), on in zip(switches, was_on, strict=True):
+            if on:
+                turn_on()
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .recipes import load_recipe, make_trainer, train_and_report
-
     if args.dry_run:
         return _dry_run(args)
+    from .recipes import load_recipe, make_trainer, train_and_report
+
     if args.measure:
         return _fail(ValueError("--measure goes with --dry-run (it measures instead of training)"))
-    try:
-        recipe = load_recipe(args.recipe, args.overrides)
-        trainer = make_trainer(recipe, resume=args.resume)
-    except (ValueError, OSError) as err:
-        return _fail(err)
-    train_and_report(trainer, recipe, resume=args.resume)
+    with _progress_bars(args.verbose):
+        try:
+            recipe = load_recipe(args.recipe, args.overrides)
+            trainer = make_trainer(recipe, resume=args.resume)
+        except (ValueError, OSError) as err:
+            return _fail(err)
+        train_and_report(trainer, recipe, resume=args.resume)
     return 0
 
 
 def _dry_run(args: argparse.Namespace) -> int:
     from .recipes import describe_run, load_recipe
+    from .recipes.loading import check_recipe
 
     try:
-        # The graph may not be learned yet: the plan says so instead of refusing the recipe.
-        print(describe_run(load_recipe(args.recipe, args.overrides, check_graph=False)))
+        # Checked without torch where it can be (all but `trainer: sft`); the graph may not be learned yet: the
+        # plan says so instead of refusing the recipe.
+        recipe = check_recipe(args.recipe, args.overrides) or load_recipe(
+            args.recipe, args.overrides, check_graph=False
+        )
+        # The plan opens the user's files with `datasets`; a synthetic task's rows need no library.
+        with _progress_bars(args.verbose, ["datasets"] if recipe.data.synthetic is None else []):
+            print(describe_run(recipe))
         if args.measure:
             from .recipes.measure import measure_mixtures  # loads the model: imports torch
 
             print()
-            print(measure_mixtures(args.recipe, args.overrides, args.measure_rows))
+            with _progress_bars(args.verbose):
+                print(measure_mixtures(args.recipe, args.overrides, args.measure_rows))
     except (ValueError, OSError) as err:
         return _fail(err)
     return 0
@@ -212,14 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--dry-run",
         action="store_true",
-        help="print each skill's data sources, the mixture of round 1 and the lm-eval tasks; load no model, train nothing",
+        help="print each skill's data sources, the mixture of round 1 and the lm-eval tasks; load no model, train "
+        "nothing, import no torch",
     )
     train.add_argument(
         "--measure",
         action="store_true",
-        help="with --dry-run: load the model, score the skills before training on --measure-rows validation rows, "
-        "and print the mixtures p_2 and p_{w+1} the update would give at those losses (an eta that collapses the "
-        "mixture shows here)",
+        help="with --dry-run: load the model, count each skill's tokens as the run tokenizes them, score the skills "
+        "before training on --measure-rows validation rows, and print the mixtures p_2 and p_{w+1} the update would "
+        "give at those losses (an eta that collapses the mixture shows here)",
     )
     train.add_argument(
         "--measure-rows", type=int, default=16, help="validation rows per skill scored by --measure (default 16)"
@@ -300,13 +328,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("hf_skillit").setLevel(logging.INFO)
     handler: Callable[[argparse.Namespace], int] = args.handler
     if hasattr(args, "recipe"):
-        # Unknown sections and keys first, before the command imports torch and transformers (seconds).
-        from .recipes.loading import read_recipe
+        # The recipe's keys and values first, before the command imports torch and transformers (seconds).
+        from .recipes.loading import check_recipe
 
         try:
-            read_recipe(args.recipe, args.overrides)
+            check_recipe(args.recipe, args.overrides)
         except (ValueError, OSError) as err:
             return _fail(err)
+    if handler is _train:  # it chooses which libraries to silence: a dry run imports none it does not need
+        return handler(args)
     with _progress_bars(getattr(args, "verbose", True)):
         return handler(args)
 

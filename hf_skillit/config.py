@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -13,10 +12,8 @@ from transformers import TrainingArguments
 # The built-in mixers register when their modules are imported (`hf_skillit.mixer_registry`): importing both here
 # makes every built-in name a valid `mixing` wherever a SkillItConfig exists.
 from . import curriculum  # noqa: F401
-from .aioli import check_aioli_options
-from .mixer_registry import MIXER_NAMES, check_mixer_settings, mixer_names
-from .mixing import check_eta, check_reduce, check_skill_it_options, check_window
-from .packing import LONG_DOCUMENTS
+from .mixer_registry import MIXER_NAMES
+from .settings import LONG_DOCUMENTS, check_settings, steps_for_token_budget, tokens_per_step
 
 
 @dataclass
@@ -293,92 +290,18 @@ class SkillItConfig(TrainingArguments):
             # would hang the others for the default 30 minutes; start it here with the timeout instead.
             PartialState(cpu=True, backend=self.ddp_backend, timeout=timedelta(seconds=self.ddp_timeout))
         super().__post_init__()
-        if self.mixing not in MIXER_NAMES:
-            raise ValueError(f"mixing={self.mixing!r} is not one of {', '.join(mixer_names())}")
-        if not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ValueError(f"rounds must be a positive integer, got {self.rounds!r}")
-        self._check_length_options()
-        if self.token_budget is not None:
-            self.max_steps = self.steps_for_token_budget()
-        if self.max_steps is None or self.max_steps <= 0:
-            raise ValueError(
-                "SkillItConfig needs max_steps > 0 (or token_budget with packing): training is split into rounds of "
-                "max_steps / rounds steps"
-            )
-        if self.rounds > self.max_steps:
-            raise ValueError(f"rounds={self.rounds} is more than max_steps={self.max_steps}: a round needs a step")
-        if self.max_steps % self.rounds:
-            lower = self.max_steps - self.max_steps % self.rounds
-            raise ValueError(
-                f"max_steps={self.max_steps} is not a multiple of rounds={self.rounds}: every round trains the same "
-                f"number of steps; use max_steps={lower} or {lower + self.rounds}"
-            )
-        check_eta(self.eta)
-        check_window(self.window)
-        self._check_window_options()
-        if self.single_thread_max_params is not None and self.single_thread_max_params < 0:
-            raise ValueError(f"single_thread_max_params must be >= 0 or None, got {self.single_thread_max_params!r}")
-        if self.eval_samples_per_skill is not None and self.eval_samples_per_skill < 1:
-            raise ValueError(f"eval_samples_per_skill must be >= 1 or None, got {self.eval_samples_per_skill!r}")
-        if isinstance(self.fixed_weights, str):
-            try:
-                self.fixed_weights = json.loads(self.fixed_weights)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"fixed_weights is not valid JSON: {err}") from None
-        mixer = check_mixer_settings(self.mixing, self)  # e.g. mixing='fixed' needs fixed_weights
-        check_skill_it_options(mixer, self.loss_normalization, self.mixture_smoothing)
-        check_aioli_options(mixer, self)
-        if self.auto_find_batch_size:
-            raise ValueError(
-                "auto_find_batch_size=True is not supported: rounds are sized from the batch size when training starts"
-            )
-        if self.dataloader_persistent_workers:
-            raise ValueError(
-                "dataloader_persistent_workers=True is not supported: workers must see each round's new mixture"
-            )
-
-    def _check_window_options(self) -> None:
-        if self.window_unit not in ("rounds", "evaluations"):
-            raise ValueError(f"window_unit must be 'rounds' or 'evaluations', got {self.window_unit!r}")
-        check_reduce(self.window_reduce, "window_reduce")
-        if (self.window_unit == "evaluations") != (self.skill_eval_steps is not None):
-            raise ValueError("window_unit='evaluations' goes with skill_eval_steps (steps between evaluations)")
-        every = self.skill_eval_steps
-        if every is not None and (not isinstance(every, int) or every < 1 or self.steps_per_round % every):
-            raise ValueError(
-                f"skill_eval_steps={every!r} must be a positive divisor of the {self.steps_per_round} steps of a round"
-            )
+        check_settings(self)
 
     @property
     def tokens_per_step(self) -> int | None:
         """Tokens one optimizer step trains with packing (every row a block of `max_length`), over all processes;
         None without packing, where rows differ in length."""
-        if not self.packing or self.max_length is None:
-            return None
-        return self.max_length * self.per_device_train_batch_size * self.gradient_accumulation_steps * self.world_size
+        return tokens_per_step(self)
 
     def steps_for_token_budget(self) -> int:
         """The `max_steps` that train `token_budget` tokens: rounded up to whole steps, then to a multiple of
         `rounds`."""
-        if isinstance(self.token_budget, bool) or not isinstance(self.token_budget, int) or self.token_budget < 1:
-            raise ValueError(f"token_budget must be a positive number of tokens, got {self.token_budget!r}")
-        if self.tokens_per_step is None:
-            raise ValueError(
-                "token_budget needs packing=True: only packed rows all hold max_length tokens, so that a step trains "
-                "a known number of tokens; without packing, set max_steps"
-            )
-        if self.max_steps is not None and self.max_steps > 0:
-            raise ValueError(f"set token_budget or max_steps, not both (max_steps={self.max_steps})")
-        steps = -(-self.token_budget // self.tokens_per_step)
-        return -(-steps // self.rounds) * self.rounds
-
-    def _check_length_options(self) -> None:
-        if self.max_length is not None and (isinstance(self.max_length, bool) or self.max_length < 1):
-            raise ValueError(f"max_length must be a positive number of tokens or None, got {self.max_length!r}")
-        if self.packing and self.max_length is None:
-            raise ValueError("packing=True needs max_length: the number of tokens of a block")
-        if self.long_documents not in LONG_DOCUMENTS:
-            raise ValueError(f"long_documents must be one of {', '.join(LONG_DOCUMENTS)}, got {self.long_documents!r}")
+        return steps_for_token_budget(self)
 
     @property
     def steps_per_round(self) -> int:

@@ -24,17 +24,21 @@ saved with the mixer's checkpoint state, so a resumed run keeps it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import datasets
 import numpy as np
-import torch
-from torch import nn
 
 from .mixer_registry import MixerSetup, register_mixer
 from .mixing import FixedMixer
-from .scoring import score_rows
-from .skills import SkillSet
+
+# The scoring (torch) and the data (datasets) are imported by the functions that use them: importing this module
+# registers the curricula, which `hf-skillit train --dry-run` needs before torch is imported (a second or more).
+if TYPE_CHECKING:
+    import datasets
+    import torch
+    from torch import nn
+
+    from .skills import SkillSet
 
 __all__ = [
     "CURRICULA",
@@ -53,7 +57,7 @@ __all__ = [
 
 CURRICULA = ("curriculum", "anticurriculum", "skill_curriculum", "skill_anticurriculum")
 
-Collator = Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
+Collator = Callable[[list[dict[str, Any]]], "dict[str, torch.Tensor]"]
 Schedule = list[dict[str, float]]
 
 
@@ -62,6 +66,8 @@ def sample_losses(model: nn.Module, dataset: datasets.Dataset, collator: Collato
 
     Batched forward passes on the model's device, in eval mode (restored afterwards), through `hf_skillit.scoring`.
     """
+    from .scoring import score_rows
+
     scores = score_rows(model, dataset, collator, batch_size)
     if (scores.count == 0).any():
         row = int(np.flatnonzero(scores.count == 0)[0])
@@ -112,6 +118,10 @@ def curriculum_setup(
     validation data, so the evaluation skills are the original ones. Train it with `mixing="fixed"`,
     `fixed_weights=schedule` and `rounds=num_epochs`.
     """
+    import datasets
+
+    from .skills import SkillSet
+
     parts = []
     for name in skills.train_skills:
         data = skills.train(name)

@@ -33,14 +33,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from .graph import SkillsGraph
-
-if TYPE_CHECKING:
-    from .skills import SkillSet
 
 __all__ = [
     "CONFIG_SETTINGS",
@@ -115,6 +112,15 @@ class ProbingMixer(Mixer, Protocol):
 def is_probing(mixer: Any) -> bool:
     """Whether `mixer` schedules probe phases (has a callable `probes`)."""
     return callable(getattr(mixer, "probes", None))
+
+
+class Skills(Protocol):
+    """What a mixer is built from: the training skills and their rows (None for a stream). A `SkillSet`, or the dry
+    run's `hf_skillit.recipes.plan.SkillSizes`, which holds the counts without the data."""
+
+    train_skills: Sequence[str]
+
+    def train_sizes(self) -> Mapping[str, int | None]: ...
 
 
 # ----- the setup --------------------------------------------------------------------------------------------------
@@ -291,17 +297,18 @@ def check_mixer_inputs(
 
 def build_mixer(
     args: Any,
-    skills: SkillSet,
+    skills: Skills,
     graph: SkillsGraph | None,
     model: Any = None,
     collator: Any = None,
     graph_hint: str = "pass graph= or set graph_path",
-) -> tuple[SkillSet, Mixer]:
-    """The registered mixer `args.mixing` for `skills` and `graph`, and the skills it trains on (the data's, unless
-    it prepares others: the sample-level curricula score the rows with `model` into difficulty buckets).
+) -> tuple[Any, Mixer]:
+    """The registered mixer `args.mixing` for `skills` and `graph`, and the skills it trains on (`skills`, unless
+    the mixer prepares others: the sample-level curricula score the rows with `model` into difficulty buckets, a
+    `SkillSet`).
 
-    `args` is a `SkillItConfig` (read for `mixing`, `per_device_eval_batch_size` and the `CONFIG_SETTINGS`; not
-    annotated as one, because `hf_skillit.config` imports this module)."""
+    `args` is a `SkillItConfig` or the dry run's settings (read for `mixing`, `per_device_eval_batch_size` and the
+    `CONFIG_SETTINGS`; not annotated as one, because `hf_skillit.config` imports this module)."""
     cls = check_mixer_inputs(args.mixing, graph, skills.train_skills, args.target_skills, graph_hint=graph_hint)
     setup = MixerSetup(
         train_skills=skills.train_skills,

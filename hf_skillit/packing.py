@@ -37,10 +37,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.table import InMemoryTable
 
-__all__ = ["LONG_DOCUMENTS", "SplitCounts", "check_context", "longest_row", "model_context", "prepare_split"]
+from .settings import LONG_DOCUMENTS
 
-LONG_DOCUMENTS = ("truncate", "chunk")
-"""Choices of `SkillItConfig.long_documents` (without packing)."""
+__all__ = ["SplitCounts", "check_context", "longest_row", "model_context", "prepare_split"]
 
 STREAM_BATCH_DOCS = 64
 """Documents a stream tokenizes at a time: `datasets`' default of 1000 whole documents would read and tokenize far

@@ -247,6 +247,10 @@ def test_dry_run_prints_the_steps_of_a_token_budget_and_the_tokens_per_skill(
     path = text_recipe(tmp_path, words_tokenizer, packing=True, max_length=16, token_budget=1000)
     assert main(["train", path, "--dry-run"]) == 0
     out = capsys.readouterr().out
+    assert "Tokens: token_budget 1,000: 16 steps x 64 tokens = 1,024 tokens" in out
+    assert "Training text per skill" not in out  # the plain dry run tokenizes nothing (issue 24: under 2 s)
+    assert main(["train", path, "--dry-run", "--measure"]) == 0
+    out = capsys.readouterr().out
     tokens = sum(LENGTHS) + DOCS  # every document and its EOS
     # 1000 tokens at 4 blocks of 16 a step: 15.6 steps, so 16 (a multiple of the 2 rounds).
     assert "Tokens: token_budget 1,000: 16 steps x 64 tokens = 1,024 tokens" in out

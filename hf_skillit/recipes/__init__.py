@@ -13,8 +13,9 @@ One job per module, each depending only on those above it:
 - `loading`: `load_recipe` (overrides, sections, local paths), nothing loaded yet.
 - `hub`: one lookup of a Hub model (cache, then one request); a failure is one line naming the offline alternatives.
 - `data`: the tokenizer and the `SkillSet` of a recipe's data.
-- `build`: graph, model, evaluators, the checks that they fit (through the library's own checks: the mixer
-  registry, `SkillsGraph`, `hf_skillit.rundir`), `make_trainer`, `graph_learning_kwargs`.
+- `graphs`: the recipe's skills graph, checked against the data and the mixer (no torch: the dry run builds it).
+- `build`: model, evaluators, the checks that they fit with the data and graph (`hf_skillit.rundir`),
+  `make_trainer`, `graph_learning_kwargs`.
 - `report`: `train_and_report` / `run`: train, save, the summary table with chance levels, the skills that moved
   most and the comparison with the `report:` section's reference runs, plots.
 - `plan`: `describe_run`, the run plan without training (`hf-skillit train --dry-run`).
@@ -36,7 +37,7 @@ _EXPORTS = {
     "RunParts": "hf_skillit.recipes.build",
     "build": "hf_skillit.recipes.build",
     "graph_learning_kwargs": "hf_skillit.recipes.build",
-    "lego_reasoning_graph": "hf_skillit.recipes.build",
+    "lego_reasoning_graph": "hf_skillit.recipes.graphs",
     "make_trainer": "hf_skillit.recipes.build",
     "load_natural_instructions": "hf_skillit.recipes.data",
     "load_recipe": "hf_skillit.recipes.loading",
@@ -93,8 +94,9 @@ sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real imports
     from ..graph_learning import GraphLearningArguments
-    from .build import RunParts, build, graph_learning_kwargs, lego_reasoning_graph, make_trainer
+    from .build import RunParts, build, graph_learning_kwargs, make_trainer
     from .data import load_natural_instructions
+    from .graphs import lego_reasoning_graph
     from .loading import load_recipe
     from .plan import describe_run
     from .report import format_summary, run, train_and_report

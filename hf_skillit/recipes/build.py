@@ -3,21 +3,17 @@ the (possibly large) model is loaded; the trainer; the arguments of `learn_graph
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-
 from ..config import SkillItConfig
 from ..graph import SkillsGraph
-from ..mixer_registry import check_mixer_inputs
-from ..names import SkillsMismatchError, UnknownSkillsError
 from ..rundir import check_fresh_output_dir, last_complete_checkpoint
 from ..skills import SkillSet
-from ..synthetic import lego_parent, make_tiny_model, tiny_model_config
+from ..synthetic import make_tiny_model, tiny_model_config
 from ..trainer import SkillItTrainer
 from .data import load_data
+from .graphs import build_graph
 from .hub import hub_kwargs
 from .schema import RecipeError, recipe_error
 from .sections import ModelArguments, Recipe, recipe_trainer
@@ -30,74 +26,11 @@ if TYPE_CHECKING:
 __all__ = [
     "RunParts",
     "build",
-    "build_graph",
     "check_output_dir",
     "graph_learning_kwargs",
-    "lego_reasoning_graph",
     "load_model",
     "make_trainer",
 ]
-
-
-def lego_reasoning_graph(skills: Sequence[str], structure: str = "chain", edge_weight: float = 0.5) -> SkillsGraph:
-    """The LEGO reasoning graph over LEGO skills ("1".."k"): 1 on the diagonal, `edge_weight` from each variable's
-    parent to it (chain: i -> i+1; tree: i // 2 -> i). The hand-made default until a learned graph is given."""
-    index = {name: i for i, name in enumerate(skills)}
-    matrix = np.eye(len(skills))
-    for name in skills:
-        parent = lego_parent(int(name), structure)
-        if parent is not None and str(parent) in index:
-            matrix[index[str(parent)], index[name]] = edge_weight
-    return SkillsGraph(matrix, skills, metadata={"method": f"lego_{structure}", "edge_weight": edge_weight})
-
-
-def build_graph(recipe: Recipe, skills: SkillSet, evaluators: Sequence[Any] = ()) -> SkillsGraph | None:
-    args, data, training = recipe.graph, recipe.data, recipe.training
-    graph = None
-    if args.reasoning is not None:
-        if data.synthetic != "lego":
-            raise RecipeError("graph.reasoning is the LEGO reasoning graph: it needs data.synthetic: lego")
-        graph = lego_reasoning_graph(skills.train_skills, args.reasoning, args.edge_weight)
-    elif args.path is not None or args.matrix is not None:
-        where = f"graph.path {args.path!r}" if args.path is not None else "graph.matrix"
-        try:
-            if args.path is not None:
-                graph = SkillsGraph.load(args.path)
-            else:
-                graph = SkillsGraph(args.matrix, args.train_skills or skills.train_skills, args.eval_skills)
-        except ValueError as err:
-            raise RecipeError(f"{where}: {err}") from None
-        try:
-            graph.check_train_skills(skills.train_skills)
-        except SkillsMismatchError as err:
-            raise RecipeError(
-                f"{where} does not match the data's training skills: "
-                f"not in the graph {err.missing}, in the graph but not in the data {err.extra}"
-            ) from None
-    evaluable = list(skills.eval_skills) + [s for e in evaluators for s in e.skills]
-    if graph is not None and (no_data := [s for s in graph.eval_skills if s not in evaluable]):
-        raise RecipeError(
-            f"the graph's evaluation skill(s) {no_data} have neither validation data nor an lm_eval task "
-            f"(evaluation skills: {evaluable})"
-        )
-    try:
-        check_mixer_inputs(
-            training.mixing,
-            graph,
-            skills.train_skills,
-            training.target_skills,
-            graph_hint="set graph.path, graph.matrix or (LEGO) graph.reasoning",
-        )
-    except UnknownSkillsError as err:
-        target = err.unknown[0]
-        close = difflib.get_close_matches(target, err.known, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise RecipeError(
-            f"training.target_skills: unknown skill {target!r}; {hint}evaluation skills: {err.known}"
-        ) from None
-    except ValueError as err:
-        raise recipe_error(err, "training") from None
-    return graph
 
 
 def load_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase, seq_len: int | None) -> PreTrainedModel:

@@ -3,7 +3,6 @@ Super-NaturalInstructions checkout."""
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
 import os
@@ -16,11 +15,11 @@ from datasets.exceptions import DatasetGenerationError
 
 from ..packing import longest_row
 from ..skills import SkillSet
-from ..synthetic import build_tokenizer, encode
 from .hub import hub_kwargs
 from .loading import as_list, expand_files, file_builder
 from .schema import RecipeError, recipe_error
-from .sections import DataArguments, ModelArguments, synthetic_generator
+from .sections import DataArguments, ModelArguments
+from .synthetic import _with_train_rows, synthetic_rows
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -145,27 +144,15 @@ def _space_answers(batch: dict[str, list]) -> dict[str, list]:
 
 def synthetic_skills(data: DataArguments, tokenizer: PreTrainedTokenizerBase) -> tuple[SkillSet, int]:
     """The synthetic task's SkillSet (encoded) and its sequence length."""
-    generate = synthetic_generator(data.synthetic)
-    kwargs = dict(data.generator or {})
-    names = data.synthetic_skills
-    if data.skills is not None and (unknown := [s for s in data.skills if s not in names]):
-        raise RecipeError(f"data.skills: {unknown} are not skills of {data.synthetic} (skills: {names})")
-    train = generate(data.num_train_samples, seed=data.seed, **kwargs)
-    # Validation is balanced whatever the training proportions, from its own seed, without rows seen in training.
-    validation_kwargs = {k: v for k, v in kwargs.items() if k != "proportions"}
-    validation = generate(data.validation_per_skill * len(names), seed=data.seed + 1, **validation_kwargs)
-    seen = set(validation["text"])
-    train = train.filter(lambda batch: [t not in seen for t in batch["text"]], batched=True)
+    from ..synthetic import encode
+
+    train, validation, order = synthetic_rows(data)
     train, validation = (
-        encode(ds.map(_space_answers, batched=True), tokenizer, answer_only=data.answer_only)
-        for ds in (train, validation)
+        encode(
+            datasets.Dataset.from_list(rows).map(_space_answers, batched=True), tokenizer, answer_only=data.answer_only
+        )
+        for rows in (train, validation)
     )
-    present = set(train["skill"])
-    order = [s for s in (data.skills or names) if s in present]
-    if data.skills is not None:
-        keep = set(order)
-        train = train.filter(lambda batch: [s in keep for s in batch["skill"]], batched=True)
-        validation = validation.filter(lambda batch: [s in keep for s in batch["skill"]], batched=True)
     skills = SkillSet.from_column(train, column="skill", validation=validation, order=order)
     return skills, max(len(train[0]["input_ids"]), len(validation[0]["input_ids"]))
 
@@ -201,6 +188,8 @@ def user_skills(data: DataArguments) -> SkillSet:
 def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
     name = args.tokenizer or args.checkpoint()
     if name is None:
+        from ..synthetic import build_tokenizer
+
         return build_tokenizer()
     from transformers import AutoTokenizer
 
@@ -211,16 +200,6 @@ def load_tokenizer(args: ModelArguments) -> PreTrainedTokenizerBase:
         # Causal LM tokenizers often have no pad token; padding positions are masked out of the loss anyway.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def _with_train_rows(recipe: Recipe) -> DataArguments:
-    """The data section with `num_train_samples: null` resolved to the rows training draws, over all processes."""
-    data, training = recipe.data, recipe.training
-    if data.num_train_samples is not None:
-        return data
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
-    rows = training.max_steps * training.per_device_train_batch_size * training.gradient_accumulation_steps
-    return dataclasses.replace(data, num_train_samples=rows * processes)
 
 
 def load_data(recipe: Recipe) -> tuple[PreTrainedTokenizerBase, SkillSet, int | None]:

@@ -13,19 +13,21 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from typing import Any
 
+from ..settings import check_settings
 from .schema import (
     RecipeError,
     check_mapping,
-    dataclass_field_names,
     dataclass_schema,
     load_yaml,
     parse_arguments_section,
+    parse_flags,
     recipe_error,
     unknown_key,
 )
-from .sections import SECTION_TYPES, SECTIONS, SNI_URL, Recipe, section_class, training_class
+from .sections import SECTION_TYPES, SECTIONS, SNI_URL, Recipe, recipe_trainer, section_class, training_class
+from .training_fields import TrainingSettings, fields_parser, source_field_names, stored_fields
 
-__all__ = ["as_list", "file_builder", "load_recipe", "read_recipe"]
+__all__ = ["as_list", "check_recipe", "file_builder", "load_recipe", "read_recipe"]
 
 # `datasets` builders for local files, by extension; compressed files keep the builder of their inner extension.
 _BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
@@ -73,8 +75,7 @@ def _early_keys(section: str, mapping: dict[str, Any]) -> list[str] | None:
     if section == "training":
         if mapping.get("trainer", "skillit") != "skillit":
             return None
-        fields_ = dataclass_field_names("transformers.training_args", "TrainingArguments")
-        return [*fields_, *dataclass_field_names("hf_skillit.config", "SkillItConfig"), "trainer"]
+        return [*source_field_names(), "trainer"]
     if section in ("model", "data", "graph", "report"):
         return list(dataclass_schema(section_class(section)))
     return None
@@ -211,8 +212,6 @@ def load_recipe(
             setting, or a local path that does not exist (with how to get the data).
     """
     raw = read_recipe(path, overrides, raw)
-    if path is not None:
-        path = os.fspath(path)
     _resolve_auto_bf16(raw)  # imports torch
 
     from transformers import TrainingArguments
@@ -229,13 +228,68 @@ def load_recipe(
             kwargs = parse_arguments_section(cls, mapping, section)
         else:
             kwargs = check_mapping(mapping, dataclass_schema(cls), section)
-        required = [f.name for f in fields(cls) if f.init and f.default is MISSING and f.default_factory is MISSING]
-        if missing := [name for name in required if name not in kwargs]:
-            raise RecipeError(f"{section}.{missing[0]} is required")
-        try:
-            parsed[section] = cls(**kwargs)
-        except (ValueError, TypeError) as err:
-            raise recipe_error(err, section) from None
+        parsed[section] = _construct(section, cls, kwargs)
+    return _recipe(parsed, raw, path, check_graph)
+
+
+def check_recipe(
+    path: str | os.PathLike | None, overrides: Sequence[str] = (), raw: dict | None = None
+) -> Recipe | None:
+    """[`load_recipe`] without importing torch, transformers, peft or lm-eval, for the CLI's answer in a second:
+    the same checks and messages for `model:` (but `model.lora`), `data:`, `graph:`, `report:` and a default
+    `training:` (its values parsed by the stored copy of `HfArgumentParser`'s fields,
+    `hf_skillit.recipes.training_fields`, then the Skill-It settings checked together, `hf_skillit.settings`),
+    and the local paths but `graph.path` (which may be about to be learned).
+
+    Left to `load_recipe`: `model.lora` (peft), `learn_graph:`, `lm_eval:` (None in the returned recipe), the
+    checks of `TrainingArguments.__post_init__` (they import torch) and `training.bf16: auto`. The recipe's
+    `training` is then a [`TrainingSettings`], not a `SkillItConfig`. None when the training section cannot be
+    read without transformers: `trainer: sft` (TRL's fields), or a stored copy that does not describe this install.
+
+    Raises:
+        RecipeError: as `load_recipe`, for what it checks.
+    """
+    raw = read_recipe(path, overrides, raw)
+    training = raw.get("training")
+    if recipe_trainer(raw) != "skillit" or (fields_ := stored_fields()) is None:
+        return None
+    parsed: dict[str, Any] = dict.fromkeys(SECTIONS)
+    for section in ("model", "data", "graph", "report"):
+        if SECTION_TYPES[section].optional and raw.get(section) is None:
+            continue
+        cls, mapping = section_class(section), raw.get(section)
+        kwargs = check_mapping(
+            {k: v for k, v in (mapping or {}).items() if k != "lora"}, dataclass_schema(cls), section
+        )
+        parsed[section] = _construct(section, cls, kwargs)
+    mapping = dict(training or {})
+    if mapping.get("bf16") == "auto":  # decided by the GPU (torch); either boolean passes the same checks
+        mapping["bf16"] = False
+    kwargs = parse_flags(mapping, "training", fields_parser(fields_), {k: f["type_name"] for k, f in fields_.items()})
+    settings = TrainingSettings(**{**{name: field_["default"] for name, field_ in fields_.items()}, **kwargs})
+    from .. import curriculum  # noqa: F401  (registers the curricula: the settings check knows every mixer)
+
+    try:
+        check_settings(settings)
+    except ValueError as err:
+        raise recipe_error(err, "training") from None
+    parsed["training"] = settings
+    return _recipe(parsed, raw, path, check_graph=False)
+
+
+def _construct(section: str, cls: type, kwargs: dict[str, Any]) -> Any:
+    """`cls(**kwargs)`, a section's dataclass on its checked keys; a `RecipeError` naming the section if a required
+    key is missing or the class refuses the values."""
+    required = [f.name for f in fields(cls) if f.init and f.default is MISSING and f.default_factory is MISSING]
+    if missing := [name for name in required if name not in kwargs]:
+        raise RecipeError(f"{section}.{missing[0]} is required")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise recipe_error(err, section) from None
+
+
+def _recipe(parsed: dict[str, Any], raw: dict[str, Any], path: str | os.PathLike | None, check_graph: bool) -> Recipe:
     if parsed["training"].graph_path is not None:
         raise RecipeError("training.graph_path: set graph.path instead (the recipe checks the graph against the data)")
     recipe = Recipe(**parsed, raw=raw, source=None if path is None else os.fspath(path))

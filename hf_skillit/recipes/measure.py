@@ -8,18 +8,22 @@ temporary output directory, scores each evaluation skill once on a few validatio
 training, round 0), and feeds those losses to the run's own mixer: p_2 is the mixture after a first round whose
 losses stayed at their round-0 values, p_{w+1} the mixture once the window holds w such rounds. Real losses fall
 during training, and a skill that falls faster loses weight, so these show the scale of the update, not the run's
-trajectory. The measurement imports torch and loads the model: it is what the plain dry run leaves out.
+trajectory. Before them, the tokens of each map-style skill's training text as the run tokenizes it (documents,
+tokens, rows, and what truncation or packing's last partial block drops). The measurement imports torch, loads the
+model and tokenizes the data: it is what the plain dry run (`hf_skillit.recipes.plan`) leaves out.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ..mixer_registry import is_probing
 from .loading import load_recipe
+from .plan import table
 
 __all__ = ["measure_mixtures"]
 
@@ -27,12 +31,20 @@ __all__ = ["measure_mixtures"]
 STARVED = 0.01
 
 
-def _rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = [
-        "  ".join(f"{cell!s:<{w}}" for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)
-    ]
-    return ["  " + line for line in (lines[0], "  ".join("-" * w for w in widths), *lines[1:])]
+def _token_table(skills: Any) -> list[str]:
+    """Per map-style training skill of the run's (tokenized) `SkillSet`: documents, tokens, rows and the tokens
+    dropped (streaming skills are counted as training reads them, in the run summary)."""
+    rows = []
+    for name in skills.train_skills:
+        counts = skills.token_counts.get(name, {}).get("train")
+        if counts is None:
+            continue
+        share = f" ({counts.dropped / counts.tokens:.1%})" if counts.tokens else ""
+        rows.append((name, counts.documents, f"{counts.tokens:,}", counts.rows, f"{counts.dropped:,}{share}"))
+    if not rows:
+        return []
+    header = ("skill", "documents", "tokens", "rows", "tokens dropped")
+    return ["Training text per skill (streaming skills are counted as they are read):", *table(header, rows), ""]
 
 
 def measure_mixtures(path: str, overrides: Sequence[str] = (), rows: int = 16) -> str:
@@ -61,8 +73,9 @@ def measure_mixtures(path: str, overrides: Sequence[str] = (), rows: int = 16) -
         f"mixing {training.mixing}, eta {training.eta}, window {training.window} ({training.window_reduce}), "
         f"loss_normalization {training.loss_normalization}, mixture_smoothing {training.mixture_smoothing}"
     )
-    lines = [f"Measured before training ({rows} validation rows per skill; {settings}):", ""]
-    lines += _rows(("evaluation skill", "round-0 loss"), [(s, f"{losses[s]:.4f}") for s in mixer.eval_skills])
+    lines = _token_table(trainer.skills)
+    lines += [f"Measured before training ({rows} validation rows per skill; {settings}):", ""]
+    lines += table(("evaluation skill", "round-0 loss"), [(s, f"{losses[s]:.4f}") for s in mixer.eval_skills])
     lines.append("")
     if not mixer.eval_skills:
         lines.append(f"mixing {training.mixing!r} does not read the losses: the mixture is the plan's p_1 throughout.")
@@ -80,9 +93,9 @@ def measure_mixtures(path: str, overrides: Sequence[str] = (), rows: int = 16) -
         full = np.asarray(mixer.update(round_0))
     mixtures.append(full)
     header = ("training skill", "p_1", "p_2", f"p_{window + 1}")
-    table = [(skill, *(f"{p[i]:.4f}" for p in mixtures)) for i, skill in enumerate(mixer.train_skills)]
+    mixture_rows = [(skill, *(f"{p[i]:.4f}" for p in mixtures)) for i, skill in enumerate(mixer.train_skills)]
     lines.append(f"Mixtures at the round-0 losses (p_2: after round 1; p_{window + 1}: the window of {window} full):")
-    lines += _rows(header, table)
+    lines += table(header, mixture_rows)
     final = mixtures[-1]
     starved = [s for s, w in zip(mixer.train_skills, final, strict=True) if w < STARVED]
     if starved or final.max() > 0.9:

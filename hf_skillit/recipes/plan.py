@@ -1,26 +1,69 @@
 """A recipe's run plan, shown without training (`hf-skillit train RECIPE --dry-run`): what each skill's data is read
-from, the mixture of round 1 (p_1) and the lm-eval tasks, without loading the model or the lm-eval datasets.
+from, how text becomes rows, the mixture of round 1 (p_1) and the lm-eval tasks, without importing torch.
 
-The data is opened as the run would open it (streaming sources read only their held-out validation prefix), the
-graph is built and checked against the data, and p_1 comes from the mixer the trainer would build
-(`hf_skillit.mixer_registry.build_mixer`). A mixer that scores the data with the model first (the sample-level curricula)
-has no p_1 before the model is loaded, and the plan says so.
+The plan answers in about a second, so it reads what needs no model library: the recipe as
+`hf_skillit.recipes.loading.check_recipe` checks it, the user's files opened as the run would open them
+(streaming sources read only their held-out validation prefix), a synthetic task's rows generated but not encoded,
+the graph built and checked against the data, and p_1 from the mixer the trainer would build
+(`hf_skillit.mixer_registry.build_mixer`). A mixer that scores the data with the model first (the sample-level
+curricula) has no p_1 before the model is loaded, and the plan says so. What needs the tokenizer or the model, the
+tokens per skill and the mixtures after round 1, is `--measure`'s (`hf_skillit.recipes.measure`).
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..mixer_registry import build_mixer, mixer_class
-from ..skills import SkillSet
-from .build import build_graph
-from .data import load_data, load_tokenizer, user_skills
+from .graphs import build_graph
 from .loading import as_list, expand_files, file_builder
 from .schema import RecipeError
 from .sections import Recipe, recipe_trainer
+from .synthetic import _with_train_rows, synthetic_rows
 
-__all__ = ["describe_run"]
+if TYPE_CHECKING:
+    from ..skills import SkillSet
+
+__all__ = ["SkillSizes", "describe_run", "table"]
+
+
+class SkillSizes(NamedTuple):
+    """What the plan reads of a `SkillSet`: the skills and their rows (None: a stream), with its `train_sizes()`
+    for the mixer."""
+
+    train_skills: tuple[str, ...]
+    eval_skills: tuple[str, ...]
+    train: dict[str, int | None]
+    validation: dict[str, int]
+
+    def train_sizes(self) -> dict[str, int | None]:
+        return dict(self.train)
+
+    @classmethod
+    def of(cls, skills: SkillSet) -> SkillSizes:
+        validation = {name: len(skills.validation(name)) for name in skills.eval_skills}
+        return cls(tuple(skills.train_skills), tuple(skills.eval_skills), skills.train_sizes(), validation)
+
+    @classmethod
+    def of_recipe(cls, recipe: Recipe) -> SkillSizes:
+        """The recipe's skills as the run would load them: a synthetic task's rows generated and counted, the
+        user's data opened through `hf_skillit.recipes.data` (which imports `datasets`)."""
+        if recipe.data.synthetic is None:
+            from .data import user_skills
+
+            return cls.of(user_skills(recipe.data))
+        train, validation, order = synthetic_rows(_with_train_rows(recipe))
+        train_counts, validation_counts = (Counter(row["skill"] for row in rows) for rows in (train, validation))
+        evaluated = tuple(dict.fromkeys(row["skill"] for row in validation))
+        return cls(
+            tuple(order),
+            evaluated,
+            {name: train_counts[name] for name in order},
+            {name: validation_counts[name] for name in evaluated},
+        )
 
 
 class _TaskNames:
@@ -30,7 +73,7 @@ class _TaskNames:
         self.skills = tuple(tasks)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
@@ -38,12 +81,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return ["  " + line for line in lines]
 
 
-def _sources(recipe: Recipe, skills: SkillSet) -> list[str]:
+def _sources(recipe: Recipe, skills: SkillSizes) -> list[str]:
     data = recipe.data
     rows = []
-    sizes = skills.train_sizes()
     for name in skills.train_skills:
-        size = sizes[name]
+        size = skills.train[name]
         if data.synthetic is not None:
             source = f"synthetic {data.synthetic}, {size} rows"
         elif data.train_files is not None:
@@ -58,18 +100,17 @@ def _sources(recipe: Recipe, skills: SkillSet) -> list[str]:
         if name not in skills.eval_skills:
             validation = "none"
         elif data.validation_files is not None or data.validation_file is not None or data.synthetic is not None:
-            validation = f"{len(skills.validation(name))} rows (separate split)"
+            validation = f"{skills.validation[name]} rows (separate split)"
         elif size is None:
-            validation = f"first {len(skills.validation(name))} rows of the stream (never trained on)"
+            validation = f"first {skills.validation[name]} rows of the stream (never trained on)"
         else:
-            validation = f"{len(skills.validation(name))} rows held out"
+            validation = f"{skills.validation[name]} rows held out"
         rows.append((name, source, validation))
-    return _table(("skill", "training data", "validation"), rows)
+    return table(("skill", "training data", "validation"), rows)
 
 
-def _rows(recipe: Recipe, skills: SkillSet) -> list[str]:
-    """How text becomes rows, the tokens a step trains, and per map-style skill its documents, tokens, training rows
-    and the tokens truncation (or packing's last partial block) drops, from the recipe's own tokenizer."""
+def _rows(recipe: Recipe, skills: SkillSizes) -> list[str]:
+    """How text becomes rows and the tokens a step trains."""
     training = recipe.training
     length = training.max_length
     if recipe.data.synthetic is not None:  # rows are the generated samples, of one length per task
@@ -89,42 +130,15 @@ def _rows(recipe: Recipe, skills: SkillSet) -> list[str]:
             f"{training.per_device_train_batch_size} rows x {training.gradient_accumulation_steps} "
             "accumulation x processes)"
         )
-    sizes = skills.train_sizes()
-    counted = [name for name in skills.train_skills if sizes[name] is not None]
-    if not counted:
-        return lines
-    try:
-        tokenizer = load_tokenizer(recipe.model)
-    except (OSError, ValueError) as err:
-        return [*lines, f"Tokens per skill: not counted, the tokenizer did not load ({str(err).splitlines()[0]})"]
-    prepared = skills.subset(counted).tokenized(
-        tokenizer,
-        training.dataset_text_field,
-        length,
-        packing=training.packing,
-        long_documents=training.long_documents,
-        num_proc=training.dataset_num_proc,
-    )
-    rows = []
-    for name in counted:
-        counts = prepared.token_counts.get(name, {}).get("train")
-        if counts is None:
-            continue
-        share = f" ({counts.dropped / counts.tokens:.1%})" if counts.tokens else ""
-        rows.append((name, counts.documents, f"{counts.tokens:,}", counts.rows, f"{counts.dropped:,}{share}"))
-    if rows:
-        lines.append("Training text per skill (streaming skills are counted as they are read):")
-        lines += _table(("skill", "documents", "tokens", "rows", "tokens dropped"), rows)
+    if any(size is not None for size in skills.train.values()):
+        lines.append("Tokens per skill: counted by `--dry-run --measure`, which tokenizes the data")
     return lines
 
 
 def describe_run(recipe: Recipe) -> str:
     """The plan of `recipe`'s run as text: sources per skill, p_1 and the lm-eval tasks. Loads no model."""
     training = recipe.training
-    if recipe.data.synthetic is not None:
-        _, skills, _ = load_data(recipe)  # the built-in tokenizer encodes the synthetic rows
-    else:
-        skills = user_skills(recipe.data)  # untokenized: the plan needs names, sizes and validation rows only
+    skills = SkillSizes.of_recipe(recipe)
     lines = [
         f"Run plan of {recipe.source or 'the recipe'} (dry run: nothing trained, no model loaded)",
         "",
@@ -134,7 +148,9 @@ def describe_run(recipe: Recipe) -> str:
         *_rows(recipe, skills),
         "",
     ]
-    tasks = list(recipe.lm_eval.tasks) if recipe.lm_eval is not None else []
+    # From the raw section: `check_recipe` leaves `lm_eval:` (lm-eval's imports) to the run.
+    lm_eval = recipe.raw.get("lm_eval") or {}
+    tasks = [str(task) for task in lm_eval.get("tasks") or []]
     settings = f"mixing: {training.mixing}, eta {training.eta}, rounds {training.rounds}, window {training.window}"
     if training.loss_normalization != "none":
         settings += f", loss_normalization {training.loss_normalization}"
@@ -157,11 +173,11 @@ def describe_run(recipe: Recipe) -> str:
             raise RecipeError(f"training.mixing: {err}") from None
         lines.append(f"Mixture of round 1, p_1 ({settings}):")
         p_1 = zip(mixer.train_skills, mixer.initial(), strict=True)
-        lines += _table(("skill", "p_1"), [(skill, f"{weight:.4f}") for skill, weight in p_1])
+        lines += table(("skill", "p_1"), [(skill, f"{weight:.4f}") for skill, weight in p_1])
     lines.append("")
     if tasks:
-        lm_eval = recipe.lm_eval
-        lines.append(f"lm-eval tasks (evaluation skills, metric {lm_eval.metric}, limit {lm_eval.limit}):")
+        given = ", ".join(f"{key} {lm_eval[key]}" for key in ("metric", "limit") if key in lm_eval)
+        lines.append(f"lm-eval tasks (evaluation skills{', ' + given if given else ''}):")
         lines.append("  " + ", ".join(tasks))
     else:
         lines.append("lm-eval tasks: none")

@@ -32,6 +32,7 @@ __all__ = [
     "dataclass_schema",
     "load_yaml",
     "parse_arguments_section",
+    "parse_flags",
     "recipe_error",
     "signature_schema",
     "unknown_key",
@@ -222,6 +223,16 @@ def parse_arguments_section(cls: type, raw: Any, where: str) -> dict[str, Any]:
     """The keyword arguments of `cls` (a `transformers.TrainingArguments`, e.g. `SkillItConfig`) from a section's
     mapping, converted by `HfArgumentParser` exactly as the same settings given as command-line flags would be
     (`--max_steps 60 --mixing skill_it`): its types, `choices` and boolean spellings decide what a value may be.
+    See [`parse_flags`]."""
+    from transformers import HfArgumentParser
+
+    type_names = {key: _type_name(tp) for key, tp in dataclass_schema(cls).items()}
+    return parse_flags(raw, where, HfArgumentParser(cls, exit_on_error=False), type_names)
+
+
+def parse_flags(raw: Any, where: str, parser: Any, type_names: Mapping[str, str]) -> dict[str, Any]:
+    """A section's mapping read by `parser` (`HfArgumentParser`, or the same flags rebuilt without torch by
+    `hf_skillit.recipes.training_fields`), whose keys are `type_names` (key -> the type named in errors).
 
     Unknown keys get a did-you-mean, wrong values a message naming the key and the type (or the closest choice).
     Lists and mappings for fields that take them as Python values, not as flags (`report_to: [tensorboard]`,
@@ -229,19 +240,15 @@ def parse_arguments_section(cls: type, raw: Any, where: str) -> dict[str, Any]:
     """
     import argparse
 
-    from transformers import HfArgumentParser
-
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise RecipeError(f"{where} must be a mapping of key: value, got {type(raw).__name__}")
-    schema = dataclass_schema(cls)
-    parser = HfArgumentParser(cls, exit_on_error=False)
     argv: list[str] = []
     unchanged: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in schema:
-            raise unknown_key(key, where, list(schema))
+        if key not in type_names:
+            raise unknown_key(key, where, list(type_names))
         action = parser._option_string_actions[f"--{key}"]
         takes_list = action.nargs in ("+", "*")
         if isinstance(value, bool) and action.choices is not None:
@@ -251,9 +258,7 @@ def parse_arguments_section(cls: type, raw: Any, where: str) -> dict[str, Any]:
         elif isinstance(value, list) and takes_list:
             argv += [f"--{key}", *(str(v) for v in value)]
         elif isinstance(value, (list, dict)):
-            raise RecipeError(
-                f"{where}.{key} must be {_type_name(schema[key])}, got {value!r} ({type(value).__name__})"
-            )
+            raise RecipeError(f"{where}.{key} must be {type_names[key]}, got {value!r} ({type(value).__name__})")
         else:
             argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     try:
@@ -268,9 +273,7 @@ def parse_arguments_section(cls: type, raw: Any, where: str) -> dict[str, Any]:
             raise RecipeError(
                 f"{where}.{key}: {value!r} is not a choice; {hint}choices: {', '.join(choices)}"
             ) from None
-        raise RecipeError(
-            f"{where}.{key} must be {_type_name(schema[key])}, got {value!r} ({type(value).__name__})"
-        ) from None
+        raise RecipeError(f"{where}.{key} must be {type_names[key]}, got {value!r} ({type(value).__name__})") from None
     return {**{key: getattr(namespace, key) for key in raw if key not in unchanged}, **unchanged}
 
 
@@ -304,9 +307,16 @@ def dataclass_field_names(module: str, class_name: str) -> list[str]:
 
 
 def signature_schema(fn: Callable, exclude: Sequence[str] = ()) -> dict[str, Any]:
-    hints = typing.get_type_hints(fn)
-    return {
-        name: hints.get(name, Any)
+    """The parameters of `fn` but `exclude` (and `*args`, `**kwargs`), name -> type. Only these annotations are
+    resolved: the others may name types that `fn`'s module imports for type checkers alone (`tiny_model_config`'s
+    tokenizer, whose module imports torch)."""
+    kept = {
+        name: p.annotation
         for name, p in inspect.signature(fn).parameters.items()
         if name not in exclude and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
     }
+    annotated = types.SimpleNamespace(
+        __annotations__={k: a for k, a in kept.items() if a is not inspect.Parameter.empty}
+    )
+    hints = typing.get_type_hints(annotated, globalns=inspect.unwrap(fn).__globals__)
+    return {name: hints.get(name, Any) for name in kept}

@@ -16,9 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from datasets import Dataset
-
-from .lego import skill_counts
+from .lego import rows_to_dataset, skill_counts
 
 
 def addition_skills(digits: int = 3) -> list[str]:
@@ -37,13 +35,14 @@ def addition_sample(rng: random.Random, skill: int, digits: int = 3, reverse: bo
     return {"text": f"{prompt} {answer} .", "prompt": prompt, "answer": answer, "skill": str(skill)}
 
 
+@rows_to_dataset
 def make_addition(
     n: int,
     digits: int = 3,
     proportions: Sequence[float] | None = None,
     seed: int = 0,
     reverse: bool = False,
-) -> Dataset:
+) -> list[dict[str, str]]:
     """``n`` addition samples with columns ``text``, ``prompt``, ``answer`` and ``skill`` (``"1"`` .. ``digits``).
 
     ``proportions`` (one weight per skill, default uniform) sets exact counts per skill by the largest-remainder
@@ -54,4 +53,4 @@ def make_addition(
     rng = random.Random(seed)
     skills = [s for s, c in enumerate(skill_counts(n, digits, proportions), start=1) for _ in range(c)]
     rng.shuffle(skills)
-    return Dataset.from_list([addition_sample(rng, s, digits, reverse) for s in skills])
+    return [addition_sample(rng, s, digits, reverse) for s in skills]

@@ -23,9 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from datasets import Dataset
-
-from .lego import skill_counts
+from .lego import rows_to_dataset, skill_counts
 
 TABLE_SEED = 4321  # the table every recipe and result of this suite uses
 
@@ -70,6 +68,7 @@ def fold_sample(
     return {"text": f"{prompt} {y}", "prompt": prompt, "answer": str(y), "skill": str(skill)}
 
 
+@rows_to_dataset
 def make_fold(
     n: int,
     base: int = 4,
@@ -78,7 +77,7 @@ def make_fold(
     proportions: Sequence[float] | None = None,
     seed: int = 0,
     table_seed: int = TABLE_SEED,
-) -> Dataset:
+) -> list[dict[str, str]]:
     """``n`` fold samples with columns ``text``, ``prompt``, ``answer`` and ``skill`` (``"1"`` .. ``num_skills``).
 
     ``num_skills`` (default 3; ``None``: ``digits - 1``) is the deepest skill. With fewer skills than the shown
@@ -93,4 +92,4 @@ def make_fold(
     rng = random.Random(seed)
     skills = [s for s, c in enumerate(skill_counts(n, len(names), proportions), start=1) for _ in range(c)]
     rng.shuffle(skills)
-    return Dataset.from_list([fold_sample(rng, s, base, digits, table) for s in skills])
+    return [fold_sample(rng, s, base, digits, table) for s in skills]

@@ -21,13 +21,31 @@ Reasoning graphs over the variables numbered 1..k in reasoning order:
 
 from __future__ import annotations
 
+import functools
 import random
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from datasets import Dataset
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 STRUCTURES = ("chain", "tree")
+
+
+def rows_to_dataset(make_rows: Callable[..., list[dict[str, Any]]]) -> Callable[..., Dataset]:
+    """A generator of rows as one returning a `datasets.Dataset` of them, with the same parameters; the rows alone
+    stay reachable as its `rows` (`hf-skillit train --dry-run` counts a task's rows per skill without `datasets`,
+    which takes a second to import)."""
+
+    @functools.wraps(make_rows)
+    def make(*args: Any, **kwargs: Any) -> Dataset:
+        from datasets import Dataset
+
+        return Dataset.from_list(make_rows(*args, **kwargs))
+
+    make.rows = make_rows  # type: ignore[attr-defined]
+    return make
 
 
 def skill_counts(n: int, num_skills: int, proportions: Sequence[float] | None = None) -> list[int]:
@@ -77,13 +95,14 @@ def lego_sample(rng: random.Random, skill: int, k: int = 5, structure: str = "ch
     return {"text": f"{prompt} {answer} .", "prompt": prompt, "answer": answer, "skill": str(skill)}
 
 
+@rows_to_dataset
 def make_lego(
     n: int,
     k: int = 5,
     proportions: Sequence[float] | None = None,
     structure: str = "chain",
     seed: int = 0,
-) -> Dataset:
+) -> list[dict[str, str]]:
     """``n`` LEGO samples with columns ``text``, ``prompt``, ``answer`` and ``skill`` (``"1"`` .. ``"k"``).
 
     ``proportions`` (one weight per skill, default uniform) sets the exact number of samples per skill by the
@@ -97,5 +116,4 @@ def make_lego(
     rng = random.Random(seed)
     skills = [s for s, c in enumerate(skill_counts(n, k, proportions), start=1) for _ in range(c)]
     rng.shuffle(skills)
-    rows = [lego_sample(rng, s, k, structure) for s in skills]
-    return Dataset.from_list(rows)
+    return [lego_sample(rng, s, k, structure) for s in skills]

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-from transformers import (
-    AutoModelForCausalLM,
-    GPT2Config,
-    GPTNeoXConfig,
-    LlamaConfig,
-    PretrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from typing import TYPE_CHECKING
+
+# torch and transformers are imported by the functions that use them: a recipe's `model.tiny` keys are checked
+# against `tiny_model_config`'s parameters without them (hf_skillit.recipes.schema.signature_schema).
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 FAMILIES = ("gpt_neox", "llama", "gpt2")
-# The families that share transformers' common size names (and rotary positions).
-_ROTARY_CONFIGS = {"gpt_neox": GPTNeoXConfig, "llama": LlamaConfig}
+# The families that share transformers' common size names (and rotary positions), by their config class.
+_ROTARY_CONFIGS = {"gpt_neox": "GPTNeoXConfig", "llama": "LlamaConfig"}
 
 
 def tiny_model_config(
@@ -53,11 +49,13 @@ def tiny_model_config(
         if family == "gpt2":
             raise ValueError("gpt2 uses learned absolute positions, not rotary embeddings")
         kwargs.setdefault("rope_parameters", {"rope_type": "default", "partial_rotary_factor": rotary_fraction})
+    import transformers
+
     if family == "gpt2":
         # GPT-2 names the sizes its own way, and defaults to 0.1 dropout everywhere, which only slows these
         # noiseless tasks down.
         dropout = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
-        return GPT2Config(
+        return transformers.GPT2Config(
             vocab_size=vocab_size,
             n_embd=hidden_size,
             n_layer=num_layers,
@@ -67,7 +65,7 @@ def tiny_model_config(
         )
     if family not in _ROTARY_CONFIGS:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-    return _ROTARY_CONFIGS[family](
+    return getattr(transformers, _ROTARY_CONFIGS[family])(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
@@ -90,6 +88,9 @@ def tiny_llama_config(tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
 def make_tiny_model(config: PretrainedConfig | None = None, seed: int = 0, **config_kwargs) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_config`` on ``config`` (or ``tiny_model_config(**config_kwargs)``), with the
     initial weights fixed by ``seed``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     config = config or tiny_model_config(**config_kwargs)
     # Initialisers draw from the global generator: seed it inside a fork so the caller's stream is left untouched.
     with torch.random.fork_rng(devices=[]):

@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 # makes every built-in name a valid `mixing` wherever a SkillItConfig exists.
 from . import curriculum  # noqa: F401
 from .mixer_registry import MIXER_NAMES
-from .settings import LONG_DOCUMENTS, check_settings, steps_for_token_budget, tokens_per_step
+from .settings import LONG_DOCUMENTS, check_settings, steps_for_token_budget, steps_per_round, tokens_per_step
 
 
 @dataclass
@@ -306,7 +306,7 @@ class SkillItConfig(TrainingArguments):
     @property
     def steps_per_round(self) -> int:
         """Optimizer steps per round, `max_steps // rounds`."""
-        return self.max_steps // self.rounds
+        return steps_per_round(self)
 
     def fixed_schedule(self) -> tuple[dict[str, float] | None, list[dict[str, float]] | None]:
         """`fixed_weights` as (weights, schedule), exactly one of them set."""

@@ -20,7 +20,7 @@ from .aioli import check_aioli_options
 from .mixer_registry import MIXER_NAMES, check_mixer_settings, mixer_names
 from .mixing import check_eta, check_reduce, check_skill_it_options, check_window
 
-__all__ = ["LONG_DOCUMENTS", "check_settings", "steps_for_token_budget", "tokens_per_step"]
+__all__ = ["LONG_DOCUMENTS", "check_settings", "steps_for_token_budget", "steps_per_round", "tokens_per_step"]
 
 # `long_documents`: what happens, without packing, to a text longer than `max_length` (`hf_skillit.packing`).
 LONG_DOCUMENTS = ("truncate", "chunk")
@@ -80,11 +80,9 @@ def _check_window_options(args: Any) -> None:
     check_reduce(args.window_reduce, "window_reduce")
     if (args.window_unit == "evaluations") != (args.skill_eval_steps is not None):
         raise ValueError("window_unit='evaluations' goes with skill_eval_steps (steps between evaluations)")
-    every, steps_per_round = args.skill_eval_steps, args.max_steps // args.rounds
-    if every is not None and (not isinstance(every, int) or every < 1 or steps_per_round % every):
-        raise ValueError(
-            f"skill_eval_steps={every!r} must be a positive divisor of the {steps_per_round} steps of a round"
-        )
+    every, steps = args.skill_eval_steps, steps_per_round(args)
+    if every is not None and (not isinstance(every, int) or every < 1 or steps % every):
+        raise ValueError(f"skill_eval_steps={every!r} must be a positive divisor of the {steps} steps of a round")
 
 
 def _check_length_options(args: Any) -> None:
@@ -94,6 +92,11 @@ def _check_length_options(args: Any) -> None:
         raise ValueError("packing=True needs max_length: the number of tokens of a block")
     if args.long_documents not in LONG_DOCUMENTS:
         raise ValueError(f"long_documents must be one of {', '.join(LONG_DOCUMENTS)}, got {args.long_documents!r}")
+
+
+def steps_per_round(args: Any) -> int:
+    """Optimizer steps per round, `max_steps // rounds`."""
+    return args.max_steps // args.rounds
 
 
 def tokens_per_step(args: Any) -> int | None:

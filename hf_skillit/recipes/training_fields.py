@@ -24,7 +24,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from ..settings import steps_for_token_budget, tokens_per_step
+from ..settings import steps_for_token_budget, steps_per_round, tokens_per_step
 from .schema import dataclass_field_names
 
 __all__ = ["TrainingSettings", "derive_fields", "fields_parser", "source_field_names", "stored_fields"]
@@ -121,6 +121,10 @@ class TrainingSettings(types.SimpleNamespace):
     @property
     def tokens_per_step(self) -> int | None:
         return tokens_per_step(self)
+
+    @property
+    def steps_per_round(self) -> int:
+        return steps_per_round(self)
 
     def steps_for_token_budget(self) -> int:
         return steps_for_token_budget(self)

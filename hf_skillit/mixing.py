@@ -30,7 +30,7 @@ current mixture; the round is not counted and does not enter the window.
   so the update reads relative losses and eta means the same on any loss scale. This is the reference code's
   `normalize_loss` (HazyResearch/skill-it, `trainer/mw_trainer.py`: the window's losses divided by `loss_0`, the
   first evaluation's), which the paper does not describe and none of its scripts switch on.
-- `smoothing=c`: every mixture is mixed with the uniform distribution over the skills that matter (those
+- `mixture_smoothing=c`: every mixture is mixed with the uniform distribution over the skills that matter (those
   skill-stratified sampling draws from), p <- (1 - c) p + c u, as DoReMi smooths its domain weights: no relevant
   skill's weight falls below c / |support|, so none is starved into forgetting.
 """
@@ -86,8 +86,8 @@ WINDOW_REDUCTIONS = ("sum", "mean")
 LOSS_NORMALIZATIONS = ("none", "initial")
 
 
-def check_smoothing(smoothing: object) -> float:
-    """`smoothing` as a float; a ValueError unless 0 <= smoothing < 1 (1 would ignore the losses altogether)."""
+def check_mixture_smoothing(smoothing: object) -> float:
+    """`mixture_smoothing` as a float; a ValueError unless 0 <= it < 1 (1 would ignore the losses altogether)."""
     if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not 0 <= smoothing < 1:
         raise ValueError(f"mixture_smoothing must be a number in [0, 1), got {smoothing!r}")
     return float(smoothing)
@@ -99,10 +99,10 @@ def check_loss_normalization(normalization: object) -> str:
     return str(normalization)
 
 
-def check_skill_it_options(mixer: type, loss_normalization: object, smoothing: object) -> None:
+def check_skill_it_options(mixer: type, loss_normalization: object, mixture_smoothing: object) -> None:
     """Check the values of `SkillItConfig.loss_normalization` and `mixture_smoothing`, and that `mixer` (a registered
     class) uses them: they are options of `SkillItMixer` (`skill_it`, `no_graph`), not of the other mixers."""
-    if (check_loss_normalization(loss_normalization), check_smoothing(smoothing)) == ("none", 0.0):
+    if (check_loss_normalization(loss_normalization), check_mixture_smoothing(mixture_smoothing)) == ("none", 0.0):
         return
     if not issubclass(mixer, SkillItMixer):
         raise ValueError(
@@ -267,7 +267,7 @@ class SkillItMixer(_BaseMixer):
       given with `set_initial_losses` (the trainer does so); a mixer that gets none takes the first losses of
       `update` or `observe` as L_0. The reference code's `--normalize_loss`. Relative losses start at 1, so
       eta means what it means for p_1 whatever the losses' scale (nats, or a task's NLL).
-    - `smoothing=c`: every mixture, p_1 included, becomes (1 - c) p + c u, u uniform over the skills that matter
+    - `mixture_smoothing=c`: every mixture, p_1 included, becomes (1 - c) p + c u, u uniform over the skills that matter
       ([`relevant_skills`], the support of skill-stratified sampling): each of them keeps at least c / |support|.
 
     Args:
@@ -277,7 +277,8 @@ class SkillItMixer(_BaseMixer):
         reduce: how the window's losses combine: "sum" (the paper's equation) or "mean" (the reference code's
             fine-tuning).
         loss_normalization: "none" (the paper's rule) or "initial" (losses relative to the losses before training).
-        smoothing: c in [0, 1), the share of the uniform distribution over the relevant skills in every mixture.
+        mixture_smoothing: c in [0, 1), the share of the uniform distribution over the relevant skills in every
+            mixture (`SkillItConfig.mixture_smoothing`).
     """
 
     name = "skill_it"
@@ -291,7 +292,7 @@ class SkillItMixer(_BaseMixer):
             setup.window,
             setup.window_reduce,
             loss_normalization=setup.loss_normalization,
-            smoothing=setup.mixture_smoothing,
+            mixture_smoothing=setup.mixture_smoothing,
         )
 
     def __init__(
@@ -302,17 +303,17 @@ class SkillItMixer(_BaseMixer):
         reduce: str = "sum",
         *,
         loss_normalization: str = "none",
-        smoothing: float = 0.0,
+        mixture_smoothing: float = 0.0,
     ) -> None:
         self.eta = check_eta(eta)
         self.window = check_window(window)
         self.reduce = check_reduce(reduce)
         self.loss_normalization = check_loss_normalization(loss_normalization)
-        self.smoothing = check_smoothing(smoothing)
+        self.mixture_smoothing = check_mixture_smoothing(mixture_smoothing)
         self._matrix = graph.matrix
         self._history: list[np.ndarray] = []
         self._initial_losses: np.ndarray | None = None  # L_0 of loss_normalization="initial"
-        if self.smoothing:
+        if self.mixture_smoothing:
             relevant = relevant_skills(graph)
             support = np.array([1.0 if name in relevant else 0.0 for name in graph.train_skills])
             self._uniform = support / support.sum()
@@ -340,7 +341,8 @@ class SkillItMixer(_BaseMixer):
 
     def _smoothed(self, row_scores: np.ndarray) -> np.ndarray:
         p = _softmax(self.eta * row_scores)
-        return (1 - self.smoothing) * p + self.smoothing * self._uniform if self.smoothing else p
+        c = self.mixture_smoothing
+        return (1 - c) * p + c * self._uniform if c else p
 
     def _remember(self, losses: np.ndarray) -> None:
         if self.wants_initial_losses and self._initial_losses is None:
@@ -373,18 +375,24 @@ class SkillItMixer(_BaseMixer):
     def state_dict(self) -> dict[str, Any]:
         history = [losses.tolist() for losses in self._history]
         extra: dict[str, Any] = {}
-        if self.loss_normalization != "none" or self.smoothing:  # older checkpoints have neither key
+        if self.loss_normalization != "none" or self.mixture_smoothing:  # older checkpoints have neither key
             initial = None if self._initial_losses is None else self._initial_losses.tolist()
-            extra = {"loss_normalization": self.loss_normalization, "smoothing": self.smoothing, "initial": initial}
+            extra = {
+                "loss_normalization": self.loss_normalization,
+                "mixture_smoothing": self.mixture_smoothing,
+                "initial": initial,
+            }
         return self._state(eta=self.eta, window=self.window, reduce=self.reduce, history=history, **extra)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_state(state, "history", eta=self.eta, window=self.window)
+        if "smoothing" in state:  # its name in the checkpoints written before issue 24 gave it the config's name
+            state = {**{k: v for k, v in state.items() if k != "smoothing"}, "mixture_smoothing": state["smoothing"]}
         # Checkpoints from before these options summed, did not normalise and did not smooth.
         for key, default, value in (
             ("reduce", "sum", self.reduce),
             ("loss_normalization", "none", self.loss_normalization),
-            ("smoothing", 0.0, self.smoothing),
+            ("mixture_smoothing", 0.0, self.mixture_smoothing),
         ):
             if state.get(key, default) != value:
                 raise ValueError(f"SkillItMixer state has {key}={state.get(key, default)!r}, this mixer has {value!r}")

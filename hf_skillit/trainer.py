@@ -325,6 +325,12 @@ class SkillItTrainerMixin(ProbePhasesMixin):
             return tensor
         return self.accelerator.reduce(tensor.to(self.args.device), reduction="sum").cpu()
 
+    def _round_totals(self) -> tuple[list[int], list[int]]:
+        """The unfinished round's samples and tokens per skill over all processes: one collective for both."""
+        rounds = self.rounds
+        totals = self._sum_across_processes(torch.stack([rounds.round_counts, rounds.round_tokens]))
+        return totals[0].tolist(), totals[1].tolist()
+
     def evaluate_skills(self, names: list[str] | None = None) -> dict[str, float]:
         """Per-skill validation loss of the current model (token-weighted over the scored positions), plus the
         evaluators' values; the same result on every process."""
@@ -358,8 +364,7 @@ class SkillItTrainerMixin(ProbePhasesMixin):
     def end_round(self) -> dict[str, Any]:
         """Close the current round: count, evaluate, update the mixture, log. Called on every process."""
         names, rounds = self.skills.train_skills, self.rounds
-        counts = self._sum_across_processes(rounds.round_counts.clone()).tolist()
-        tokens = self._sum_across_processes(rounds.round_tokens.clone()).tolist()
+        counts, tokens = self._round_totals()
         rounds.round_counts.zero_()
         rounds.round_tokens.zero_()
         rounds.advance_unit(counts, tokens, self._sizes)
@@ -418,11 +423,9 @@ class SkillItTrainerMixin(ProbePhasesMixin):
 
     def skillit_state(self) -> dict[str, Any]:
         """Everything needed to continue the mixture exactly (`skillit_state.json`); identical on every process."""
-        rounds = self.rounds
-        counts = self._sum_across_processes(rounds.round_counts.clone()).tolist()
-        tokens = self._sum_across_processes(rounds.round_tokens.clone()).tolist()
+        counts, tokens = self._round_totals()
         return {
-            **rounds.to_dict(round_counts=counts, round_tokens=tokens),
+            **self.rounds.to_dict(round_counts=counts, round_tokens=tokens),
             "global_step": self.state.global_step,
             "mixer": self.mixer.state_dict(),
             "layout": self._layout(),

@@ -73,7 +73,7 @@ def test_initial_losses_must_be_positive_and_finite(graph_2x2):
 
 
 def test_smoothing_mixes_every_mixture_with_uniform(graph_2x2):
-    mixer = SkillItMixer(graph_2x2, eta=4.0, window=1, smoothing=0.2)
+    mixer = SkillItMixer(graph_2x2, eta=4.0, window=1, mixture_smoothing=0.2)
     np.testing.assert_allclose(mixer.initial(), 0.8 * softmax_of(4 * 1.5, 4 * 1.0) + 0.1)
     p_2 = mixer.update({"a": 0.0, "b": 3.0})  # exponents 4 * 1.5 and 4 * 3
     np.testing.assert_allclose(p_2, 0.8 * softmax_of(6.0, 12.0) + 0.1)
@@ -85,7 +85,7 @@ def test_smoothing_is_uniform_over_the_relevant_skills_only():
     """Out of domain (training and evaluation skills disjoint), u covers the prerequisites of the evaluation skills:
     a source with no positive edge into them gets the Skill-It weight alone, as in skill-stratified sampling."""
     graph = SkillsGraph([[0.4, 0.0], [0.0, 0.1], [-1.0, -0.7]], ["python", "man", "licenses"], ["doc", "manpage"])
-    mixer = SkillItMixer(graph, eta=2.0, smoothing=0.5)
+    mixer = SkillItMixer(graph, eta=2.0, mixture_smoothing=0.5)
     p = softmax_of(0.8, 0.2, -3.4)
     np.testing.assert_allclose(mixer.initial(), 0.5 * p + 0.5 * np.array([0.5, 0.5, 0.0]))
     stratified = make_mixer("stratified", graph=graph).initial()
@@ -100,13 +100,13 @@ def test_options_combine_normalise_then_smooth(graph_2x2):
     p = mixer.update([1.0, 1.0])  # relative (0.5, 0.25): exponents 0.5 + 0.125 and 0.25
     np.testing.assert_allclose(p, 0.5 * softmax_of(0.625, 0.25) + 0.25)
     no_graph = make_mixer("no_graph", graph=graph_2x2, mixture_smoothing=0.3)
-    assert no_graph.smoothing == 0.3
+    assert no_graph.mixture_smoothing == 0.3
 
 
 def test_defaults_are_the_papers_rule_and_keep_the_old_state(graph_2x2):
     mixer = SkillItMixer(graph_2x2, eta=0.5, window=3)
     np.testing.assert_allclose(mixer.update({"a": 2.0, "b": 1.0}), softmax_of(0.5 * 2.5, 0.5 * 1.0), rtol=1e-12)
-    assert not {"loss_normalization", "smoothing", "initial"} & set(mixer.state_dict())
+    assert not {"loss_normalization", "mixture_smoothing", "smoothing", "initial"} & set(mixer.state_dict())
 
 
 # ----- state -------------------------------------------------------------------------------------------------------
@@ -114,7 +114,11 @@ def test_defaults_are_the_papers_rule_and_keep_the_old_state(graph_2x2):
 
 @pytest.mark.parametrize(
     "options",
-    [{"loss_normalization": "initial"}, {"smoothing": 0.25}, {"loss_normalization": "initial", "smoothing": 0.25}],
+    [
+        {"loss_normalization": "initial"},
+        {"mixture_smoothing": 0.25},
+        {"loss_normalization": "initial", "mixture_smoothing": 0.25},
+    ],
     ids=["normalised", "smoothed", "both"],
 )
 def test_state_round_trip_continues_the_same_mixtures(graph_2x2, options):
@@ -133,11 +137,28 @@ def test_state_round_trip_continues_the_same_mixtures(graph_2x2, options):
 
 
 def test_state_refuses_other_options(graph_2x2):
-    state = SkillItMixer(graph_2x2, smoothing=0.25).state_dict()
+    state = SkillItMixer(graph_2x2, mixture_smoothing=0.25).state_dict()
     with pytest.raises(ValueError, match="smoothing=0.25, this mixer has 0.0"):
         SkillItMixer(graph_2x2).load_state_dict(state)
     with pytest.raises(ValueError, match="loss_normalization='none', this mixer has 'initial'"):
         SkillItMixer(graph_2x2, loss_normalization="initial").load_state_dict(SkillItMixer(graph_2x2).state_dict())
+
+
+def test_state_of_a_checkpoint_from_before_the_rename_loads(graph_2x2):
+    # Checkpoints written before issue 24 named the option `smoothing` in the mixer's state; they still resume, into
+    # the same mixtures, and still refuse a mixer with another value.
+    rounds = [{"a": 2.0, "b": 1.0}, {"a": 1.0, "b": 0.9}, {"a": 0.5, "b": 0.8}]
+    first = SkillItMixer(graph_2x2, eta=2.0, window=2, mixture_smoothing=0.25)
+    first.update(rounds[0])
+    state = first.state_dict()
+    old = {**{k: v for k, v in state.items() if k != "mixture_smoothing"}, "smoothing": 0.25}
+    resumed = SkillItMixer(graph_2x2, eta=2.0, window=2, mixture_smoothing=0.25)
+    resumed.load_state_dict(old)
+    np.testing.assert_array_equal(resumed.current, first.current)
+    np.testing.assert_array_equal(resumed.update(rounds[1]), first.update(rounds[1]))
+    assert resumed.state_dict()["mixture_smoothing"] == 0.25 and "smoothing" not in resumed.state_dict()
+    with pytest.raises(ValueError, match="mixture_smoothing=0.25, this mixer has 0.0"):
+        SkillItMixer(graph_2x2, eta=2.0, window=2).load_state_dict(old)
 
 
 # ----- settings ----------------------------------------------------------------------------------------------------
@@ -163,7 +184,7 @@ def test_smoothing_needs_a_relevant_skill():
     with pytest.raises(
         ValueError, match=r"no training skill has a positive edge into the evaluation skills \['task'\]"
     ):
-        SkillItMixer(graph, smoothing=0.1)
+        SkillItMixer(graph, mixture_smoothing=0.1)
     SkillItMixer(graph)  # the paper's rule has no support to compute
 
 

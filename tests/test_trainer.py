@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from conftest import StopAt, lego_skills
 from conftest import skillit_config as config
 from transformers import TrainerCallback
@@ -372,3 +373,25 @@ def test_round_state_reads_the_previous_checkpoint_format(with_round0):
     }
     # Every process but the main one starts the unfinished round's counts at 0 (they are summed across processes).
     assert RoundState.from_dict(state, with_counts=False).round_counts.tolist() == [0, 0, 0]
+
+
+def test_round_counts_and_tokens_are_summed_across_processes_in_one_collective(
+    tmp_path, tokenizer, tiny_model, skills, monkeypatch
+):
+    # A checkpoint and a round's end each sum the round's samples and tokens over the processes: one all-reduce of
+    # both (issue 24 review), not one each. Two processes with the same counts, simulated by a reduce that doubles.
+    args = config(tmp_path, mixing="stratified", rounds=2, max_steps=4)
+    trainer = SkillItTrainer(model=tiny_model(), args=args, skills=skills, processing_class=tokenizer)
+    trainer.rounds.round_counts += torch.tensor([3, 1, 2])
+    trainer.rounds.round_tokens += torch.tensor([30, 10, 20])
+    reduced = []
+
+    def reduce(tensor, reduction):
+        reduced.append(tensor.tolist())
+        return tensor * 2
+
+    monkeypatch.setattr(type(trainer.accelerator), "num_processes", property(lambda self: 2))
+    monkeypatch.setattr(trainer.accelerator, "reduce", reduce)
+    state = trainer.skillit_state()
+    assert reduced == [[[3, 1, 2], [30, 10, 20]]]
+    assert (state["round_counts"], state["round_tokens"]) == ([6, 2, 4], [60, 20, 40])

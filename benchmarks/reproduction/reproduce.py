@@ -284,7 +284,7 @@ def run_method(
     if setup.setting == "finetune":
         extra["target_skills"] = [setup.target]
     if method in ("skill_it", "no_graph"):
-        extra.update(loss_normalization=args.loss_normalization, mixture_smoothing=args.smoothing)
+        extra.update(loss_normalization=args.loss_normalization, mixture_smoothing=args.mixture_smoothing)
     run_dir = Path(args.output_dir) / "work" / f"{method}_seed{seed}"
     config = SkillItConfig(
         output_dir=str(run_dir),
@@ -597,7 +597,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--loss-normalization", choices=["none", "initial"], default="none", help="Skill-It option (issue 23)"
     )
-    p.add_argument("--smoothing", type=float, default=0.0, help="Skill-It mixture_smoothing c (issue 23)")
+    # --smoothing: its name in the commands recorded in RESULTS.md, issue 23.
+    p.add_argument(
+        "--mixture-smoothing", "--smoothing", type=float, default=0.0, help="Skill-It mixture_smoothing c (issue 23)"
+    )
     p.add_argument("--rounds", type=int, default=None, help="Skill-It rounds T; default: the setting's")
     # Aioli (issue 25, docs/aioli.md): the authors' code defaults; their eta has none (runs: 0.1-1).
     p.add_argument("--aioli-eta", type=float, default=0.5, help="Aioli's eta (its own scale: A sums to 1)")
@@ -713,7 +716,7 @@ def main() -> None:
         + ", ".join(f"{LABELS[m]} {len(runs)}" for m, runs in results.items()),
         f"graph: {graph_source}; model {args.family} hidden {args.hidden}, {args.layers} layers; lr {args.lr}; "
         f"Skill-It eta {setup.eta}, window {args.window}, {setup.rounds} rounds, loss normalization "
-        f"{args.loss_normalization}, smoothing {args.smoothing}; "
+        f"{args.loss_normalization}, mixture_smoothing {args.mixture_smoothing}; "
         + (f"Aioli {', '.join(f'{k[6:]} {getattr(args, k)}' for k in AIOLI_FLAGS)}; " if "aioli" in results else "")
         + f"wall time {wall / 60:.1f} min this invocation, {sum(run_walls) / 60:.1f} min of training runs in all "
         f"({np.mean(run_walls):.0f} s per run)",

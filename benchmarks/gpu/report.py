@@ -160,8 +160,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _finetune_markdown(report: dict[str, Any], summary: dict[str, Any]) -> list[str]:
     """The fine-tuning table as the CPU tables print it (`benchmarks/smollm2/tables.py`): per skill, the steps to
-    each threshold and the loss at the last step every run reached, mean ± sample std over seeds; and the mixtures."""
-    from benchmarks.reproduction.reproduce import LABELS, mean_std, point_at, steps_table
+    each threshold and the loss at the last step every run reached, mean ± sample std over seeds, Skill-It minus each
+    method paired by seed; and the mixtures."""
+    from benchmarks.smollm2.tables import LABELS, mean_std, paired_table, point_at, steps_table
 
     skills, common, ft = TABLES["finetune"], summary["common_step"], report["settings"]["finetune"]
     done = [r for r in report["runs"] if r.get("ok") and r["table"] == "finetune" and r["curve"]]
@@ -193,6 +194,8 @@ def _finetune_markdown(report: dict[str, Any], summary: dict[str, Any]) -> list[
     for method, mine in results.items():
         cells = [mean_std([point_at(r["curve"], common)["loss"][s] for r in mine]) for s in skills]
         lines.append("| " + " | ".join([LABELS[method], *cells]) + " |")
+    lines += ["", f"Paired by seed (a run that never reached a threshold counts as step {common}: a bound):", ""]
+    lines.append(paired_table(results, list(settings.THRESHOLDS), common, skills))
     lines += ["", "Mixture p (skills " + ", ".join(skills) + "), mean over seeds, first and last round:", ""]
     lines += ["| Method | first round | last round |", "|---|---|---|"]
     for method, mine in results.items():

@@ -154,29 +154,32 @@ def loss_table(results: dict[str, list[dict]], budgets: list[int]) -> str:
     return "\n".join(lines)
 
 
-def paired_table(results: dict[str, list[dict]], thresholds: list[float], budget: int) -> str:
+def paired_table(
+    results: dict[str, list[dict]], thresholds: list[float], budget: int, skills: list[str] = SKILLS
+) -> str:
     """Per other method: Skill-It's steps to each threshold minus the method's, and its final loss minus the
-    method's, mean ± std over seeds (paired: same data, same initial model). A run that never reached a threshold
-    counts as `budget` steps (the difference is then a bound)."""
+    method's, mean ± std over seeds (paired: same data, same initial model), one column per skill of `skills`
+    (default: this table's). A run that never reached a threshold counts as `budget` steps (the difference is then
+    a bound)."""
     if "skill_it" not in results:
         return ""
     ours = {r["seed"]: r for r in results["skill_it"]}
-    header = ["Skill-It minus", *(f"steps to {t}, skill {s}" for t in thresholds for s in SKILLS)]
-    header += [f"loss @ {budget}, skill {s}" for s in SKILLS]
+    header = ["Skill-It minus", *(f"steps to {t}, skill {s}" for t in thresholds for s in skills)]
+    header += [f"loss @ {budget}, skill {s}" for s in skills]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, runs in results.items():
         if method == "skill_it":
             continue
         cells = []
         for threshold in thresholds:
-            for skill in SKILLS:
+            for skill in skills:
                 diffs = []
                 for r in runs:
-                    a = first_step(ours[r["seed"]]["curve"], skill, threshold, SKILLS)
-                    b = first_step(r["curve"], skill, threshold, SKILLS)
+                    a = first_step(ours[r["seed"]]["curve"], skill, threshold, skills)
+                    b = first_step(r["curve"], skill, threshold, skills)
                     diffs.append(float((budget if a is None else a) - (budget if b is None else b)))
                 cells.append(f"{mean_std(diffs, digits=0)} ({sum(d < 0 for d in diffs)}/{len(diffs)} sooner)")
-        for skill in SKILLS:
+        for skill in skills:
             diffs = [
                 point_at(ours[r["seed"]]["curve"], budget)["loss"][skill] - point_at(r["curve"], budget)["loss"][skill]
                 for r in runs

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from accelerate import PartialState
 from transformers import TrainingArguments
@@ -13,7 +15,21 @@ from transformers import TrainingArguments
 # makes every built-in name a valid `mixing` wherever a SkillItConfig exists.
 from . import curriculum  # noqa: F401
 from .mixer_registry import MIXER_NAMES
-from .settings import LONG_DOCUMENTS, check_settings, steps_for_token_budget, steps_per_round, tokens_per_step
+from .mixing import LOSS_NORMALIZATIONS, WINDOW_REDUCTIONS
+from .settings import (
+    LONG_DOCUMENTS,
+    WINDOW_UNITS,
+    check_settings,
+    steps_for_token_budget,
+    steps_per_round,
+    tokens_per_step,
+)
+
+
+def _choice(default: str, choices: Sequence[str], help: str) -> Any:
+    """A field whose value is one of `choices` (`HfArgumentParser` offers them as the flag's choices; the recipes'
+    error names them), the tuple the setting's check reads."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
@@ -170,33 +186,18 @@ class SkillItConfig(TrainingArguments):
     ```
     """
 
-    mixing: str = field(
-        default="skill_it",
-        metadata={"help": "Data selection: a registered mixer (hf_skillit.mixer_registry)", "choices": MIXER_NAMES},
-    )
+    mixing: str = _choice("skill_it", MIXER_NAMES, "Data selection: a registered mixer (hf_skillit.mixer_registry)")
     rounds: int = field(default=6, metadata={"help": "Number of rounds T; the mixture changes between rounds."})
     eta: float = field(default=0.5, metadata={"help": "Skill-It learning rate eta (eq. 4)."})
     window: int = field(default=3, metadata={"help": "Rounds of past losses in the Skill-It update (w)."})
-    window_unit: str = field(
-        default="rounds",
-        metadata={
-            "help": "What the window counts: rounds (paper) or evaluations (reference code).",
-            "choices": ("rounds", "evaluations"),
-        },
+    window_unit: str = _choice(
+        "rounds", WINDOW_UNITS, "What the window counts: rounds (paper) or evaluations (reference code)."
     )
-    window_reduce: str = field(
-        default="sum",
-        metadata={
-            "help": "Sum (paper) or mean (reference code, fine-tuning) of the window's losses.",
-            "choices": ("sum", "mean"),
-        },
+    window_reduce: str = _choice(
+        "sum", WINDOW_REDUCTIONS, "Sum (paper) or mean (reference code, fine-tuning) of the window's losses."
     )
-    loss_normalization: str = field(
-        default="none",
-        metadata={
-            "help": "none (paper) or initial: each skill's loss divided by its loss before training.",
-            "choices": ("none", "initial"),
-        },
+    loss_normalization: str = _choice(
+        "none", LOSS_NORMALIZATIONS, "none (paper) or initial: each skill's loss divided by its loss before training."
     )
     mixture_smoothing: float = field(
         default=0.0,
@@ -261,12 +262,10 @@ class SkillItConfig(TrainingArguments):
         default=False,
         metadata={"help": "Pack each skill's text (EOS between documents) into blocks of max_length tokens."},
     )
-    long_documents: str = field(
-        default="truncate",
-        metadata={
-            "help": "Without packing, texts longer than max_length are truncated or chunked into several rows.",
-            "choices": LONG_DOCUMENTS,
-        },
+    long_documents: str = _choice(
+        "truncate",
+        LONG_DOCUMENTS,
+        "Without packing, texts longer than max_length are truncated or chunked into several rows.",
     )
     token_budget: int | None = field(
         default=None,

@@ -17,8 +17,15 @@ whose `forward` merely has a `logits_to_keep` parameter may still ignore it, sli
 labels itself (remote code): the shortcut is therefore used only once it is proven on the model, by comparing the
 first eligible batch's logits and loss both ways (eval mode, no gradients, the caller's autocast); a model that
 differs, or raises, is scored the plain way from then on. The verdict is kept per model object, so the proof runs
-once per model, on every process at the same call (each process runs the same forward passes: FSDP's all-gathers
-stay matched).
+once per model.
+
+Under DDP (which broadcasts buffers in every forward), FSDP (which all-gathers the weights) or DeepSpeed, a forward
+is a collective: every process must run the proof's two forwards at the same call. Whether a batch is eligible
+(scored positions at most half the row) depends on the process's own rows, so for such a wrapped model the
+processes decide together, with an all-reduce of one flag per call until the verdict is known: the proof runs on
+the first call whose batch is eligible on every process, and the model counts as proven only if it is proven on
+every process. A model whose forward is local (unwrapped, as evaluation and the callbacks pass it) decides alone:
+no collective, so a process may score on its own.
 """
 
 from __future__ import annotations
@@ -104,6 +111,29 @@ def _prove(model: nn.Module, inputs: Mapping[str, Any], kept: Mapping[str, Any])
     return bool(torch.isclose(loss.float(), own, rtol=_LOSS_RTOL, atol=1e-6))
 
 
+def _forward_is_collective(model: nn.Module) -> bool:
+    """Whether a forward of `model` runs collectives across processes: a DDP, FSDP1 or DeepSpeed wrapper, or a
+    module sharded by FSDP2 (`fully_shard`)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    if torch.distributed.get_world_size() < 2:
+        return False
+    if hasattr(model, "module"):  # DDP / FSDP1 / DeepSpeed wrappers
+        return True
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(module, FSDPModule) for module in model.modules())
+
+
+def _on_every_process(flag: bool) -> bool:
+    """`flag` and-ed over the processes (one all-reduce of one number)."""
+    on_gpu = torch.distributed.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    value = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+    return bool(value.item())
+
+
 def keep_scored_logits(model: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
     """`inputs` asking the model for logits at the scored positions only, where that saves work and is proven equal.
 
@@ -111,17 +141,26 @@ def keep_scored_logits(model: nn.Module, inputs: dict[str, Any]) -> dict[str, An
     `logits_to_keep`, or when the shortcut differed from the plain forward on this model (see the module doc);
     else a copy with `labels` and `shift_labels` at the kept positions and `logits_to_keep` their index tensor.
     The first eligible call on a model runs two extra forward passes (eval mode, no gradients) to prove it; call it
-    under the autocast the real forward runs under.
+    under the autocast the real forward runs under. For a model whose forward is a collective (DDP, FSDP,
+    DeepSpeed), call it on every process at the same calls, as the training and evaluation loops do: until the
+    verdict is known, the processes decide together whether this call proves.
     """
     kept = _kept_inputs(inputs)
-    if kept is None:
-        return inputs
     base = _base_model(model)
     verdict = _VERDICTS.get(base)
     if verdict is None:
+        together = _forward_is_collective(model)
+        if together and not _on_every_process(kept is not None):
+            return inputs  # not eligible everywhere: no process proves at this call
+        if kept is None:
+            return inputs
         takes = "logits_to_keep" in inspect.signature(base.forward).parameters
         verdict = takes and _prove(model, inputs, kept)
+        if together:
+            verdict = _on_every_process(verdict)
         _VERDICTS[base] = verdict
+    if kept is None:
+        return inputs
     return kept if verdict else inputs
 
 

@@ -20,10 +20,19 @@ from .aioli import check_aioli_options
 from .mixer_registry import MIXER_NAMES, check_mixer_settings, mixer_names
 from .mixing import check_eta, check_reduce, check_skill_it_options, check_window
 
-__all__ = ["LONG_DOCUMENTS", "check_settings", "steps_for_token_budget", "steps_per_round", "tokens_per_step"]
+__all__ = [
+    "LONG_DOCUMENTS",
+    "WINDOW_UNITS",
+    "check_settings",
+    "steps_for_token_budget",
+    "steps_per_round",
+    "tokens_per_step",
+]
 
 # `long_documents`: what happens, without packing, to a text longer than `max_length` (`hf_skillit.packing`).
 LONG_DOCUMENTS = ("truncate", "chunk")
+# `window_unit`: what Skill-It's window counts.
+WINDOW_UNITS = ("rounds", "evaluations")
 
 
 def check_settings(args: Any) -> None:
@@ -75,7 +84,7 @@ def check_settings(args: Any) -> None:
 
 
 def _check_window_options(args: Any) -> None:
-    if args.window_unit not in ("rounds", "evaluations"):
+    if args.window_unit not in WINDOW_UNITS:
         raise ValueError(f"window_unit must be 'rounds' or 'evaluations', got {args.window_unit!r}")
     check_reduce(args.window_reduce, "window_reduce")
     if (args.window_unit == "evaluations") != (args.skill_eval_steps is not None):

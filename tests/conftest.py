@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from hf_skillit import LMCollator, SkillItConfig, SkillSet, SkillsGraph  # noqa: E402
+from hf_skillit import LMCollator, SkillItConfig, SkillItTrainer, SkillSet, SkillsGraph  # noqa: E402
 from hf_skillit.synthetic import build_tokenizer, encode, make_lego, make_tiny_model, tiny_model_config  # noqa: E402
 
 # Tiny models run faster on one thread than on two contending ones, and results do not depend on the CPU count.
@@ -60,6 +60,17 @@ def skillit_config(output_dir, config_class: type[SkillItConfig] = SkillItConfig
     )
     args.update(overrides)
     return config_class(**args)
+
+
+def skillit_trainer(
+    output_dir, tokenizer, model, skills: SkillSet, graph: SkillsGraph | None = None, callbacks=(), **overrides
+) -> SkillItTrainer:
+    """A `SkillItTrainer` of `model` on `skills` (and `graph`) with `skillit_config(output_dir, **overrides)`, the
+    tokenizer as its processing class and `callbacks`: the runs a test stops, resumes and compares."""
+    args = skillit_config(output_dir, **overrides)
+    return SkillItTrainer(
+        model=model, args=args, skills=skills, graph=graph, processing_class=tokenizer, callbacks=list(callbacks)
+    )
 
 
 @pytest.fixture

@@ -7,10 +7,12 @@ not fit its logits) or could misalign the loss silently; now it is scored and tr
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
-from conftest import skillit_config, tiny_config
+from conftest import run_two_ranks, skillit_config, tiny_config
 from torch.nn import functional as F
 from transformers import GPTNeoXForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -137,3 +139,19 @@ def test_rows_are_scored_in_batches_and_each_row_alone_agrees(skills, tokenizer)
     expected = scores.loss_sum / scores.count
     np.testing.assert_allclose(sample_losses(model, data, collator, batch_size=4), expected, rtol=1e-12)
     np.testing.assert_allclose(per_sample_loss(model, data, collator, batch_size=3), expected, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_ddp_ranks_prove_the_shortcut_at_the_same_call(tmp_path):
+    # Issue 24 review: rank 0's first batch is eligible (one answer token per row), rank 1's is not (long
+    # completions). A rank proving alone would run two extra DDP forwards (each broadcasts the buffers) while the
+    # other does not: the ranks decide together, so neither proves at the first call, both at the second.
+    script = os.path.join(os.path.dirname(__file__), "scripts", "scored_logits_ddp_run.py")
+    ranks = run_two_ranks(script, str(tmp_path), output_dir=tmp_path)
+    for rank in ranks:
+        assert [call["shortcut"] for call in rank["calls"]] == [False, True, True]
+        # 1 plain forward; then 2 proof forwards and 1 with the shortcut; then 1 with the shortcut
+        assert [call["forwards"] for call in rank["calls"]] == [1, 4, 5]
+        assert rank["verdict"] is True
+        assert all(np.isfinite(call["loss"]) for call in rank["calls"])

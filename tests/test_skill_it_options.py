@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import StopAt, softmax_of
+from conftest import StopAt, skillit_trainer, softmax_of
 
 from hf_skillit import SkillItConfig, SkillItTrainer
 from hf_skillit.graph import SkillsGraph
@@ -112,15 +112,17 @@ def test_defaults_are_the_papers_rule_and_keep_the_old_state(graph_2x2):
 # ----- state -------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
+def each_option_and_both(c: float):
+    """Parametrize `options` over loss normalisation alone, smoothing `c` alone, and both."""
+    cases = [
         {"loss_normalization": "initial"},
-        {"mixture_smoothing": 0.25},
-        {"loss_normalization": "initial", "mixture_smoothing": 0.25},
-    ],
-    ids=["normalised", "smoothed", "both"],
-)
+        {"mixture_smoothing": c},
+        {"loss_normalization": "initial", "mixture_smoothing": c},
+    ]
+    return pytest.mark.parametrize("options", cases, ids=["normalised", "smoothed", "both"])
+
+
+@each_option_and_both(0.25)
 def test_state_round_trip_continues_the_same_mixtures(graph_2x2, options):
     rounds = [{"a": 2.0, "b": 1.0}, {"a": 1.0, "b": 0.9}, {"a": 0.5, "b": 0.8}, {"a": 0.2, "b": 0.7}]
     whole = SkillItMixer(graph_2x2, eta=2.0, window=2, **options)
@@ -218,47 +220,16 @@ def test_trainer_measures_round_0_for_the_normalisation(tokenizer, tiny_model, s
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"loss_normalization": "initial"},
-        {"mixture_smoothing": 0.3},
-        {"loss_normalization": "initial", "mixture_smoothing": 0.3},
-    ],
-    ids=["normalised", "smoothed", "both"],
-)
+@each_option_and_both(0.3)
 def test_resume_mid_round_continues_the_identical_run(tmp_path, tokenizer, tiny_model, skills, options):
     """Stopped after step 7 (mid-round 2, checkpoint at 7), resumed: the same mixtures, counts and losses as the
     run that was never stopped."""
 
     def build(output_dir, callbacks=()):
-        args = SkillItConfig(
-            output_dir=str(output_dir),
-            mixing="skill_it",
-            rounds=4,
-            max_steps=20,
-            eta=3.0,
-            window=2,
-            per_device_train_batch_size=8,
-            per_device_eval_batch_size=16,
-            learning_rate=1e-2,
-            save_strategy="steps",
-            save_steps=7,
-            report_to="none",
-            use_cpu=True,
-            disable_tqdm=True,
-            logging_steps=1000,
-            seed=0,
-            **options,
-        )
         graph = SkillsGraph(GRAPH_3, SKILLS)
-        return SkillItTrainer(
-            model=tiny_model(),
-            args=args,
-            skills=skills,
-            graph=graph,
-            processing_class=tokenizer,
-            callbacks=list(callbacks),
+        settings = dict(rounds=4, max_steps=20, eta=3.0, window=2, learning_rate=1e-2, save_steps=7, **options)
+        return skillit_trainer(
+            output_dir, tokenizer, tiny_model(), skills, graph, callbacks, save_strategy="steps", **settings
         )
 
     whole = build(tmp_path / "whole")

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import StopAt, lego_skills
+from conftest import StopAt, lego_skills, skillit_trainer
 from conftest import skillit_config as config
 from transformers import TrainerCallback
 
@@ -119,24 +119,9 @@ def test_no_skill_row_is_replayed_before_the_skill_is_used_up(tmp_path, tokenize
 @pytest.mark.parametrize("stop_step", [10, 7], ids=["round-boundary", "mid-round"])
 def test_resume_continues_the_identical_trajectory(tmp_path, tokenizer, tiny_model, skills, stop_step):
     def run(output_dir, callbacks=(), resume=None):
-        args = config(
-            output_dir,
-            mixing="skill_it",
-            rounds=4,
-            max_steps=20,
-            save_strategy="steps",
-            save_steps=stop_step,
-            graph_path=None,
-        )
         graph = SkillsGraph(np.array([[1.0, 0.5, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]]), SKILLS)
-        trainer = SkillItTrainer(
-            model=tiny_model(),
-            args=args,
-            skills=skills,
-            graph=graph,
-            processing_class=tokenizer,
-            callbacks=list(callbacks),
-        )
+        settings = dict(rounds=4, max_steps=20, save_strategy="steps", save_steps=stop_step)
+        trainer = skillit_trainer(output_dir, tokenizer, tiny_model(), skills, graph, callbacks, **settings)
         trainer.train(resume_from_checkpoint=resume)
         return trainer
 

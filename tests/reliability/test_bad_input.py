@@ -136,6 +136,16 @@ def _resume_from_step_6(case_id: str, match: str, **overrides: Any):
     )
 
 
+def _recipe_error(case_id: str, match: str, overrides: tuple[str, ...] = (), data: Callable | None = None):
+    """Load the attempt's recipe (its `data:` section `data(attempt)` if given) with `overrides`: refused with
+    `match`."""
+
+    def act(a: Attempt) -> Any:
+        return load_recipe(None, list(overrides), raw=a.recipe(**(data(a) if data else {})))
+
+    return pytest.param(Bad(act, match, error=RecipeError), id=case_id)
+
+
 # Every input error of docs/reliability.md, in its order.
 BAD_INPUTS = [
     pytest.param(
@@ -288,29 +298,20 @@ BAD_INPUTS = [
     _resume_from_step_6("resume-other-steps-per-round", "(?i)steps.per.round", rounds=2),
     _resume_from_step_6("resume-other-batch-size", "(?i)batch", per_device_train_batch_size=2),
     _resume_from_step_6("resume-other-data-seed", "(?i)seed", data_seed=1),
-    pytest.param(
-        Bad(
-            lambda a: load_recipe(None, ["training.learning_rat=0.1"], raw=a.recipe()),
-            "unknown key 'learning_rat' in training; did you mean 'learning_rate'",
-            error=RecipeError,
-        ),
-        id="recipe-typo",
+    _recipe_error(
+        "recipe-typo",
+        "unknown key 'learning_rat' in training; did you mean 'learning_rate'",
+        ("training.learning_rat=0.1",),
     ),
-    pytest.param(
-        Bad(
-            lambda a: load_recipe(None, raw=a.recipe(train_files={"a": str(a.tmp / "a.jsonl")})),
-            r"data.train_files\['a'\]: '.*a.jsonl' not found",
-            error=RecipeError,
-        ),
-        id="recipe-data-path-missing",
+    _recipe_error(
+        "recipe-data-path-missing",
+        r"data.train_files\['a'\]: '.*a.jsonl' not found",
+        data=lambda a: {"train_files": {"a": str(a.tmp / "a.jsonl")}},
     ),
-    pytest.param(
-        Bad(
-            lambda a: load_recipe(None, ["graph.path=graphs/none.json"], raw=a.recipe()),
-            "graph.path: 'graphs/none.json' not found; learn it with `hf-skillit learn-graph",
-            error=RecipeError,
-        ),
-        id="recipe-graph-missing",
+    _recipe_error(
+        "recipe-graph-missing",
+        "graph.path: 'graphs/none.json' not found; learn it with `hf-skillit learn-graph",
+        ("graph.path=graphs/none.json",),
     ),
 ]
 

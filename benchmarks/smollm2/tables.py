@@ -48,6 +48,7 @@ METHODS = {
     "anticurriculum": ["training.mixing=anticurriculum"],
     "skill_curriculum": ["training.mixing=skill_curriculum"],
     "skill_anticurriculum": ["training.mixing=skill_anticurriculum"],
+    "aioli": ["training.mixing=aioli"],  # issue 25: its aioli_* settings and eta through --extra
 }
 # fine-tuning (paper §4.2): learn skill 3; pre-training (§4.1): every skill is a target. Both on LoRA (the CPU
 # setting chosen by speed.py); the paper pre-trains every weight, which costs 1.3-3x a LoRA step here.

@@ -13,8 +13,9 @@ training are real failures and keep their traceback.
 
 The output is the training progress bar, the round reports and the final summary: the progress bars of data
 preparation (`datasets` map/filter) and of checkpoint writing (transformers' shard bar) are off unless `--verbose`.
-Heavy libraries (transformers, peft, lm-eval) are imported only by the command that needs them, so `--help` and
-argument errors answer at once.
+Heavy libraries (torch, transformers, peft, lm-eval) are imported only by the command that needs them, so `--help`
+and argument errors answer at once; a recipe's keys and values are checked before them
+(`hf_skillit.recipes.loading.check_recipe`), and `train --dry-run` imports none of them (`--measure` does).
 """
 
 from __future__ import annotations

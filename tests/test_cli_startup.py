@@ -194,3 +194,15 @@ def test_recipes_package_names_resolve_to_their_modules():
     assert recipes.__all__ == sorted(recipes._EXPORTS)
     for name, module in recipes._EXPORTS.items():
         assert getattr(recipes, name) is getattr(sys.modules[module], name)
+
+
+@pytest.mark.parametrize("section", ["model", "data", "graph", "training"])
+def test_the_quick_check_refuses_a_section_that_is_not_a_mapping(section):
+    import yaml
+
+    from hf_skillit.recipes import RecipeError
+    from hf_skillit.recipes.loading import check_recipe
+
+    raw = yaml.safe_load((ROOT / "recipes" / "lego_pretrain.yaml").read_text())
+    with pytest.raises(RecipeError, match=f"^{section} must be a mapping of key: value, got list$"):
+        check_recipe(None, raw={**raw, section: [1]})

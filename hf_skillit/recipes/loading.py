@@ -250,7 +250,6 @@ def check_recipe(
         RecipeError: as `load_recipe`, for what it checks.
     """
     raw = read_recipe(path, overrides, raw)
-    training = raw.get("training")
     if recipe_trainer(raw) != "skillit" or (fields_ := stored_fields()) is None:
         return None
     parsed: dict[str, Any] = dict.fromkeys(SECTIONS)
@@ -258,13 +257,12 @@ def check_recipe(
         if SECTION_TYPES[section].optional and raw.get(section) is None:
             continue
         cls, mapping = section_class(section), raw.get(section)
-        kwargs = check_mapping(
-            {k: v for k, v in (mapping or {}).items() if k != "lora"}, dataclass_schema(cls), section
-        )
-        parsed[section] = _construct(section, cls, kwargs)
-    mapping = dict(training or {})
-    if mapping.get("bf16") == "auto":  # decided by the GPU (torch); either boolean passes the same checks
-        mapping["bf16"] = False
+        if isinstance(mapping, dict) and "lora" in mapping:  # peft's keys: left to load_recipe
+            mapping = {k: v for k, v in mapping.items() if k != "lora"}
+        parsed[section] = _construct(section, cls, check_mapping(mapping, dataclass_schema(cls), section))
+    mapping = raw.get("training")
+    if isinstance(mapping, dict) and mapping.get("bf16") == "auto":
+        mapping = {**mapping, "bf16": False}  # decided by the GPU (torch): either boolean passes the same checks
     kwargs = parse_flags(mapping, "training", fields_parser(fields_), {k: f["type_name"] for k, f in fields_.items()})
     settings = TrainingSettings(**{**{name: field_["default"] for name, field_ in fields_.items()}, **kwargs})
     from .. import curriculum  # noqa: F401  (registers the curricula: the settings check knows every mixer)

@@ -143,12 +143,15 @@ def test_rows_are_scored_in_batches_and_each_row_alone_agrees(skills, tokenizer)
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_ddp_ranks_prove_the_shortcut_at_the_same_call(tmp_path):
+@pytest.mark.parametrize("wrapper", ["ddp", "fsdp"])
+def test_ranks_prove_the_shortcut_at_the_same_call(tmp_path, wrapper):
     # Issue 24 review: rank 0's first batch is eligible (one answer token per row), rank 1's is not (long
-    # completions). A rank proving alone would run two extra DDP forwards (each broadcasts the buffers) while the
-    # other does not: the ranks decide together, so neither proves at the first call, both at the second.
-    script = os.path.join(os.path.dirname(__file__), "scripts", "scored_logits_ddp_run.py")
-    ranks = run_two_ranks(script, str(tmp_path), output_dir=tmp_path)
+    # completions). A rank proving alone would run two extra forwards while the other does not: under DDP each
+    # forward broadcasts the buffers (gloo failed), under FSDP2 each all-gathers the weights (the gathers paired
+    # with the other rank's forwards of another call). The ranks decide together: neither proves at the first call,
+    # both at the second.
+    script = os.path.join(os.path.dirname(__file__), "scripts", "scored_logits_run.py")
+    ranks = run_two_ranks(script, str(tmp_path), *(["--fsdp"] if wrapper == "fsdp" else []), output_dir=tmp_path)
     for rank in ranks:
         assert [call["shortcut"] for call in rank["calls"]] == [False, True, True]
         # 1 plain forward; then 2 proof forwards and 1 with the shortcut; then 1 with the shortcut

@@ -1,12 +1,13 @@
-"""Two CPU processes under torchrun (gloo) training a DDP-wrapped tiny model on completion-only rows of different
-lengths through `hf_skillit.scoring.keep_scored_logits`, for tests/test_scoring.py.
+"""Two CPU processes under torchrun (gloo) training a DDP-wrapped (or FSDP2-sharded) tiny model on completion-only
+rows of different lengths through `hf_skillit.scoring.keep_scored_logits`, for tests/test_scoring.py.
 
-    torchrun --nproc_per_node 2 tests/scripts/scored_logits_ddp_run.py OUTPUT_DIR
+    torchrun --nproc_per_node 2 tests/scripts/scored_logits_run.py OUTPUT_DIR [--fsdp]
 
 Rank 0's first batch scores one answer token per row (eligible for the shortcut), rank 1's first batch scores the
 long completions that fill most of each row (not eligible); both ranks' second and third batches are eligible. DDP
 broadcasts the model's buffers in every forward, so a process that ran the shortcut's two proof forwards on its own
-would put the processes' collectives out of step. Each rank writes `rank<r>.json`: per call, whether the shortcut
+would put the processes' collectives out of step; with `--fsdp` the model is sharded by FSDP2 (`fully_shard`)
+instead, whose forwards all-gather the weights. Each rank writes `rank<r>.json`: per call, whether the shortcut
 was used and the forwards its model has run so far, and the verdict.
 """
 
@@ -46,7 +47,7 @@ def batch(tokenizer, lengths: list[int], completion: float, seed: int) -> dict[s
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def main(output_dir: str) -> None:
+def main(output_dir: str, fsdp: bool) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
     rank = dist.get_rank()
@@ -54,7 +55,12 @@ def main(output_dir: str) -> None:
     model = make_tiny_model(tiny_config(tokenizer), seed=0)
     forwards = []
     model.register_forward_hook(lambda module, args, output: forwards.append(1))
-    ddp = DistributedDataParallel(model)
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        ddp = fully_shard(model)
+    else:
+        ddp = DistributedDataParallel(model)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=1e-3)
     lengths = [[9, 14, 22, 31], [12, 17, 25, 30]][rank]  # rows of different lengths on each rank
     first = batch(tokenizer, lengths, completion=0.0 if rank == 0 else 0.7, seed=rank)
@@ -75,4 +81,4 @@ def main(output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], "--fsdp" in sys.argv[2:])

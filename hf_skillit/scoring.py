@@ -24,8 +24,8 @@ is a collective: every process must run the proof's two forwards at the same cal
 (scored positions at most half the row) depends on the process's own rows, so for such a wrapped model the
 processes decide together, with an all-reduce of one flag per call until the verdict is known: the proof runs on
 the first call whose batch is eligible on every process, and the model counts as proven only if it is proven on
-every process. A model whose forward is local (unwrapped, as evaluation and the callbacks pass it) decides alone:
-no collective, so a process may score on its own.
+every process. A model whose forward is local (unwrapped, as evaluation under DDP and the callbacks pass it)
+decides alone: no collective, so a process may score on its own.
 """
 
 from __future__ import annotations

@@ -131,7 +131,8 @@ def test_dry_run_of_user_files_imports_datasets_but_no_model_library(tmp_path):
 
 def test_stored_training_fields_are_the_ones_the_dataclasses_give():
     # training_fields.json is derived, never edited: it must be what HfArgumentParser(SkillItConfig) says now. If
-    # this fails after a change to SkillItConfig (or an upgrade of transformers), rewrite it:
+    # this fails after a change to SkillItConfig (or a transformers release that changed its training arguments),
+    # rewrite it:
     #     python -m hf_skillit.recipes.training_fields
     # Derived in a fresh interpreter, as the command writes it: the registry's order (the choices of `mixing`)
     # follows the order the mixers' modules were imported in.
@@ -141,7 +142,9 @@ def test_stored_training_fields_are_the_ones_the_dataclasses_give():
         "import json; from hf_skillit.recipes.training_fields import derive_fields; print(json.dumps(derive_fields()))"
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(PATH.read_text()) == json.loads(done.stdout.splitlines()[-1])
+    stored, derived = json.loads(PATH.read_text()), json.loads(done.stdout.splitlines()[-1])
+    # The release number is for the reader; the sources' hash and the fields decide.
+    assert (stored["sources"], stored["fields"]) == (derived["sources"], derived["fields"])
     assert stored_fields() is not None  # it describes this install, so the CLI uses it
 
 
@@ -206,3 +209,16 @@ def test_the_quick_check_refuses_a_section_that_is_not_a_mapping(section):
     raw = yaml.safe_load((ROOT / "recipes" / "lego_pretrain.yaml").read_text())
     with pytest.raises(RecipeError, match=f"^{section} must be a mapping of key: value, got list$"):
         check_recipe(None, raw={**raw, section: [1]})
+
+
+def test_stored_training_fields_are_not_used_for_other_transformers_sources(monkeypatch):
+    # Another transformers whose training arguments' sources differ: the stored fields may be wrong, so the quick
+    # check steps aside (None) and load_recipe parses the section with HfArgumentParser itself.
+    from hf_skillit.recipes import training_fields
+    from hf_skillit.recipes.loading import check_recipe
+
+    monkeypatch.chdir(ROOT)
+    assert training_fields.stored_fields() is not None
+    monkeypatch.setattr(training_fields, "sources_fingerprint", lambda: "0" * 64)
+    assert training_fields.stored_fields() is None
+    assert check_recipe("recipes/lego_pretrain.yaml") is None

@@ -244,7 +244,8 @@ def check_recipe(
     Left to `load_recipe`: `model.lora` (peft), `learn_graph:`, `lm_eval:` (None in the returned recipe), the
     checks of `TrainingArguments.__post_init__` (they import torch) and `training.bf16: auto`. The recipe's
     `training` is then a [`TrainingSettings`], not a `SkillItConfig`. None when the training section cannot be
-    read without transformers: `trainer: sft` (TRL's fields), or a stored copy that does not describe this install.
+    read without transformers: `trainer: sft` (TRL's fields), or a stored copy that does not describe this install
+    (`hf_skillit.recipes.training_fields.stored_fields`).
 
     Raises:
         RecipeError: as `load_recipe`, for what it checks.

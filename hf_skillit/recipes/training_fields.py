@@ -8,16 +8,20 @@ parser knows of each field (how it converts a value, its choices, nargs, default
 `tests/test_cli_startup.py` fails when it differs from what the dataclasses give now, so the two cannot drift
 apart unnoticed. The fields themselves stay defined once, in `SkillItConfig` and `transformers.TrainingArguments`.
 
-[`stored_fields`] returns the file only when it describes the code that would run: written with the installed
-transformers version, and naming exactly the fields of the sources (read with `ast`, without importing them). Any
-other install (another transformers, a field added since) gets None, and the recipe is checked by the full parse
-after the imports: slower, never wrong. [`fields_parser`] rebuilds the argparse parser from the stored fields.
+[`stored_fields`] returns the file only when it describes the code that would run: written from the same sources of
+transformers' `training_args.py`, `trainer_utils.py` and `debug_utils.py` (the fields, their types and the enums
+that give the choices; compared by a hash of the files, so a release that leaves them alone keeps the fast path),
+and naming exactly the fields of the sources (read with `ast`, without importing them). Any other install (those
+files changed, a field added since) gets None, and the recipe is checked by the full parse after the imports:
+slower, never wrong. [`fields_parser`] rebuilds the argparse parser from the stored fields.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import types
@@ -66,6 +70,23 @@ def _plain(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
+# The transformers sources the stored fields are derived from: the fields and their types (`training_args.py`), the
+# enums that give their choices (`trainer_utils.py`, `debug_utils.py`).
+_SOURCES = ("training_args.py", "trainer_utils.py", "debug_utils.py")
+
+
+def sources_fingerprint() -> str:
+    """sha256 of the installed transformers' `_SOURCES`, read as bytes (no import)."""
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("no package 'transformers'")
+    folder = Path(spec.submodule_search_locations[0])
+    digest = hashlib.sha256()
+    for name in _SOURCES:
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()
+
+
 def derive_fields() -> dict[str, Any]:
     """The stored form of `HfArgumentParser(SkillItConfig)`: imports torch and transformers."""
     from transformers import HfArgumentParser
@@ -85,7 +106,11 @@ def derive_fields() -> dict[str, Any]:
             "default": _plain(action.default),
             "type_name": _type_name(hint),
         }
-    return {"transformers": importlib.metadata.version("transformers"), "fields": fields}
+    return {
+        "transformers": importlib.metadata.version("transformers"),  # for the reader: which release it came from
+        "sources": sources_fingerprint(),
+        "fields": fields,
+    }
 
 
 def source_field_names() -> list[str]:
@@ -100,10 +125,10 @@ def stored_fields() -> dict[str, Any] | None:
     """The stored fields, or None when they may not describe this install (see the module docstring)."""
     try:
         stored = json.loads(PATH.read_text(encoding="utf-8"))
-        installed = importlib.metadata.version("transformers")
-    except (OSError, ValueError, importlib.metadata.PackageNotFoundError):
+        installed = sources_fingerprint()
+    except (OSError, ValueError, ImportError):
         return None
-    if stored.get("transformers") != installed or sorted(stored["fields"]) != sorted(source_field_names()):
+    if stored.get("sources") != installed or sorted(stored["fields"]) != sorted(source_field_names()):
         return None
     return stored["fields"]
 

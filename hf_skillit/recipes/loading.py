@@ -1,7 +1,9 @@
 """Loading a recipe: read the YAML, apply `section.key=value` overrides, check every section and every local path.
 
 Nothing is loaded here (no data, no model): [`load_recipe`] only finds what is wrong, with the key, the file and how
-to get it, before anything trains.
+to get it, before anything trains. [`check_recipe`] does the same without importing torch or transformers (the
+`training:` section through `hf_skillit.recipes.training_fields`, the Skill-It settings through
+`hf_skillit.settings`), for the CLI's first answer and its dry run; it leaves a few sections to `load_recipe`.
 """
 
 from __future__ import annotations
@@ -167,8 +169,8 @@ def read_recipe(
     path: str | os.PathLike | None, overrides: Sequence[str] = (), raw: dict | None = None
 ) -> dict[str, Any]:
     """The recipe's mapping after `overrides`, its sections and their keys checked, without importing torch or
-    transformers: the first step of [`load_recipe`], which `hf-skillit` also runs alone before it imports anything
-    heavy, so that a recipe with a wrong key is refused at once.
+    transformers: the first step of [`load_recipe`] and of [`check_recipe`] (which `hf-skillit` runs before it
+    imports anything heavy), and all there is to it for the sections `check_recipe` leaves to `load_recipe`.
 
     Raises:
         RecipeError: the file is missing or not YAML, an override is malformed, or a section or key is unknown.

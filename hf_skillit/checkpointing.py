@@ -154,6 +154,14 @@ class RoundState:
         self.stream.advance([int(c) - d for c, d in zip(counts, self.counted, strict=True)], sizes)
         self.counted, self.counted_tokens = [int(c) for c in counts], [int(t) for t in tokens]
 
+    def close_round_counts(self, counts: Sequence[int], tokens: Sequence[int], sizes: Sequence[int | None]) -> None:
+        """The round ended (`counts`/`tokens`: its totals over all processes): the stream moves on by its last
+        unit's samples, and the next round starts counting from zero."""
+        self.advance_unit(counts, tokens, sizes)
+        self.round_counts.zero_()
+        self.round_tokens.zero_()
+        self.counted, self.counted_tokens = [0] * len(self.counted), [0] * len(self.counted_tokens)
+
 
 def run_layout(args: Any, global_batch_size: int, steps_per_unit: int | None = None) -> dict[str, int]:
     """What a resumed run must share with the checkpoint for its data to continue exactly: rounds, steps and

@@ -130,8 +130,7 @@ class ProbePhasesMixin:
         on by the unit's samples; if a probe ended, the skills are evaluated and the mixer observes them, and
         after the last probe it sets the round's mixture."""
         rounds, names = self.rounds, self.skills.train_skills
-        counts = self._sum_across_processes(rounds.round_counts.clone()).tolist()
-        tokens = self._sum_across_processes(rounds.round_tokens.clone()).tolist()
+        counts, tokens = self._round_totals()  # one collective, every process
         before = [sum(r["samples"][s] for r in rounds.probe_records) for s in names]
         before_tokens = [sum(r["tokens"][s] for r in rounds.probe_records) for s in names]
         rounds.advance_unit(counts, tokens, self._sizes)

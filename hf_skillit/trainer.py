@@ -365,10 +365,7 @@ class SkillItTrainerMixin(ProbePhasesMixin):
         """Close the current round: count, evaluate, update the mixture, log. Called on every process."""
         names, rounds = self.skills.train_skills, self.rounds
         counts, tokens = self._round_totals()
-        rounds.round_counts.zero_()
-        rounds.round_tokens.zero_()
-        rounds.advance_unit(counts, tokens, self._sizes)
-        rounds.counted = rounds.counted_tokens = [0] * len(names)
+        rounds.close_round_counts(counts, tokens, self._sizes)
         losses = self.evaluate_skills()
         used = rounds.p
         record: dict[str, Any] = {

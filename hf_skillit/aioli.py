@@ -45,8 +45,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .mixer_registry import Losses, MixerSetup, Probe, register_mixer
+from .mixer_registry import CONFIG_SETTINGS, Losses, MixerSetup, Probe, register_mixer
 from .mixing import _loss_vector, check_eta
+
+AIOLI_SETTINGS = tuple(name for name in CONFIG_SETTINGS if name.startswith("aioli_"))
+"""The `SkillItConfig` settings of Aioli (`aioli_probe_steps`, ...): `AioliMixer`'s options with the prefix."""
 
 __all__ = [
     "AIOLI_DEFAULTS",
@@ -273,18 +276,16 @@ class AioliMixer:
 
     @classmethod
     def from_setup(cls, setup: MixerSetup) -> AioliMixer:
+        # The config's `aioli_<option>` settings are this class's `<option>` arguments, one for one.
+        options = {name.removeprefix("aioli_"): getattr(setup, name) for name in AIOLI_SETTINGS}
+        eval_skills = setup.targeted_graph().eval_skills
         return cls(
             setup.train_skills,
-            setup.targeted_graph().eval_skills,
+            eval_skills,
             setup.eta,
-            probe_steps=setup.aioli_probe_steps,
-            sweeps=setup.aioli_sweeps,
-            one_hot_factor=setup.aioli_one_hot_factor,
-            ema=setup.aioli_ema,
-            normalize=setup.aioli_normalize,
-            diagonal=setup.aioli_diagonal,
             seed=setup.seed,
             steps_per_round=setup.steps_per_round,
+            **options,
         )
 
     def __init__(

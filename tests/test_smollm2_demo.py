@@ -101,3 +101,40 @@ def test_a_failed_run_says_which_and_shows_its_log_and_leaves_no_result(tmp_path
     with pytest.raises(SystemExit, match=r"(?s)target_only seed 7 failed \(exit 2\).*missing\.gguf"):
         tables.main([*argv, "--output-dir", str(tmp_path / "out")])
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_table_report_pairs_against_a_reference_and_averages_skills_for_pretraining(tmp_path):
+    """Hand-made curves: the pre-training report has the average column, the paired table subtracts the chosen
+    reference, and runs shared with another table are read from it (`--also`)."""
+
+    def write(out, method, seed, losses_by_step):
+        curve = [
+            {"step": step, "loss": dict(zip(tables.SKILLS, losses, strict=True))} for step, losses in losses_by_step
+        ]
+        path = out / "runs" / f"{method}_seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"method": method, "seed": seed, "curve": curve, "p": [], "seconds": 1.0}))
+
+    own, shared = tmp_path / "pretrain", tmp_path / "finetune"
+    # aioli: average 0.5 -> 0.2 -> 0.05 at steps 0/120/240 on seed 0, 0.6 -> 0.4 -> 0.2 on seed 1
+    write(own, "aioli", 0, [(0, [0.5] * 3), (120, [0.2] * 3), (240, [0.0, 0.05, 0.1])])
+    write(own, "aioli", 1, [(0, [0.6] * 3), (120, [0.4] * 3), (240, [0.2] * 3)])
+    # stratified, in the other table's directory: seed 0 average 0.3 at 240, seed 1 0.1 (reached 0.3 at 120)
+    write(shared, "stratified", 0, [(0, [0.5] * 3), (120, [0.5] * 3), (240, [0.3] * 3)])
+    write(shared, "stratified", 1, [(0, [0.6] * 3), (120, [0.3] * 3), (240, [0.1] * 3)])
+    args = tables.parse_args(
+        ["--setting", "pretrain", "--steps", "240", "--output-dir", str(own), "--also", str(shared)]
+        + ["--reference", "aioli", "--report-only"]
+    )
+    text = tables.report(own, ["aioli", "stratified"], [0, 1], args)
+    assert "Seeds [0, 1] (2 of 2)" in text and "average @ 240" in text
+    paired = [line for line in text.splitlines() if line.startswith("| Skill-stratified |")][-1]  # the paired table
+    cells = [c.strip() for c in paired.strip("|").split("|")]
+    header = next(line for line in text.splitlines() if line.startswith("| Aioli minus"))
+    names = [c.strip() for c in header.strip("|").split("|")]
+    # loss at 240 on the average: seed 0 0.05 - 0.3 = -0.25, seed 1 0.2 - 0.1 = +0.1: mean -0.075, std 0.247
+    assert cells[names.index("loss @ 240, average")] == "-0.075 ± 0.247 (1/2 lower)"
+    # steps to 0.3 on the average: seed 0 aioli 120, stratified 240 -> -120; seed 1 aioli 240, stratified 120 -> +120
+    assert cells[names.index("steps to 0.3, average")] == "0 ± 170 (1/2 sooner)"
+    # steps to 0.1 on skill 1: seed 0 aioli 240, stratified never (counts 240) -> 0; seed 1 never vs 240 -> 0
+    assert cells[names.index("steps to 0.1, skill 1")] == "0 ± 0 (0/2 sooner)"

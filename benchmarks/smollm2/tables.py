@@ -12,9 +12,14 @@ trajectory: before training and at every round end (`--rounds` rounds of `--step
 Resumable: a finished run is `OUTPUT/runs/<method>_seed<s>.json` and is skipped; an unfinished one is trained again
 from its start. Runs go seed by seed (every method of seed 0 first), so an interrupted table is complete over its
 first seeds. `--eta` / `--window` change Skill-It's settings (tuning grids belong on seeds not reported: 100, 101).
-The report (printed and written to `OUTPUT/summary.md`) gives, per skill, the steps to loss 0.3 and 0.1 (mean ± std
-over the runs that reached it), the loss at fixed budgets, and per-seed paired differences against Skill-It. Only
-the seeds every listed method has finished enter the report.
+The report (printed and written to `OUTPUT/summary.md`) gives, per skill (and, with `--setting pretrain`, for the
+average over the skills, the paper's §4.1 metric), the steps to loss 0.3 and 0.1 (mean ± std over the runs that
+reached it), the loss at fixed budgets, and per-seed paired differences against Skill-It (`--reference` another
+method). Only the seeds every listed method has finished enter the report. Runs shared by two tables (skill-stratified
+and random do not depend on the targets) are read from another output directory with `--also`:
+
+    python benchmarks/smollm2/tables.py --setting pretrain --methods skill_it stratified random --eta 2 \
+        --output-dir runs/smollm2_pretrain --also runs/smollm2_tables --report-only
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "reproduction"))
-from reproduce import LABELS, first_step, mean_std, point_at, steps_table  # noqa: E402
+from reproduce import LABELS, average, first_step, mean_std, point_at, steps_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent.parent
 RECIPE = REPO / "recipes" / "lego_finetune_smollm2_lora.yaml"
@@ -135,10 +140,11 @@ def run_one(method: str, seed: int, args: argparse.Namespace, out: Path) -> None
     print(f"{method} seed {seed}: {record['seconds']} s, final loss {curve[-1]['loss']}", flush=True)
 
 
-def load_results(out: Path, methods: list[str], seeds: list[int]) -> dict[str, list[dict]]:
-    """Finished runs of the seeds that every method has finished."""
+def load_results(out: Path, methods: list[str], seeds: list[int], also: list[Path] = ()) -> dict[str, list[dict]]:
+    """Finished runs of the seeds that every method has finished, from `out` and the output directories `also`
+    (a run of `out` wins over one of the same method and seed elsewhere)."""
     runs = {m: {} for m in methods}
-    for path in sorted((out / "runs").glob("*.json")):
+    for path in [p for d in reversed([out, *also]) for p in sorted((Path(d) / "runs").glob("*.json"))]:
         record = json.loads(path.read_text())
         if record["method"] in runs and record["seed"] in seeds:
             runs[record["method"]][record["seed"]] = record
@@ -146,44 +152,57 @@ def load_results(out: Path, methods: list[str], seeds: list[int]) -> dict[str, l
     return {m: [runs[m][s] for s in complete] for m in methods}
 
 
-def loss_table(results: dict[str, list[dict]], budgets: list[int]) -> str:
-    header = ["Method", *(f"skill {s} @ {b}" for b in budgets for s in SKILLS)]
+def loss_at(curve: list[dict], step: int, skill: str | None) -> float:
+    """The loss on `skill` (None: the average over SKILLS, the pre-training objective) at the last point <= step."""
+    losses = point_at(curve, step)["loss"]
+    return average(losses, SKILLS) if skill is None else losses[skill]
+
+
+def column_name(skill: str | None) -> str:
+    return "average" if skill is None else f"skill {skill}"
+
+
+def loss_table(results: dict[str, list[dict]], budgets: list[int], columns: list[str | None] = SKILLS) -> str:
+    header = ["Method", *(f"{column_name(s)} @ {b}" for b in budgets for s in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, runs in results.items():
-        cells = [mean_std([point_at(r["curve"], b)["loss"][s] for r in runs]) for b in budgets for s in SKILLS]
+        cells = [mean_std([loss_at(r["curve"], b, s) for r in runs]) for b in budgets for s in columns]
         lines.append("| " + " | ".join([LABELS[method], *cells]) + " |")
     return "\n".join(lines)
 
 
 def paired_table(
-    results: dict[str, list[dict]], thresholds: list[float], budget: int, skills: list[str] = SKILLS
+    results: dict[str, list[dict]],
+    thresholds: list[float],
+    budget: int,
+    columns: list[str | None] = SKILLS,
+    reference: str = "skill_it",
 ) -> str:
-    """Per other method: Skill-It's steps to each threshold minus the method's, and its final loss minus the
-    method's, mean ± std over seeds (paired: same data, same initial model), one column per skill of `skills`
-    (default: this table's). A run that never reached a threshold counts as `budget` steps (the difference is then
-    a bound)."""
-    if "skill_it" not in results:
+    """Per other method: the `reference` method's steps to each threshold minus the method's, and its loss at
+    `budget` minus the method's, mean ± std over seeds (paired: same data, same initial model), one column per
+    entry of `columns` (a skill, or None for the average over SKILLS). A run that never reached a threshold counts
+    as `budget` steps (the difference is then a bound)."""
+    if reference not in results:
         return ""
-    ours = {r["seed"]: r for r in results["skill_it"]}
-    header = ["Skill-It minus", *(f"steps to {t}, skill {s}" for t in thresholds for s in skills)]
-    header += [f"loss @ {budget}, skill {s}" for s in skills]
+    ours = {r["seed"]: r for r in results[reference]}
+    header = [f"{LABELS[reference]} minus", *(f"steps to {t}, {column_name(s)}" for t in thresholds for s in columns)]
+    header += [f"loss @ {budget}, {column_name(s)}" for s in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, runs in results.items():
-        if method == "skill_it":
+        if method == reference:
             continue
         cells = []
         for threshold in thresholds:
-            for skill in skills:
+            for skill in columns:
                 diffs = []
                 for r in runs:
-                    a = first_step(ours[r["seed"]]["curve"], skill, threshold, skills)
-                    b = first_step(r["curve"], skill, threshold, skills)
+                    a = first_step(ours[r["seed"]]["curve"], skill, threshold, SKILLS)
+                    b = first_step(r["curve"], skill, threshold, SKILLS)
                     diffs.append(float((budget if a is None else a) - (budget if b is None else b)))
                 cells.append(f"{mean_std(diffs, digits=0)} ({sum(d < 0 for d in diffs)}/{len(diffs)} sooner)")
-        for skill in skills:
+        for skill in columns:
             diffs = [
-                point_at(ours[r["seed"]]["curve"], budget)["loss"][skill] - point_at(r["curve"], budget)["loss"][skill]
-                for r in runs
+                loss_at(ours[r["seed"]]["curve"], budget, skill) - loss_at(r["curve"], budget, skill) for r in runs
             ]
             cells.append(f"{mean_std(diffs)} ({sum(d < 0 for d in diffs)}/{len(diffs)} lower)")
         lines.append("| " + " | ".join([LABELS[method], *cells]) + " |")
@@ -191,17 +210,19 @@ def paired_table(
 
 
 def report(out: Path, methods: list[str], seeds: list[int], args: argparse.Namespace) -> str:
-    results = load_results(out, methods, seeds)
+    results = load_results(out, methods, seeds, [Path(d) for d in args.also])
     n = len(next(iter(results.values())))
     if n == 0:
         return f"no seed of {seeds} has finished every method of {methods} yet"
     done = [r["seed"] for r in results[methods[0]]]
     parts = [f"Seeds {done} ({n} of {len(seeds)}{', PARTIAL' if n < len(seeds) else ''}); methods {methods}."]
+    # Pre-training has every skill as a target: the average over the skills (the paper's §4.1 metric) is a column.
+    columns: list[str | None] = [*SKILLS, None] if args.setting == "pretrain" else list(SKILLS)
     for threshold in (0.3, 0.1):
-        parts += [f"\nSteps to loss ≤ {threshold}:\n", steps_table(results, SKILLS, threshold, args.steps)]
+        parts += [f"\nSteps to loss ≤ {threshold}:\n", steps_table(results, columns, threshold, args.steps)]
     budgets = sorted({args.steps // 3, 2 * args.steps // 3, args.steps})
-    parts += ["\nLoss at fixed budgets:\n", loss_table(results, budgets)]
-    parts += ["\nPaired by seed:\n", paired_table(results, [0.3, 0.1], args.steps)]
+    parts += ["\nLoss at fixed budgets:\n", loss_table(results, budgets, columns)]
+    parts += ["\nPaired by seed:\n", paired_table(results, [0.3, 0.1], args.steps, columns, args.reference)]
     seconds = [r["seconds"] for runs in results.values() for r in runs]
     parts.append(f"\nWall time per run: {mean_std(seconds, digits=0)} s.")
     text = "\n".join(parts)
@@ -225,6 +246,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--setting", choices=list(TARGETS), default="finetune", help="target skill 3, or all skills")
     p.add_argument("--extra", nargs="*", default=[], help="more --set overrides for every run (a grid's cell)")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--also", nargs="*", default=[], help="more output directories whose runs the report reads (shared baselines)"
+    )
+    p.add_argument(
+        "--reference", default="skill_it", choices=list(METHODS), help="the method the paired table subtracts from"
+    )
     return p.parse_args(argv)
 
 

@@ -91,13 +91,14 @@ def overrides(method: str, seed: int, args: argparse.Namespace, output_dir: Path
 
 
 def curve_of(run_dir: Path) -> tuple[list[dict], list[dict]]:
-    """The per-skill losses before training and at every round end, and the mixture of every round."""
+    """The per-skill losses before training and at every round end, and the mixture of every round (with the
+    mixing law A a mixer estimated in that round, Aioli's, when there is one: the work folder is removed)."""
     from hf_skillit.rundir import load_trajectory
 
     rounds = load_trajectory(run_dir)
     curve = [{"step": 0, "loss": rounds[0]["initial_eval_loss"]}] if "initial_eval_loss" in rounds[0] else []
     curve += [{"step": r["global_step"], "loss": r["eval_loss"]} for r in rounds]
-    return curve, [{"step": r["global_step"], "p": r["p"]} for r in rounds]
+    return curve, [{"step": r["global_step"], "p": r["p"], **({"A": r["A"]} if r.get("A") else {})} for r in rounds]
 
 
 def run_one(method: str, seed: int, args: argparse.Namespace, out: Path) -> None:

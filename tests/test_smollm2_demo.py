@@ -138,3 +138,21 @@ def test_table_report_pairs_against_a_reference_and_averages_skills_for_pretrain
     assert cells[names.index("steps to 0.3, average")] == "0 ± 170 (1/2 sooner)"
     # steps to 0.1 on skill 1: seed 0 aioli 240, stratified never (counts 240) -> 0; seed 1 never vs 240 -> 0
     assert cells[names.index("steps to 0.1, skill 1")] == "0 ± 0 (0/2 sooner)"
+
+
+@pytest.mark.slow
+def test_an_aioli_table_run_keeps_the_mixing_law_it_estimated(gguf_file, tmp_path, monkeypatch):
+    """Aioli through the table runner (issue 25's SmolLM2 comparison, on the tiny GGUF): the result keeps A of
+    every round, since the run's folder, where the trajectory was, is removed."""
+    monkeypatch.setenv("HF_SKILLIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "aioli"
+    tables.main(
+        ["--model", str(gguf_file), "--methods", "aioli", "--seeds", "0", "--steps", "8", "--rounds", "2"]
+        + ["--train-samples", "300", "--eta", "0.1", "--output-dir", str(out)]
+        + ["--extra", "training.aioli_sweeps=1", "training.aioli_probe_steps=1"]
+    )
+    run = json.loads((out / "runs" / "aioli_seed0.json").read_text())
+    assert [r["step"] for r in run["p"]] == [4, 8]
+    for record in run["p"]:  # rows: the training skills; columns: the evaluation skills, here the target alone
+        assert set(record["A"]) == {"1", "2", "3"} and all(set(row) == {"3"} for row in record["A"].values())
+    assert not (out / "work" / "aioli_seed0").exists()

@@ -23,6 +23,7 @@ saved with the mixer's checkpoint state, so a resumed run keeps it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -58,17 +59,25 @@ __all__ = [
 CURRICULA = ("curriculum", "anticurriculum", "skill_curriculum", "skill_anticurriculum")
 
 Collator = Callable[[list[dict[str, Any]]], "dict[str, torch.Tensor]"]
+Autocast = Callable[[], contextlib.AbstractContextManager]
 Schedule = list[dict[str, float]]
 
 
-def sample_losses(model: nn.Module, dataset: datasets.Dataset, collator: Collator, batch_size: int = 64) -> np.ndarray:
+def sample_losses(
+    model: nn.Module,
+    dataset: datasets.Dataset,
+    collator: Collator,
+    batch_size: int = 64,
+    autocast: Autocast | None = None,
+) -> np.ndarray:
     """Each row's mean next-token loss over its scored positions (`labels != -100`; all tokens without labels).
 
-    Batched forward passes on the model's device, in eval mode (restored afterwards), through `hf_skillit.scoring`.
+    Batched forward passes on the model's device, in eval mode (restored afterwards), through `hf_skillit.scoring`,
+    under `autocast` (a context-manager factory, e.g. `accelerator.autocast`; None: the model's own precision).
     """
     from .scoring import score_rows
 
-    scores = score_rows(model, dataset, collator, batch_size)
+    scores = score_rows(model, dataset, collator, batch_size, autocast=autocast or contextlib.nullcontext)
     if (scores.count == 0).any():
         row = int(np.flatnonzero(scores.count == 0)[0])
         raise ValueError(f"row {row} has no scored token (all labels are -100): it cannot be ranked")
@@ -109,6 +118,7 @@ def curriculum_setup(
     num_epochs: int,
     anti: bool = False,
     batch_size: int = 64,
+    autocast: Autocast | None = None,
 ) -> tuple[SkillSet, Schedule]:
     """The sample-level (anti)curriculum: a SkillSet of M difficulty buckets and its pacing schedule (M rounds).
 
@@ -116,7 +126,7 @@ def curriculum_setup(
     pretrained or current model), ranked, and cut into `num_epochs` buckets named `"difficulty_1"` (easiest;
     hardest for `anti`) .. `"difficulty_M"`. The returned SkillSet trains on the buckets and keeps `skills`'
     validation data, so the evaluation skills are the original ones. Train it with `mixing="fixed"`,
-    `fixed_weights=schedule` and `rounds=num_epochs`.
+    `fixed_weights=schedule` and `rounds=num_epochs`. The scoring runs under `autocast` (see [`sample_losses`]).
     """
     import datasets
 
@@ -130,16 +140,18 @@ def curriculum_setup(
         parts.append(data)
     shared = [c for c in parts[0].column_names if all(c in p.column_names for p in parts)]
     pool = datasets.concatenate_datasets([p.select_columns(shared) for p in parts])
-    order = difficulty_order(sample_losses(model, pool, collator, batch_size), anti=anti)
+    order = difficulty_order(sample_losses(model, pool, collator, batch_size, autocast), anti=anti)
     buckets = {f"difficulty_{i + 1}": pool.select(rows) for i, rows in enumerate(pacing_buckets(order, num_epochs))}
     validation = {name: skills.validation(name) for name in skills.eval_skills}
     return SkillSet(buckets, validation), pacing_schedule({name: len(data) for name, data in buckets.items()})
 
 
-def skill_losses(skills: SkillSet, model: nn.Module, collator: Collator, batch_size: int = 64) -> dict[str, float]:
+def skill_losses(
+    skills: SkillSet, model: nn.Module, collator: Collator, batch_size: int = 64, autocast: Autocast | None = None
+) -> dict[str, float]:
     """Each training skill's average per-row loss under `model` (the group score of Varshney et al.)."""
     return {
-        name: float(sample_losses(model, skills.train(name), collator, batch_size).mean())
+        name: float(sample_losses(model, skills.train(name), collator, batch_size, autocast).mean())
         for name in skills.train_skills
     }
 
@@ -194,10 +206,11 @@ def skill_curriculum_setup(
     anti: bool = False,
     frac: float = 0.4,
     batch_size: int = 64,
+    autocast: Autocast | None = None,
 ) -> tuple[list[str], Schedule]:
     """Skill-(anti)curriculum: the skills ranked by `model`'s average loss on their training rows (easiest first;
     hardest first for `anti`) and the `rounds`-long schedule of `skill_curriculum_schedule` over that order."""
-    scores = skill_losses(skills, model, collator, batch_size)
+    scores = skill_losses(skills, model, collator, batch_size, autocast)
     names = list(skills.train_skills)
     order = [names[i] for i in difficulty_order([scores[n] for n in names], anti=anti)]
     return order, skill_curriculum_schedule(order, rounds, frac)
@@ -211,6 +224,7 @@ def curriculum_baseline(
     rounds: int,
     frac: float = 0.4,
     batch_size: int = 64,
+    autocast: Autocast | None = None,
 ) -> tuple[SkillSet, Schedule]:
     """Any of `CURRICULA` by name: the SkillSet to train on and its `rounds`-long schedule for `mixing="fixed"`.
 
@@ -221,8 +235,8 @@ def curriculum_baseline(
         raise ValueError(f"unknown curriculum {name!r}; choose one of {', '.join(CURRICULA)}")
     anti = name.endswith("anticurriculum")
     if name.startswith("skill_"):
-        return skills, skill_curriculum_setup(skills, model, collator, rounds, anti, frac, batch_size)[1]
-    return curriculum_setup(skills, model, collator, rounds, anti, batch_size)
+        return skills, skill_curriculum_setup(skills, model, collator, rounds, anti, frac, batch_size, autocast)[1]
+    return curriculum_setup(skills, model, collator, rounds, anti, batch_size, autocast)
 
 
 # ----- the curricula as registered mixers ----------------------------------------------------------------------------
@@ -243,7 +257,13 @@ class _ScoredScheduleMixer(FixedMixer):
                 "(which passes the model, the data and the collator), not make_mixer"
             )
         return rank(
-            setup.skills, setup.model, setup.collator, setup.rounds, anti=cls.anti, batch_size=setup.batch_size
+            setup.skills,
+            setup.model,
+            setup.collator,
+            setup.rounds,
+            anti=cls.anti,
+            batch_size=setup.batch_size,
+            autocast=setup.autocast,
         )
 
     def state_dict(self) -> dict[str, Any]:

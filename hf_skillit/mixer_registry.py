@@ -140,6 +140,9 @@ class MixerSetup:
         skills, model, collator, batch_size: the (tokenized) `SkillSet`, the model, the batch collator and the
             evaluation batch size, for mixers that score the data with the model (the curricula); None in
             `make_mixer`.
+        autocast: the context the scoring forward passes run under, the run's mixed precision (the trainer passes
+            `accelerator.autocast`: before training the model's forward is not yet wrapped by accelerate); None:
+            the model's own precision.
     """
 
     train_skills: tuple[str, ...]
@@ -165,6 +168,7 @@ class MixerSetup:
     aioli_ema: float | None = None
     aioli_normalize: bool = True
     aioli_diagonal: bool = False
+    autocast: Any = None
 
     def targeted_graph(self) -> SkillsGraph:
         """The graph (all ones when there is none) restricted to the target columns, if any (fine-tuning)."""
@@ -302,6 +306,7 @@ def build_mixer(
     model: Any = None,
     collator: Any = None,
     graph_hint: str = "pass graph= or set graph_path",
+    autocast: Any = None,
 ) -> tuple[Any, Mixer]:
     """The registered mixer `args.mixing` for `skills` and `graph`, and the skills it trains on (`skills`, unless
     the mixer prepares others: the sample-level curricula score the rows with `model` into difficulty buckets, a
@@ -318,6 +323,7 @@ def build_mixer(
         model=model,
         collator=collator,
         batch_size=args.per_device_eval_batch_size,
+        autocast=autocast,
         **{name: getattr(args, name) for name in CONFIG_SETTINGS},
     )
     if callable(prepare := getattr(cls, "prepare", None)):

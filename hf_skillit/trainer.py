@@ -167,7 +167,11 @@ class SkillItTrainerMixin(ProbePhasesMixin):
         self.graph = self._resolve_graph(graph, args)
         if mixer is None:
             # A mixer may train on other skills than the data's (the sample-level curriculum's difficulty buckets).
-            self.skills, mixer = build_mixer(args, self.skills, self.graph, self.model, self.data_collator)
+            # The curricula score the data now, before accelerate wraps the model's forward in the run's autocast:
+            # they get that autocast explicitly (else a bf16 run ranks its rows in fp32, slower than it trains).
+            self.skills, mixer = build_mixer(
+                args, self.skills, self.graph, self.model, self.data_collator, autocast=self.accelerator.autocast
+            )
         self.mixer = mixer
         self._check_mixer(self.mixer)
         if args.window_unit == "evaluations" and not callable(getattr(mixer, "observe", None)):

@@ -157,3 +157,21 @@ def test_trainer_runs_the_curriculum_within_the_allowed_buckets(make_config, tok
         for b in range(phase + 1, 4):
             assert record["samples"][f"difficulty_{b}"] == 0
         assert set(record["eval_loss"]) == {"1", "2", "3"}
+
+
+@pytest.mark.parametrize("mixing", ["curriculum", "skill_anticurriculum"])
+@pytest.mark.parametrize("bf16", [True, False])
+def test_the_trainer_ranks_the_rows_in_the_runs_precision(make_config, tokenizer, tiny_model, skills, mixing, bf16):
+    """The curricula score the data when the trainer is built, before accelerate wraps the model's forward in the
+    run's autocast: the trainer hands them that autocast, so a bf16 run ranks in bf16 and an fp32 run in fp32."""
+    model = tiny_model()
+    seen = []
+    model.register_forward_pre_hook(
+        lambda module, inputs: seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+    )
+    args = make_config(mixing=mixing, rounds=4, max_steps=8, bf16=bf16)
+    SkillItTrainer(model=model, args=args, skills=skills, processing_class=tokenizer)
+    assert seen, "the curriculum scored nothing"
+    assert all(enabled == bf16 for enabled, _ in seen)
+    if bf16:
+        assert all(dtype == torch.bfloat16 for _, dtype in seen)

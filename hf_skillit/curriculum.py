@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from .scoring import Autocast
     from .skills import SkillSet
 
 __all__ = [
@@ -59,7 +60,6 @@ __all__ = [
 CURRICULA = ("curriculum", "anticurriculum", "skill_curriculum", "skill_anticurriculum")
 
 Collator = Callable[[list[dict[str, Any]]], "dict[str, torch.Tensor]"]
-Autocast = Callable[[], contextlib.AbstractContextManager]
 Schedule = list[dict[str, float]]
 
 
